@@ -1,0 +1,9 @@
+// One register_* function per binding file; module.cpp calls them all.
+#pragma once
+
+#include <pybind11/pybind11.h>
+
+namespace pylstm {
+void register_network(pybind11::module_& m);
+void register_runtime(pybind11::module_& m);
+}  // namespace pylstm

@@ -1,0 +1,184 @@
+// _core.Network: a canonical network (list of layer dicts, see pylstm/network.py) packed for the
+// CPU, and its forward pass on numpy arrays.
+#include <pybind11/numpy.h>
+#include <pybind11/stl.h>
+
+#include <memory>
+#include <stdexcept>
+#include <string>
+
+#include "pylstm/backend.hpp"
+#include "register.hpp"
+
+namespace py = pybind11;
+
+namespace pylstm {
+namespace {
+
+std::vector<float> floats_of(const py::handle& obj, const std::string& what) {
+  if (obj.is_none()) return {};
+  auto arr = py::array_t<float, py::array::c_style | py::array::forcecast>::ensure(obj);
+  if (!arr) throw py::type_error(what + ": expected an array of floats");
+  return std::vector<float>(arr.data(), arr.data() + arr.size());
+}
+
+template <typename T>
+T get(const py::dict& d, const char* key, T fallback) {
+  return d.contains(key) ? d[key].cast<T>() : fallback;
+}
+
+CellKind parse_cell(const std::string& s) {
+  if (s == "lstm") return CellKind::LSTM;
+  if (s == "gru") return CellKind::GRU;
+  if (s == "rnn") return CellKind::RNN;
+  throw std::invalid_argument("unknown cell '" + s + "'; expected lstm, gru or rnn");
+}
+
+NetworkDesc parse_network(const py::list& layers) {
+  NetworkDesc net;
+  for (size_t l = 0; l < layers.size(); ++l) {
+    const py::dict d = layers[l].cast<py::dict>();
+    const std::string at = "layer " + std::to_string(l);
+    LayerDesc L;
+    L.cell = parse_cell(d["cell"].cast<std::string>());
+    L.input_size = d["input_size"].cast<int64_t>();
+    L.hidden_size = d["hidden_size"].cast<int64_t>();
+    L.proj_size = get<int64_t>(d, "proj_size", 0);
+    L.clip = get<float>(d, "clip", 0.f);
+    L.input_forget = get<bool>(d, "input_forget", false);
+    L.linear_before_reset = get<bool>(d, "linear_before_reset", true);
+    const std::string masked = get<std::string>(d, "masked_output", "zero");
+    if (masked != "zero" && masked != "hold") {
+      throw std::invalid_argument(at + ": masked_output must be 'zero' or 'hold'");
+    }
+    L.masked_output = masked == "hold" ? MaskedOutput::Hold : MaskedOutput::Zero;
+    for (const py::handle& hd : d["directions"].cast<py::list>()) {
+      const py::dict dd = hd.cast<py::dict>();
+      DirectionDesc D;
+      D.reverse = get<bool>(dd, "reverse", false);
+      const py::list acts = dd["activations"].cast<py::list>();
+      if (acts.size() > 3) throw std::invalid_argument(at + ": at most 3 activations");
+      for (size_t k = 0; k < acts.size(); ++k) {
+        const py::tuple t = acts[k].cast<py::tuple>();
+        D.act[k] = Activation{parse_activation(t[0].cast<std::string>()), t[1].cast<float>(),
+                              t[2].cast<float>()};
+      }
+      D.w = floats_of(dd["w"], at + " w");
+      D.r = floats_of(dd["r"], at + " r");
+      D.bias_w = floats_of(dd.attr("get")("bias_w", py::none()), at + " bias_w");
+      D.bias_r = floats_of(dd.attr("get")("bias_r", py::none()), at + " bias_r");
+      D.peephole = floats_of(dd.attr("get")("peephole", py::none()), at + " peephole");
+      D.proj = floats_of(dd.attr("get")("proj", py::none()), at + " proj");
+      L.directions.push_back(std::move(D));
+    }
+    net.layers.push_back(std::move(L));
+  }
+  validate(net);
+  return net;
+}
+
+// A [T, B, F] float32 array whose last axis is contiguous, as Rows.
+template <typename T>
+Rows<T> rows_of(const py::array& a, int64_t steps, int64_t batch, int64_t features,
+                const char* name) {
+  if (!py::isinstance<py::array_t<float>>(a)) {
+    throw py::type_error(std::string(name) + " must be a float32 array");
+  }
+  if (a.ndim() != 3 || a.shape(0) != steps || a.shape(1) != batch || a.shape(2) != features) {
+    throw std::invalid_argument(std::string(name) + ": wrong shape");
+  }
+  if (features > 1 && a.strides(2) != static_cast<py::ssize_t>(sizeof(float))) {
+    throw std::invalid_argument(std::string(name) + ": the feature axis must be contiguous");
+  }
+  if (a.strides(0) % sizeof(float) || a.strides(1) % sizeof(float)) {
+    throw std::invalid_argument(std::string(name) + ": strides must be whole floats");
+  }
+  if constexpr (!std::is_const_v<T>) {
+    if (!a.writeable()) throw std::invalid_argument(std::string(name) + " must be writeable");
+  }
+  T* data = static_cast<T*>(const_cast<void*>(a.data()));
+  return Rows<T>{data, static_cast<int64_t>(a.strides(0) / sizeof(float)),
+                 static_cast<int64_t>(a.strides(1) / sizeof(float))};
+}
+
+// Optional contiguous float32 array of exactly `count` elements.
+template <typename T>
+T* contiguous_or_null(const py::object& o, int64_t count, const char* name) {
+  if (o.is_none()) return nullptr;
+  auto a = py::cast<py::array>(o);
+  if (!py::isinstance<py::array_t<float>>(a)) {
+    throw py::type_error(std::string(name) + " must be a float32 array");
+  }
+  if (!(a.flags() & py::array::c_style) || a.size() != count) {
+    throw std::invalid_argument(std::string(name) + ": expected a C-contiguous array of " +
+                                std::to_string(count) + " floats");
+  }
+  if constexpr (!std::is_const_v<T>) {
+    if (!a.writeable()) throw std::invalid_argument(std::string(name) + " must be writeable");
+  }
+  return static_cast<T*>(const_cast<void*>(a.data()));
+}
+
+class PyNetwork {
+ public:
+  PyNetwork(const py::list& layers, const std::string& isa) : desc_(parse_network(layers)) {
+    backend_ = make_cpu_backend(desc_, isa);
+    for (const LayerDesc& L : desc_.layers) {
+      h_floats_ += L.num_directions() * L.output_size();
+      c_floats_ += L.num_directions() * L.hidden_size;
+    }
+  }
+
+  // x: [T, B, I]; y: [T, B, O] (written); mask: uint8 [T, B]; states contiguous
+  // [sum_l D_l, B, Hout] / [sum_l D_l, B, H].
+  void forward(const py::array& x, const py::array& y, const py::object& mask,
+               const py::object& h0, const py::object& c0, const py::object& h_n,
+               const py::object& c_n) const {
+    if (x.ndim() != 3) throw std::invalid_argument("x must be 3-D [T, B, I]");
+    ForwardArgs args;
+    args.steps = x.shape(0);
+    args.batch = x.shape(1);
+    args.x = rows_of<const float>(x, args.steps, args.batch, desc_.input_size(), "x");
+    args.y = rows_of<float>(y, args.steps, args.batch, desc_.output_size(), "y");
+    if (!mask.is_none()) {
+      auto m = py::cast<py::array>(mask);
+      if (!py::isinstance<py::array_t<uint8_t>>(m) || !(m.flags() & py::array::c_style) ||
+          m.size() != args.steps * args.batch) {
+        throw std::invalid_argument("mask must be a C-contiguous uint8 array [T, B]");
+      }
+      args.mask = static_cast<const uint8_t*>(m.data());
+    }
+    const int64_t B = args.batch;
+    args.h0 = contiguous_or_null<const float>(h0, h_floats_ * B, "h0");
+    args.c0 = contiguous_or_null<const float>(c0, c_floats_ * B, "c0");
+    args.h_n = contiguous_or_null<float>(h_n, h_floats_ * B, "h_n");
+    args.c_n = contiguous_or_null<float>(c_n, c_floats_ * B, "c_n");
+    py::gil_scoped_release release;
+    backend_->forward(args);
+  }
+
+  std::string backend_name() const { return backend_->name(); }
+  int64_t input_size() const { return desc_.input_size(); }
+  int64_t output_size() const { return desc_.output_size(); }
+
+ private:
+  NetworkDesc desc_;
+  std::unique_ptr<Backend> backend_;
+  int64_t h_floats_ = 0, c_floats_ = 0;
+};
+
+}  // namespace
+
+void register_network(py::module_& m) {
+  py::class_<PyNetwork>(m, "Network")
+      .def(py::init<const py::list&, const std::string&>(), py::arg("layers"),
+           py::arg("isa") = "auto")
+      .def("forward", &PyNetwork::forward, py::arg("x"), py::arg("y"), py::arg("mask") = py::none(),
+           py::arg("h0") = py::none(), py::arg("c0") = py::none(), py::arg("h_n") = py::none(),
+           py::arg("c_n") = py::none())
+      .def_property_readonly("backend", &PyNetwork::backend_name)
+      .def_property_readonly("input_size", &PyNetwork::input_size)
+      .def_property_readonly("output_size", &PyNetwork::output_size);
+}
+
+}  // namespace pylstm

@@ -1,0 +1,27 @@
+// Process-wide runtime settings and build information.
+#include <pybind11/stl.h>
+
+#include "dispatch.hpp"
+#include "thread_pool.hpp"
+#include "register.hpp"
+
+namespace py = pybind11;
+
+namespace pylstm {
+
+void register_runtime(py::module_& m) {
+  m.def(
+      "set_num_threads",
+      [](int n) {
+        if (n < 1) throw py::value_error("num_threads must be >= 1, got " + std::to_string(n));
+        py::gil_scoped_release release;  // waits for running calls to finish
+        ThreadPool::global().set_num_threads(n);
+      },
+      py::arg("n"));
+  m.def("get_num_threads", [] { return ThreadPool::global().num_threads(); });
+  m.def("available_cpus", &available_cpus);
+  m.def("supported_isas", &supported_isas,
+        "Instruction sets with kernels in this build that this CPU can run, best first.");
+}
+
+}  // namespace pylstm

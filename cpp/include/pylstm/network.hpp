@@ -1,0 +1,102 @@
+// The canonical network description: what every reader (PyTorch, Keras, ONNX, plain arrays)
+// converts to, and the only form the backends know.
+//
+// Canonical conventions (the one place they are written down; readers convert at load time):
+//   * gate order   LSTM: i, f, g (cell candidate), o      GRU: r (reset), z (update), n (new)
+//                  RNN: a single gate
+//   * weights      w: [G*H, I]  rows gate-major (gate 0 units 0..H-1, then gate 1, ...)
+//                  r: [G*H, Hout] where Hout = proj_size if set, else H
+//                  bias_w, bias_r: [G*H] each (both empty when the layer has no bias)
+//                  peephole: [3*H] in the order i, f, o (empty when absent)
+//                  proj: [P, H] (LSTM with proj_size P only)
+//   * cell math    LSTM  i = f(Wi x + Ri h + bi + pi*c)   f = f(Wf x + Rf h + bf + pf*c)
+//                        (coupled: f = 1 - i)  g = g(Wg x + Rg h + bg)
+//                        c' = f*c + i*g        o = f(Wo x + Ro h + bo + po*c')
+//                        h' = o * h(c')        (projection: h' = proj · h')
+//                  GRU   r = f(Wr x + Rr h + br)   z = f(Wz x + Rz h + bz)
+//                        linear_before_reset: n = g(Wn x + bwn + r*(Rn h + brn))   (PyTorch, Keras reset_after)
+//                        otherwise:           n = g(Wn x + bwn + Rn (r*h) + brn)   (ONNX default, Keras 2)
+//                        h' = (1 - z)*n + z*h
+//                  RNN   h' = f(W x + R h + bw + br)
+//                  clip > 0 clamps every activation input to [-clip, clip].
+//   * masked steps (mask[t][b] == 0): state carried unchanged; the output is zero, or the
+//     previous output of that direction (zero before the first valid step) with Hold.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace pylstm {
+
+enum class CellKind { LSTM, GRU, RNN };
+
+// Activation functions: the eleven of the ONNX specification, which also cover the Keras and
+// PyTorch ones (Keras 2 hard_sigmoid = HardSigmoid(0.2, 0.5), Keras 3 = HardSigmoid(1/6, 0.5)).
+enum class ActKind {
+  Sigmoid,
+  Tanh,
+  Relu,
+  Affine,           // alpha*x + beta
+  LeakyRelu,        // x < 0 ? alpha*x : x
+  ThresholdedRelu,  // x > alpha ? x : 0
+  ScaledTanh,       // alpha * tanh(beta*x)
+  HardSigmoid,      // clamp(alpha*x + beta, 0, 1)
+  Elu,              // x < 0 ? alpha*(exp(x) - 1) : x
+  Softsign,         // x / (1 + |x|)
+  Softplus,         // log(1 + exp(x))
+};
+
+struct Activation {
+  ActKind kind = ActKind::Sigmoid;
+  float alpha = 0.f;
+  float beta = 0.f;
+};
+
+// Parses "sigmoid", "tanh", "relu", "affine", "leakyrelu", "thresholdedrelu", "scaledtanh",
+// "hardsigmoid", "elu", "softsign", "softplus" (case-insensitive, underscores ignored).
+ActKind parse_activation(const std::string& name);
+const char* activation_name(ActKind kind);
+
+enum class MaskedOutput { Zero, Hold };
+
+inline int num_gates(CellKind cell) {
+  return cell == CellKind::LSTM ? 4 : cell == CellKind::GRU ? 3 : 1;
+}
+
+struct DirectionDesc {
+  bool reverse = false;
+  // LSTM: {f, g, h}; GRU: {f, g}; RNN: {f}. Unused entries are ignored.
+  std::array<Activation, 3> act{};
+  std::vector<float> w, r, bias_w, bias_r, peephole, proj;
+};
+
+struct LayerDesc {
+  CellKind cell = CellKind::LSTM;
+  int64_t input_size = 0;
+  int64_t hidden_size = 0;
+  int64_t proj_size = 0;  // LSTM only; 0 = no projection
+  float clip = 0.f;       // <= 0: no clipping
+  bool input_forget = false;
+  bool linear_before_reset = true;
+  MaskedOutput masked_output = MaskedOutput::Zero;
+  std::vector<DirectionDesc> directions;  // 1 or 2; outputs concatenated in this order
+
+  int64_t output_size() const { return proj_size > 0 ? proj_size : hidden_size; }
+  int64_t num_directions() const { return static_cast<int64_t>(directions.size()); }
+};
+
+struct NetworkDesc {
+  std::vector<LayerDesc> layers;
+
+  int64_t input_size() const { return layers.front().input_size; }
+  int64_t output_size() const {
+    return layers.back().output_size() * layers.back().num_directions();
+  }
+};
+
+// Throws std::invalid_argument naming the layer, direction and array whose size is wrong.
+void validate(const NetworkDesc& net);
+
+}  // namespace pylstm

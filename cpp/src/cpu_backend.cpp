@@ -1,0 +1,163 @@
+// The CPU backend: packs the weights for the kernels of the best instruction set at load, then
+// runs every layer of a forward pass inside one thread-pool team.
+#include <algorithm>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "aligned.hpp"
+#include "dispatch.hpp"
+#include "kernels/kernel_set.hpp"
+#include "pylstm/backend.hpp"
+#include "thread_pool.hpp"
+
+namespace pylstm {
+namespace {
+
+// Input projections are computed for blocks of time steps whose pre-activations fit in this
+// many floats (16 MB), so memory stays proportional to B*H, not B*T*H, for this buffer.
+constexpr int64_t kProjectionBlockFloats = int64_t{1} << 22;
+// Below this many multiply-adds per step a second thread costs more than it saves.
+constexpr int64_t kMinStepMacsPerThread = 16 * 1024;
+
+int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
+
+// Where one layer's buffers sit in the call's workspace (offsets in floats).
+struct ScratchPlan {
+  int64_t block_steps = 1;
+  int64_t xp = 0, h = 0, c = 0, aux = 0, rh = 0;
+  int64_t total = 0;
+
+  LayerScratch bind(float* base) const {
+    LayerScratch s;
+    s.block_steps = block_steps;
+    s.xp = base + xp;
+    s.h = base + h;
+    s.c = base + c;
+    s.aux = base + aux;
+    s.rh = base + rh;
+    return s;
+  }
+};
+
+ScratchPlan plan_layer(const PackedLayer& L, int64_t T, int64_t B) {
+  ScratchPlan p;
+  const int64_t D = L.D(), hs = state_stride(L);
+  const int64_t per_step = std::max<int64_t>(1, D * B * L.gate_cols());
+  p.block_steps =
+      std::clamp<int64_t>(kProjectionBlockFloats / per_step, 1, std::max<int64_t>(T, 1));
+  int64_t offset = 0;
+  auto place = [&offset](int64_t& slot, int64_t floats) {
+    slot = offset;
+    offset += round_up(floats, 16);  // keep every buffer 64-byte aligned
+  };
+  place(p.xp, D * p.block_steps * B * L.gate_cols());
+  place(p.h, D * 2 * B * hs);
+  place(p.c, D * B * L.Hp);
+  place(p.aux, D * B * L.Hp);
+  place(p.rh, D * B * hs);
+  p.total = offset;
+  return p;
+}
+
+class CpuBackend final : public Backend {
+ public:
+  CpuBackend(const NetworkDesc& net, const std::string& isa) : kernels_(select_kernels(isa)) {
+    validate(net);
+    for (const LayerDesc& L : net.layers) layers_.push_back(pack_layer(L, kernels_.vector_floats));
+  }
+
+  std::string name() const override { return std::string("cpu/") + kernels_.name; }
+
+  void forward(const ForwardArgs& a) const override {
+    const int64_t T = a.steps, B = a.batch;
+    const size_t nl = layers_.size();
+
+    std::vector<ScratchPlan> plans;
+    int64_t layer_floats = 0, inter_cols = 0;
+    for (size_t l = 0; l < nl; ++l) {
+      plans.push_back(plan_layer(layers_[l], T, B));
+      layer_floats = std::max(layer_floats, plans.back().total);
+      if (l + 1 < nl) inter_cols = std::max(inter_cols, layers_[l].D() * layers_[l].Hout);
+    }
+    const int64_t inter_floats = round_up(T * B * inter_cols, 16);
+    const int inter_buffers = nl > 2 ? 2 : static_cast<int>(nl) - 1;
+
+    std::unique_ptr<ScratchBuffer> scratch = take_scratch();
+    float* base = scratch->reserve(static_cast<size_t>(layer_floats + inter_buffers * inter_floats));
+    float* inter[2] = {base + layer_floats, base + layer_floats + inter_floats};
+
+    std::vector<LayerIO> ios(nl);
+    int64_t h_off = 0, c_off = 0;
+    for (size_t l = 0; l < nl; ++l) {
+      const PackedLayer& L = layers_[l];
+      LayerIO& io = ios[l];
+      io.steps = T;
+      io.batch = B;
+      io.mask = a.mask;
+      if (l == 0) {
+        io.x = a.x;
+      } else {
+        const int64_t cols = layers_[l - 1].D() * layers_[l - 1].Hout;
+        io.x = Rows<const float>{inter[(l - 1) % 2], B * cols, cols};
+      }
+      if (l + 1 == nl) {
+        io.y = a.y;
+      } else {
+        const int64_t cols = L.D() * L.Hout;
+        io.y = Rows<float>{inter[l % 2], B * cols, cols};
+      }
+      io.h0 = a.h0 ? a.h0 + h_off : nullptr;
+      io.c0 = a.c0 ? a.c0 + c_off : nullptr;
+      io.h_n = a.h_n ? a.h_n + h_off : nullptr;
+      io.c_n = a.c_n ? a.c_n + c_off : nullptr;
+      h_off += L.D() * B * L.Hout;
+      c_off += L.D() * B * L.H;
+    }
+
+    ThreadPool::global().run(team_size(B), [&](const Team& team) {
+      for (size_t l = 0; l < nl; ++l) {
+        const LayerScratch s = plans[l].bind(base);
+        kernels_.run_layer(layers_[l], ios[l], s, team);
+        team.barrier();
+      }
+    });
+    give_back_scratch(std::move(scratch));
+  }
+
+ private:
+  const KernelSet& kernels_;
+  std::vector<PackedLayer> layers_;
+  mutable std::mutex scratch_mutex_;
+  mutable std::vector<std::unique_ptr<ScratchBuffer>> idle_scratch_;
+
+  int team_size(int64_t B) const {
+    int64_t step_macs = 0;
+    for (const PackedLayer& L : layers_) {
+      step_macs = std::max(step_macs, L.D() * B * L.gate_cols() * std::max(L.Hout, L.I));
+    }
+    const int64_t useful = std::max<int64_t>(1, step_macs / kMinStepMacsPerThread);
+    return static_cast<int>(std::min<int64_t>(useful, ThreadPool::global().num_threads()));
+  }
+
+  // Workspaces are reused between calls; concurrent calls each get their own.
+  std::unique_ptr<ScratchBuffer> take_scratch() const {
+    std::lock_guard<std::mutex> lock(scratch_mutex_);
+    if (idle_scratch_.empty()) return std::make_unique<ScratchBuffer>();
+    auto s = std::move(idle_scratch_.back());
+    idle_scratch_.pop_back();
+    return s;
+  }
+  void give_back_scratch(std::unique_ptr<ScratchBuffer> s) const {
+    std::lock_guard<std::mutex> lock(scratch_mutex_);
+    idle_scratch_.push_back(std::move(s));
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_cpu_backend(const NetworkDesc& net, const std::string& isa) {
+  return std::make_unique<CpuBackend>(net, isa);
+}
+
+}  // namespace pylstm

@@ -1,0 +1,59 @@
+#include "dispatch.hpp"
+
+#include <stdexcept>
+
+namespace pylstm {
+namespace {
+
+struct Candidate {
+  const char* name;
+  const KernelSet& (*kernels)();
+  bool (*cpu_has)();
+};
+
+#if defined(PYLSTM_X86)
+bool has_avx512() {
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+         __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
+         __builtin_cpu_supports("fma");
+}
+bool has_avx2() { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"); }
+#endif
+bool always() { return true; }
+
+const std::vector<Candidate>& candidates() {
+  static const std::vector<Candidate> list = {
+#if defined(PYLSTM_X86)
+      {"avx512", &kernels_avx512, &has_avx512},
+      {"avx2", &kernels_avx2, &has_avx2},
+#endif
+      {"generic", &kernels_generic, &always},
+  };
+  return list;
+}
+
+}  // namespace
+
+std::vector<std::string> supported_isas() {
+  std::vector<std::string> out;
+  for (const auto& c : candidates()) {
+    if (c.cpu_has()) out.emplace_back(c.name);
+  }
+  return out;
+}
+
+const KernelSet& select_kernels(const std::string& isa) {
+  for (const auto& c : candidates()) {
+    if (isa == "auto" && c.cpu_has()) return c.kernels();
+    if (isa == c.name) {
+      if (!c.cpu_has()) throw std::runtime_error("this CPU cannot run the '" + isa + "' kernels");
+      return c.kernels();
+    }
+  }
+  std::string known;
+  for (const auto& c : candidates()) known += std::string(known.empty() ? "" : ", ") + c.name;
+  throw std::invalid_argument("unknown instruction set '" + isa + "'; this build has: auto, " +
+                              known);
+}
+
+}  // namespace pylstm

@@ -1,0 +1,18 @@
+// Picks the kernel set for the CPU we run on (or the one asked for by name).
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "kernels/kernel_set.hpp"
+
+namespace pylstm {
+
+// Instruction sets this build has kernels for AND this CPU can run, best first.
+std::vector<std::string> supported_isas();
+
+// "auto" -> the best supported; a name -> that set. Throws std::invalid_argument for an unknown
+// name, std::runtime_error when the CPU cannot run it.
+const KernelSet& select_kernels(const std::string& isa);
+
+}  // namespace pylstm

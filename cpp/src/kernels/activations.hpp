@@ -1,0 +1,108 @@
+// Vectorised activation functions. Accuracy target: a few float32 ulp in the gate range, which
+// keeps cells within the 3e-5 absolute agreement the tests demand against PyTorch/ONNX Runtime.
+#pragma once
+
+#include "kernels/simd.hpp"
+#include "pylstm/network.hpp"
+
+namespace pylstm {
+namespace PYLSTM_ISA {
+
+// e^x for x in float range; saturates at e^88.3 and e^-87.3 (no inf, no denormals).
+static inline vf v_exp(vf x) {
+  x = vmin(vmax(x, splat(-87.3f)), splat(88.3f));
+  // x = n*ln2 + r with |r| <= ln2/2; n rounded to nearest with the 1.5*2^23 trick.
+  const vf magic = splat(12582912.0f);
+  vf n = (x * 1.44269504088896341f + magic) - magic;
+  vf r = x - n * 0.693359375f;       // ln2 split in a short high part...
+  r = r - n * -2.12194440e-4f;        // ...and the rest, so r is exact enough
+  // Taylor polynomial of e^r to degree 7 (truncation error < 1e-8 on |r| <= 0.35).
+  vf p = splat(1.0f / 5040);
+  p = p * r + 1.0f / 720;
+  p = p * r + 1.0f / 120;
+  p = p * r + 1.0f / 24;
+  p = p * r + 1.0f / 6;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  vi e = (__builtin_convertvector(n, vi) + 127) << 23;
+  vf scale;
+  std::memcpy(&scale, &e, sizeof scale);
+  return p * scale;
+}
+
+// log(x) for x > 0 (finite): x = m * 2^e with m in [sqrt(1/2), sqrt(2)), then
+// log(m) = 2*atanh(s), s = (m-1)/(m+1), |s| <= 0.172, series to s^11.
+static inline vf v_log(vf x) {
+  vi bits;
+  std::memcpy(&bits, &x, sizeof bits);
+  vi e = ((bits >> 23) & 0xff) - 127;
+  bits = (bits & 0x007fffff) | 0x3f800000;  // mantissa in [1, 2)
+  vf m;
+  std::memcpy(&m, &bits, sizeof m);
+  const vi big = m > 1.41421356f;
+  m = big ? m * 0.5f : m;
+  e = e - big;  // comparison gives -1 for true
+  const vf s = (m - 1.0f) / (m + 1.0f);
+  const vf s2 = s * s;
+  vf p = splat(2.0f / 11);
+  p = p * s2 + 2.0f / 9;
+  p = p * s2 + 2.0f / 7;
+  p = p * s2 + 2.0f / 5;
+  p = p * s2 + 2.0f / 3;
+  p = p * s2 + 2.0f;
+  return p * s + __builtin_convertvector(e, vf) * 0.693147180559945f;
+}
+
+static inline vf v_sigmoid(vf x) { return 1.0f / (1.0f + v_exp(-x)); }
+
+static inline vf v_tanh(vf x) {
+  const vf ax = vabs(x);
+  const vf e = v_exp(ax * -2.0f);
+  vf t = (1.0f - e) / (1.0f + e);
+  // Near zero 1 - e cancels; the odd Taylor series is exact to float precision there.
+  const vf x2 = ax * ax;
+  const vf small = ax * (1.0f + x2 * (-1.0f / 3 + x2 * (2.0f / 15 + x2 * (-17.0f / 315))));
+  t = ax < 0.0625f ? small : t;
+  return vcopysign(t, x);
+}
+
+// log(1 + e^x) = max(x, 0) + log1p(e^-|x|), with log1p(y) = log(u) * y / (u - 1), u = 1 + y.
+static inline vf v_softplus(vf x) {
+  const vf y = v_exp(-vabs(x));
+  const vf u = 1.0f + y;
+  const vf d = u - 1.0f;
+  const vf l1p = d == 0.0f ? y : v_log(u) * (y / d);
+  return vmax(x, splat(0.0f)) + l1p;
+}
+
+static inline vf apply(const Activation& a, vf x) {
+  switch (a.kind) {
+    case ActKind::Sigmoid:
+      return v_sigmoid(x);
+    case ActKind::Tanh:
+      return v_tanh(x);
+    case ActKind::Relu:
+      return vmax(x, splat(0.0f));
+    case ActKind::Affine:
+      return x * a.alpha + a.beta;
+    case ActKind::LeakyRelu:
+      return x < 0.0f ? x * a.alpha : x;
+    case ActKind::ThresholdedRelu:
+      return x > a.alpha ? x : splat(0.0f);
+    case ActKind::ScaledTanh:
+      return v_tanh(x * a.beta) * a.alpha;
+    case ActKind::HardSigmoid:
+      return vmin(vmax(x * a.alpha + a.beta, splat(0.0f)), splat(1.0f));
+    case ActKind::Elu:
+      return x < 0.0f ? (v_exp(x) - 1.0f) * a.alpha : x;
+    case ActKind::Softsign:
+      return x / (1.0f + vabs(x));
+    case ActKind::Softplus:
+      return v_softplus(x);
+  }
+  return x;
+}
+
+}  // namespace PYLSTM_ISA
+}  // namespace pylstm

@@ -1,0 +1,88 @@
+#include "packing.hpp"
+
+#include <algorithm>
+
+namespace pylstm {
+namespace {
+
+// src: [G*H, K] row-major (gate-major rows). Returns chunks × [K][G*U].
+AlignedFloats pack_gate_panels(const std::vector<float>& src, int G, int64_t H, int64_t K,
+                               int64_t U, int64_t chunks) {
+  AlignedFloats out(static_cast<size_t>(chunks * K * G * U), 0.f);
+  for (int64_t u = 0; u < chunks; ++u) {
+    float* panel = out.data() + u * K * G * U;
+    for (int g = 0; g < G; ++g) {
+      for (int64_t j = 0; j < U; ++j) {
+        const int64_t unit = u * U + j;
+        if (unit >= H) break;
+        const float* row = src.data() + (g * H + unit) * K;
+        for (int64_t k = 0; k < K; ++k) panel[k * G * U + g * U + j] = row[k];
+      }
+    }
+  }
+  return out;
+}
+
+// A per-unit vector of gate g laid out like a pre-activation row: chunks × [G*U].
+void scatter_gate_vector(const float* src, int g, int G, int64_t H, int64_t U, AlignedFloats& dst) {
+  for (int64_t unit = 0; unit < H; ++unit) {
+    const int64_t u = unit / U, j = unit % U;
+    dst[static_cast<size_t>(u * G * U + g * U + j)] += src[unit];
+  }
+}
+
+}  // namespace
+
+PackedLayer pack_layer(const LayerDesc& L, int vector_floats) {
+  PackedLayer P;
+  P.cell = L.cell;
+  P.G = num_gates(L.cell);
+  P.I = L.input_size;
+  P.H = L.hidden_size;
+  P.P = L.proj_size;
+  P.Hout = L.output_size();
+  // One vector of units per gate gives 4 (LSTM) or 3 (GRU) vectors per micro-kernel row;
+  // the single-gate RNN takes four vectors of units instead.
+  P.U = vector_floats * (P.G == 1 ? 4 : 1);
+  P.chunks = (P.H + P.U - 1) / P.U;
+  P.Hp = P.chunks * P.U;
+  P.Up = vector_floats * 4;
+  P.proj_chunks = P.P > 0 ? (P.P + P.Up - 1) / P.Up : 0;
+  P.clip = L.clip;
+  P.input_forget = L.input_forget;
+  P.linear_before_reset = L.linear_before_reset;
+  P.masked_output = L.masked_output;
+
+  for (const DirectionDesc& D : L.directions) {
+    PackedDirection out;
+    out.reverse = D.reverse;
+    out.act = D.act;
+    out.w = pack_gate_panels(D.w, P.G, P.H, P.I, P.U, P.chunks);
+    out.r = pack_gate_panels(D.r, P.G, P.H, P.Hout, P.U, P.chunks);
+    out.bias.assign(static_cast<size_t>(P.chunks * P.G * P.U), 0.f);
+    out.bias_rn.assign(static_cast<size_t>(P.Hp), 0.f);
+    if (!D.bias_w.empty()) {
+      const bool gru_lbr = P.cell == CellKind::GRU && P.linear_before_reset;
+      for (int g = 0; g < P.G; ++g) {
+        scatter_gate_vector(D.bias_w.data() + g * P.H, g, P.G, P.H, P.U, out.bias);
+        if (gru_lbr && g == 2) {
+          std::copy(D.bias_r.begin() + 2 * P.H, D.bias_r.begin() + 3 * P.H, out.bias_rn.begin());
+        } else {
+          scatter_gate_vector(D.bias_r.data() + g * P.H, g, P.G, P.H, P.U, out.bias);
+        }
+      }
+    }
+    if (!D.peephole.empty()) {
+      out.peephole.assign(static_cast<size_t>(3 * P.Hp), 0.f);
+      for (int k = 0; k < 3; ++k) {
+        std::copy(D.peephole.begin() + k * P.H, D.peephole.begin() + (k + 1) * P.H,
+                  out.peephole.begin() + k * P.Hp);
+      }
+    }
+    if (P.P > 0) out.proj = pack_gate_panels(D.proj, 1, P.P, P.H, P.Up, P.proj_chunks);
+    P.dirs.push_back(std::move(out));
+  }
+  return P;
+}
+
+}  // namespace pylstm

@@ -1,0 +1,168 @@
+#include "thread_pool.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <string>
+
+#if defined(__linux__)
+#include <sched.h>
+#endif
+
+namespace pylstm {
+namespace {
+
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
+
+// Spin on `done` for a while, then yield the CPU between checks.
+template <typename Done>
+void spin_until(Done done) {
+  for (int i = 0; !done(); ++i) {
+    if (i < 4000) {
+      cpu_relax();
+    } else {
+      std::this_thread::yield();
+    }
+  }
+}
+
+int threads_from_env() {
+  const char* s = std::getenv("PYLSTM_NUM_THREADS");
+  if (s && *s) {
+    const int n = std::atoi(s);
+    if (n >= 1) return n;
+  }
+  return available_cpus();
+}
+
+}  // namespace
+
+int available_cpus() {
+#if defined(__linux__)
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) {
+    const int n = CPU_COUNT(&set);
+    if (n >= 1) return n;
+  }
+#endif
+  const unsigned n = std::thread::hardware_concurrency();
+  return n >= 1 ? static_cast<int>(n) : 1;
+}
+
+void SpinBarrier::wait() {
+  const uint32_t gen = generation_.load(std::memory_order_acquire);
+  if (count_.fetch_add(1, std::memory_order_acq_rel) == n_ - 1) {
+    count_.store(0, std::memory_order_relaxed);
+    generation_.fetch_add(1, std::memory_order_acq_rel);
+  } else {
+    spin_until([&] { return generation_.load(std::memory_order_acquire) != gen; });
+  }
+}
+
+ThreadPool& ThreadPool::global() {
+  static ThreadPool pool;
+  return pool;
+}
+
+ThreadPool::ThreadPool() {
+  const int n = threads_from_env();
+  num_threads_.store(n);
+  start_workers(n - 1);
+}
+
+ThreadPool::~ThreadPool() { stop_workers(); }
+
+void ThreadPool::start_workers(int count) {
+  stopping_ = false;
+  for (int i = 0; i < count; ++i) workers_.emplace_back([this, i] { worker_main(i + 1); });
+}
+
+void ThreadPool::stop_workers() {
+  {
+    std::lock_guard<std::mutex> lock(wake_mutex_);
+    stopping_ = true;
+    job_generation_.fetch_add(1);
+  }
+  wake_cv_.notify_all();
+  for (auto& t : workers_) t.join();
+  workers_.clear();
+}
+
+void ThreadPool::set_num_threads(int n) {
+  if (n < 1) n = 1;
+  std::lock_guard<std::mutex> running(run_mutex_);  // waits for the current job
+  if (n == num_threads()) return;
+  stop_workers();
+  num_threads_.store(n);
+  start_workers(n - 1);
+}
+
+void ThreadPool::worker_main(int id) {
+  uint64_t seen = 0;
+  for (;;) {
+    // Back-to-back calls are common (streaming, many small batches): spin a little before
+    // sleeping so the next job starts without a futex wake-up.
+    bool woke = false;
+    for (int i = 0; i < 2000; ++i) {
+      if (job_generation_.load(std::memory_order_acquire) != seen) {
+        woke = true;
+        break;
+      }
+      cpu_relax();
+    }
+    std::unique_lock<std::mutex> lock(wake_mutex_);
+    if (!woke) {
+      wake_cv_.wait(lock, [&] { return job_generation_.load() != seen || stopping_; });
+    }
+    if (stopping_) return;
+    seen = job_generation_.load();
+    const auto* job = job_;
+    const int size = team_size_;
+    lock.unlock();
+    if (id < size) {
+      try {
+        (*job)(Team{id, size, &barrier_});
+      } catch (...) {
+        std::lock_guard<std::mutex> g(error_mutex_);
+        if (!error_) error_ = std::current_exception();
+      }
+      pending_.fetch_sub(1, std::memory_order_acq_rel);
+    }
+  }
+}
+
+void ThreadPool::run(int want, const std::function<void(const Team&)>& job) {
+  std::unique_lock<std::mutex> running(run_mutex_, std::try_to_lock);
+  int size = std::min(want, num_threads());
+  if (!running.owns_lock() || size <= 1) {
+    job(Team{0, 1, nullptr});
+    return;
+  }
+  barrier_.reset(size);
+  error_ = nullptr;
+  pending_.store(size - 1, std::memory_order_relaxed);
+  {
+    std::lock_guard<std::mutex> lock(wake_mutex_);
+    job_ = &job;
+    team_size_ = size;
+    job_generation_.fetch_add(1, std::memory_order_acq_rel);
+  }
+  wake_cv_.notify_all();
+  std::exception_ptr mine;
+  try {
+    job(Team{0, size, &barrier_});
+  } catch (...) {
+    mine = std::current_exception();
+  }
+  spin_until([&] { return pending_.load(std::memory_order_acquire) == 0; });
+  if (mine) std::rethrow_exception(mine);
+  if (error_) std::rethrow_exception(error_);
+}
+
+}  // namespace pylstm

@@ -1,0 +1,89 @@
+// A process-wide pool of worker threads that run one job at a time as a "team": every member
+// runs the same function with its own id and meets the others at barriers. The time loop runs a
+// whole forward pass inside one team, with one barrier per step, so threads are woken once per
+// call rather than once per step.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace pylstm {
+
+// Sense-counting spin barrier for a fixed number of threads. Spins briefly, then yields, so an
+// oversubscribed machine still makes progress.
+class SpinBarrier {
+ public:
+  void reset(int n) {
+    n_ = n;
+    count_.store(0, std::memory_order_relaxed);
+  }
+  void wait();
+
+ private:
+  int n_ = 1;
+  std::atomic<int> count_{0};
+  std::atomic<uint32_t> generation_{0};
+};
+
+struct Team {
+  int id = 0;
+  int size = 1;
+  SpinBarrier* barrier_ = nullptr;
+  void barrier() const {
+    if (size > 1) barrier_->wait();
+  }
+  // Static split of [0, n) into `size` contiguous ranges; this member's range. The same member
+  // always gets the same range, so the weights it reads stay in its own cache across steps.
+  void range(int64_t n, int64_t& begin, int64_t& end) const {
+    begin = n * id / size;
+    end = n * (id + 1) / size;
+  }
+};
+
+class ThreadPool {
+ public:
+  static ThreadPool& global();
+
+  // Total threads a job may use, counting the caller; n >= 1.
+  void set_num_threads(int n);
+  int num_threads() const { return num_threads_.load(std::memory_order_relaxed); }
+
+  // Runs job(team) on min(want, num_threads()) threads, the caller being member 0. When another
+  // call is using the pool, runs the job on the caller alone (results do not depend on the team
+  // size). Exceptions thrown by the job are rethrown here; jobs must not throw between barriers.
+  void run(int want, const std::function<void(const Team&)>& job);
+
+  ~ThreadPool();
+
+ private:
+  ThreadPool();
+  void start_workers(int count);
+  void stop_workers();
+  void worker_main(int id);
+
+  std::atomic<int> num_threads_{1};
+  std::mutex run_mutex_;  // held while a job runs; try_lock decides pool vs. inline
+  std::vector<std::thread> workers_;
+
+  std::mutex wake_mutex_;
+  std::condition_variable wake_cv_;
+  std::atomic<uint64_t> job_generation_{0};
+  bool stopping_ = false;
+  const std::function<void(const Team&)>* job_ = nullptr;
+  int team_size_ = 1;
+  std::atomic<int> pending_{0};
+  SpinBarrier barrier_;
+  std::mutex error_mutex_;
+  std::exception_ptr error_;
+};
+
+// Number of CPUs this process may run on (affinity mask), at least 1.
+int available_cpus();
+
+}  // namespace pylstm
