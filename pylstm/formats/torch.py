@@ -1,0 +1,191 @@
+"""PyTorch: live ``torch.nn.LSTM``/``GRU``/``RNN`` modules and their state dicts.
+
+PyTorch's layout is the canonical one (gate order LSTM i,f,g,o and GRU r,z,n, ``[G*H, I]``
+weights), so conversion is a matter of naming: ``weight_ih_l{k}[_reverse]``,
+``weight_hh_l{k}``, ``bias_ih_l{k}``, ``bias_hh_l{k}`` and ``weight_hr_l{k}`` (projection).
+No torch import here: state dicts are plain ``{name: ndarray}`` (see torch_pickle.py).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Mapping, Optional
+
+import numpy as np
+
+from ..engine import Engine
+from ..errors import FormatError, UnsupportedError
+from ..faces.torch_face import TorchModel
+from ..network import CELLS, Direction, Layer
+
+_MODES = {"LSTM": "lstm", "GRU": "gru", "RNN_TANH": "rnn", "RNN_RELU": "rnn"}
+_FIRST_KEY = re.compile(r"^(?P<prefix>.*?)weight_ih_l0$")
+
+
+def from_torch(module, *, device: str = "cpu") -> TorchModel:
+    """Build a model from a live ``torch.nn.LSTM``, ``GRU`` or ``RNN``.
+
+    Parameters
+    ----------
+    module : torch.nn.LSTM | torch.nn.GRU | torch.nn.RNN
+        Any constructor options (``num_layers``, ``bidirectional``, ``bias``, ``batch_first``,
+        ``proj_size``, ``nonlinearity``). Dropout is ignored (inference).
+    device : str
+
+    Returns
+    -------
+    TorchModel
+        ``model(x, hx=None, *, lengths=None)`` returns what ``module`` returns, as numpy.
+
+    Raises
+    ------
+    UnsupportedError
+        ``module`` is not one of the three recurrent modules (the message names its class).
+    """
+    mode = getattr(module, "mode", None)
+    if mode not in _MODES or not hasattr(module, "state_dict") or not hasattr(module, "_flat_weights_names"):
+        raise UnsupportedError(
+            f"from_torch takes torch.nn.LSTM, GRU or RNN; got {type(module).__module__}."
+            f"{type(module).__qualname__}"
+        )
+    state = {k: v.detach().cpu().float().numpy() for k, v in module.state_dict().items()}
+    nonlinearity = "relu" if mode == "RNN_RELU" else "tanh"
+    layers = layers_from_state_dict(state, prefix="", nonlinearity=nonlinearity, source="module")
+    cell = _MODES[mode]
+    if layers[0].cell != cell:  # pragma: no cover - shapes always agree with the module's mode
+        raise FormatError(f"module mode {mode} does not match its weights")
+    return TorchModel(Engine(layers, device), batch_first=bool(module.batch_first))
+
+
+def find_prefixes(state: Mapping[str, np.ndarray]) -> list:
+    """Prefixes of every recurrent module in a state dict (``""`` for a bare module)."""
+    return sorted({m.group("prefix") for k in state if (m := _FIRST_KEY.match(k))})
+
+
+def layers_from_state_dict(
+    state: Mapping[str, np.ndarray],
+    *,
+    prefix: Optional[str] = None,
+    nonlinearity: str = "tanh",
+    source: str = "state dict",
+) -> list:
+    """Canonical layers from a PyTorch RNN state dict.
+
+    The cell kind is read from the shapes (``weight_hh`` has 4, 3 or 1 times ``hidden_size``
+    rows); what a state dict does not record (``nonlinearity`` of an RNN, ``batch_first``) is
+    the caller's to say.
+
+    Parameters
+    ----------
+    state : mapping of str to ndarray
+    prefix : str, optional
+        Selects one module in a larger state dict (``"encoder."``; the trailing dot may be
+        omitted). Required when there are several.
+    nonlinearity : {"tanh", "relu"}
+        For RNN cells.
+    source : str
+        Named in error messages (usually the file name).
+
+    Raises
+    ------
+    ValueError
+        No recurrent module, several without ``prefix``, an unknown prefix, or a bad
+        ``nonlinearity``.
+    FormatError
+        Shapes that do not form a valid LSTM/GRU/RNN (the message names the tensor).
+    """
+    if nonlinearity not in ("tanh", "relu"):
+        raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+    prefixes = find_prefixes(state)
+    if not prefixes:
+        raise FormatError(
+            f"{source}: no LSTM/GRU/RNN weights found (expected keys such as 'weight_ih_l0'); "
+            f"keys present: {', '.join(list(state)[:8])}{' ...' if len(state) > 8 else ''}"
+        )
+    if prefix is None:
+        if len(prefixes) > 1:
+            raise ValueError(
+                f"{source} holds several recurrent modules; choose one with prefix=: "
+                + ", ".join(repr(p) for p in prefixes)
+            )
+        prefix = prefixes[0]
+    elif prefix not in prefixes and prefix + "." in prefixes:
+        prefix += "."
+    if prefix not in prefixes:
+        raise ValueError(
+            f"{source}: no recurrent module with prefix {prefix!r}; found: "
+            + ", ".join(repr(p) for p in prefixes)
+        )
+
+    def tensor(name: str, required: bool = True):
+        key = prefix + name
+        if key not in state:
+            if required:
+                raise FormatError(f"{source}: missing tensor {key!r}")
+            return None
+        arr = np.asarray(state[key])
+        if arr.dtype.kind != "f":
+            raise FormatError(f"{source}: tensor {key!r} has dtype {arr.dtype}, expected floats")
+        return arr.astype(np.float32, copy=False)
+
+    def check_shape(name: str, arr, shape):
+        if arr is not None and arr.shape != shape:
+            raise FormatError(
+                f"{source}: tensor {prefix + name!r} has shape {arr.shape}, expected {shape}"
+            )
+
+    w_hh = tensor("weight_hh_l0")
+    w_hr = tensor("weight_hr_l0", required=False)
+    if w_hh.ndim != 2 or (w_hr is not None and w_hr.ndim != 2):
+        raise FormatError(f"{source}: {prefix}weight_hh_l0 must be 2-D, got shape {w_hh.shape}")
+    hidden = w_hr.shape[1] if w_hr is not None else w_hh.shape[1]
+    gates = w_hh.shape[0] // hidden if hidden else 0
+    cell = {4: "lstm", 3: "gru", 1: "rnn"}.get(gates) if w_hh.shape[0] == gates * hidden else None
+    if cell is None or hidden == 0:
+        raise FormatError(
+            f"{source}: {prefix}weight_hh_l0 has shape {w_hh.shape}; its rows must be 4, 3 or 1 "
+            f"times hidden_size ({hidden}) for LSTM, GRU or RNN"
+        )
+    if w_hr is not None and cell != "lstm":
+        raise FormatError(f"{source}: {prefix}weight_hr_l0 (projection) only exists for LSTM")
+    proj = w_hr.shape[0] if w_hr is not None else 0
+    out = proj or hidden
+    bidirectional = prefix + "weight_ih_l0_reverse" in state
+    has_bias = prefix + "bias_ih_l0" in state
+    num_layers = 0
+    while prefix + f"weight_ih_l{num_layers}" in state:
+        num_layers += 1
+    activations = {"lstm": None, "gru": None, "rnn": (nonlinearity,)}[cell]
+    G = CELLS[cell]
+
+    layers = []
+    for k in range(num_layers):
+        dirs = []
+        for reverse in (False, True) if bidirectional else (False,):
+            sfx = f"_l{k}" + ("_reverse" if reverse else "")
+            w_ih = tensor("weight_ih" + sfx)
+            if w_ih.ndim != 2:
+                raise FormatError(f"{source}: {prefix}weight_ih{sfx} must be 2-D, got {w_ih.shape}")
+            in_size = w_ih.shape[1] if k == 0 else out * (2 if bidirectional else 1)
+            check_shape("weight_ih" + sfx, w_ih, (G * hidden, in_size))
+            r = tensor("weight_hh" + sfx)
+            check_shape("weight_hh" + sfx, r, (G * hidden, out))
+            b_ih = tensor("bias_ih" + sfx, required=has_bias)
+            b_hh = tensor("bias_hh" + sfx, required=has_bias)
+            check_shape("bias_ih" + sfx, b_ih, (G * hidden,))
+            check_shape("bias_hh" + sfx, b_hh, (G * hidden,))
+            p = tensor("weight_hr" + sfx, required=proj > 0)
+            check_shape("weight_hr" + sfx, p, (proj, hidden))
+            dirs.append(
+                Direction(
+                    w=w_ih,
+                    r=r,
+                    bias_w=b_ih,
+                    bias_r=b_hh,
+                    proj=p,
+                    activations=activations,
+                    reverse=reverse,
+                )
+            )
+        layers.append(Layer(cell=cell, directions=dirs))
+    return layers

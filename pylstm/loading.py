@@ -1,0 +1,72 @@
+"""``pylstm.load``: one entry point for every file format, recognised by content."""
+
+from __future__ import annotations
+
+import os
+
+from .engine import Engine
+from .errors import UnsupportedError
+from .faces.torch_face import TorchModel
+from .formats.sniff import detect_format
+
+_TORCH_OPTIONS = {"prefix", "batch_first", "nonlinearity"}
+
+
+def _check_options(options: dict, allowed: set, kind: str) -> None:
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise TypeError(
+            f"load() got option(s) {', '.join(unknown)} that do not apply to {kind} files; "
+            f"{kind} files take: {', '.join(sorted(allowed)) or 'no options'}"
+        )
+
+
+def load(path, *, device: str = "cpu", **options):
+    """Load a model from a file written by a framework, without that framework installed.
+
+    The format is recognised from the file's content (the suffix only breaks ties for ONNX).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    device : str
+    **options
+        PyTorch state dicts (``.pt``/``.pth`` zip or legacy, ``.safetensors``):
+        ``prefix="encoder."`` selects the recurrent module in a larger state dict (required
+        when there are several; the error lists them); ``batch_first=False`` and
+        ``nonlinearity="tanh"`` say what a state dict does not record.
+
+    Returns
+    -------
+    TorchModel
+        For PyTorch files: ``model(x, hx=None, *, lengths=None)``.
+
+    Raises
+    ------
+    FileNotFoundError
+        No such file.
+    pylstm.errors.FormatError (a ValueError)
+        Unreadable, truncated, corrupt or hostile file; the message names the file and the
+        tensor or layer it failed on.
+    TypeError
+        An option that does not apply to the file's format.
+    pylstm.errors.UnsupportedError (a NotImplementedError)
+        A format this version does not read yet.
+    """
+    from .formats.safetensors_file import read_safetensors
+    from .formats.torch import layers_from_state_dict
+    from .formats.torch_pickle import read_torch_file
+
+    kind = detect_format(path)
+    name = os.fspath(path)
+    if kind in ("torch-zip", "torch-legacy", "safetensors"):
+        _check_options(options, _TORCH_OPTIONS, "PyTorch")
+        state = read_safetensors(path) if kind == "safetensors" else read_torch_file(path)
+        layers = layers_from_state_dict(
+            state,
+            prefix=options.get("prefix"),
+            nonlinearity=options.get("nonlinearity", "tanh"),
+            source=os.path.basename(name),
+        )
+        return TorchModel(Engine(layers, device), batch_first=bool(options.get("batch_first", False)))
+    raise UnsupportedError(f"{name}: {kind} files are not supported by this version of pylstm")

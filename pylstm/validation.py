@@ -1,0 +1,75 @@
+"""Checks of caller-supplied arrays, done once at the Python boundary (the kernels trust them)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+_FLOAT_KINDS = ("float16", "float32", "float64")
+
+
+def to_numpy(a):
+    """numpy view of ``a``; torch tensors (also ones that require grad) are detached first."""
+    if hasattr(a, "detach") and hasattr(a, "cpu") and hasattr(a, "numpy"):
+        a = a.detach().cpu().numpy()
+    return np.asarray(a)
+
+
+def as_float_array(a, name: str) -> np.ndarray:
+    """``a`` as float32 whose last axis is contiguous (copying only when needed).
+
+    Raises
+    ------
+    TypeError
+        ``a`` is not an array of float16/32/64 (integers, booleans, objects, complex).
+    """
+    try:
+        arr = to_numpy(a)
+    except Exception as exc:  # ragged lists, unconvertible objects
+        raise TypeError(f"{name} must be an array of floats: {exc}") from None
+    if arr.dtype.name not in _FLOAT_KINDS:
+        raise TypeError(f"{name} must be float32 or float64, got dtype {arr.dtype}")
+    if arr.dtype != np.float32:
+        arr = arr.astype(np.float32)
+    if arr.ndim and arr.shape[-1] > 1 and arr.strides[-1] != 4:
+        arr = np.ascontiguousarray(arr)
+    return arr
+
+
+def as_state(a, name: str, shape: tuple) -> np.ndarray:
+    """An initial-state array as C-contiguous float32 of exactly ``shape``."""
+    arr = as_float_array(a, name)
+    if arr.shape != tuple(shape):
+        raise ValueError(f"{name}: expected shape {tuple(shape)}, got {arr.shape}")
+    return np.ascontiguousarray(arr)
+
+
+def lengths_mask(lengths, batch: int, steps: int) -> np.ndarray:
+    """PyTorch packed-sequence lengths -> a ``[T, B]`` uint8 mask of valid steps.
+
+    Raises
+    ------
+    TypeError
+        ``lengths`` are not integers.
+    ValueError
+        Wrong count, or a length outside ``1..T``.
+    """
+    arr = to_numpy(lengths)
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"lengths must be integers, got dtype {arr.dtype}")
+    if arr.shape != (batch,):
+        raise ValueError(f"lengths: expected one length per sequence, shape ({batch},), got {arr.shape}")
+    if batch and (arr.min() < 1 or arr.max() > steps):
+        raise ValueError(
+            f"lengths must be between 1 and the sequence length {steps}, got min {arr.min()} "
+            f"and max {arr.max()}"
+        )
+    return np.ascontiguousarray(np.arange(steps)[:, None] < arr[None, :].astype(np.int64), np.uint8)
+
+
+def positive_int(v, name: str) -> int:
+    """``v`` as an int >= 1 (TypeError for non-integers, ValueError for < 1)."""
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {type(v).__name__}")
+    if v < 1:
+        raise ValueError(f"{name} must be >= 1, got {v}")
+    return int(v)
