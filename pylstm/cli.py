@@ -1,0 +1,184 @@
+"""The ``pylstm`` command: ``info``, ``run`` (batch inference from files) and ``bench``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+import time
+
+import numpy as np
+
+
+def _cmd_info(args) -> int:
+    import pylstm
+
+    info = pylstm.info()
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"pylstm {info['version']}")
+    print(f"  SIMD level     {info['simd']} (available: {', '.join(info['simd_available'])})")
+    print(f"  threads        {info['num_threads']} of {info['cpus']} CPUs")
+    print(f"  CUDA compiled  {'yes' if info['cuda_compiled'] else 'no'}")
+    devices = ", ".join(info["cuda_devices"]) or "none"
+    print(f"  CUDA devices   {devices}")
+    return 0
+
+
+class ProgressBar:
+    """A one-line progress bar on stderr: done/total, rate and time left."""
+
+    def __init__(self, total: int, unit: str, enabled: bool, stream=sys.stderr):
+        self.total, self.unit, self.enabled, self.stream = total, unit, enabled, stream
+        self.start = time.perf_counter()
+
+    def update(self, done: int) -> None:
+        if not self.enabled:
+            return
+        elapsed = time.perf_counter() - self.start
+        rate = done / elapsed if elapsed > 0 else 0.0
+        left = (self.total - done) / rate if rate > 0 else 0.0
+        width = 30
+        filled = int(width * done / self.total) if self.total else width
+        bar = "#" * filled + "." * (width - filled)
+        self.stream.write(
+            f"\r[{bar}] {done}/{self.total} {self.unit} {rate:,.1f} {self.unit}/s, {left:.0f}s left "
+        )
+        if done >= self.total:
+            self.stream.write("\n")
+        self.stream.flush()
+
+
+def _cmd_run(args) -> int:
+    import pylstm
+
+    options = {}
+    if args.prefix is not None:
+        options["prefix"] = args.prefix
+    if args.nonlinearity is not None:
+        options["nonlinearity"] = args.nonlinearity
+    if args.threads:
+        pylstm.set_num_threads(args.threads)
+    # The model sees batch-first chunks [n, T, I] cut from the input file.
+    model = pylstm.load(args.model, device=args.device, batch_first=True, **options)
+    x = np.load(args.input, mmap_mode="r", allow_pickle=False)
+    if args.time_major:
+        x = x.transpose(1, 0, 2) if x.ndim == 3 else x
+    if x.ndim != 3:
+        raise ValueError(f"{args.input}: expected a 3-D array [N, T, I], got shape {x.shape}")
+    lengths = None
+    if args.lengths:
+        lengths = np.load(args.lengths, allow_pickle=False)
+        if lengths.shape != (x.shape[0],):
+            raise ValueError(
+                f"{args.lengths}: expected one length per sequence, shape ({x.shape[0]},), got "
+                f"{lengths.shape}"
+            )
+    n = x.shape[0]
+    out_shape = (n, x.shape[1], model.engine.output_size)
+    if args.time_major:
+        out_shape = (out_shape[1], n, out_shape[2])
+    y_file = np.lib.format.open_memmap(args.output, mode="w+", dtype=np.float32, shape=out_shape)
+    y = y_file.transpose(1, 0, 2) if args.time_major else y_file
+    bar = ProgressBar(n, "seq", enabled=not args.quiet)
+    for start in range(0, n, args.batch_size):
+        stop = min(n, start + args.batch_size)
+        chunk_lengths = None if lengths is None else lengths[start:stop]
+        y[start:stop] = model(np.asarray(x[start:stop]), lengths=chunk_lengths)[0]
+        bar.update(stop)
+    y_file.flush()
+    del y_file
+    if not args.quiet:
+        print(f"wrote {args.output} {out_shape} float32", file=sys.stderr)
+    return 0
+
+
+def _cmd_bench(args) -> int:
+    import pylstm
+    from pylstm.bench import default_configs, quick_configs, run_benchmarks
+    from pylstm.bench.configs import BenchConfig
+
+    if args.device != "cpu":
+        pylstm.runtime.check_device(args.device)  # raises with the reason
+    configs = quick_configs() if args.quick else default_configs()
+    if args.cell:
+        configs = [c for c in configs if c.cell in args.cell]
+    if args.batch:
+        configs = [c for c in configs if c.batch in args.batch]
+    if args.hidden:
+        configs = [c for c in configs if c.hidden_size in args.hidden]
+    if args.list:
+        for cfg in configs:
+            print(cfg.name)
+        return 0
+    if not configs:
+        print("no configuration matches the filters", file=sys.stderr)
+        return 2
+    threads = args.threads or pylstm.get_num_threads()
+    json_path = args.json
+    if json_path is None and not args.no_json:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        json_path = os.path.join("bench", "results", f"cpu-{stamp}.json")
+    command = "pylstm " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    budget = 0.15 if args.quick else args.budget
+    assert all(isinstance(c, BenchConfig) for c in configs)
+    run_benchmarks(configs, threads=threads, budget_s=budget, json_path=json_path, command=command)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pylstm", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("info", help="version, SIMD level, threads, CUDA")
+    p.add_argument("--json", action="store_true", help="print as JSON")
+    p.set_defaults(func=_cmd_info)
+
+    p = sub.add_parser("run", help="batch inference: MODEL on INPUT.npy -> OUTPUT.npy")
+    p.add_argument("model", help="a model file pylstm.load() reads (.pt, .pth, .safetensors)")
+    p.add_argument("input", help="float .npy of shape [N, T, I] (N sequences)")
+    p.add_argument("-o", "--output", required=True, help="where to write the outputs [N, T, O]")
+    p.add_argument("--batch-size", type=int, default=64, help="sequences per call (default 64)")
+    p.add_argument("--lengths", help="int .npy [N] of valid lengths (padded sequences)")
+    p.add_argument("--time-major", action="store_true", help="input and output are [T, N, F]")
+    p.add_argument("--prefix", help="module prefix inside a larger state dict")
+    p.add_argument("--nonlinearity", choices=["tanh", "relu"], help="for RNN state dicts")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, help="threads to use (default: all CPUs)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("bench", help="time pylstm against PyTorch and ONNX Runtime")
+    p.add_argument("--quick", action="store_true", help="a few configurations, under a minute")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, help="threads for every engine (default: all CPUs)")
+    p.add_argument("--cell", nargs="+", choices=["lstm", "gru"], help="only these cells")
+    p.add_argument("--batch", nargs="+", type=int, help="only these batch sizes")
+    p.add_argument("--hidden", nargs="+", type=int, help="only these hidden sizes")
+    p.add_argument("--budget", type=float, default=1.0, help="seconds of timing per config")
+    p.add_argument("--json", help="write results here (default bench/results/cpu-<time>.json)")
+    p.add_argument("--no-json", action="store_true", help="do not write a JSON record")
+    p.add_argument("--list", action="store_true", help="list the configurations and exit")
+    p.set_defaults(func=_cmd_bench)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "batch_size", 1) < 1:
+        print("pylstm: error: --batch-size must be >= 1", file=sys.stderr)
+        return 2
+    try:
+        return args.func(args)
+    except (ValueError, TypeError, FileNotFoundError, NotImplementedError, RuntimeError) as exc:
+        print(f"pylstm: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
