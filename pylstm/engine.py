@@ -5,7 +5,7 @@ Faces (``pylstm/faces``) hold an Engine and give its results the caller's framew
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -46,11 +46,11 @@ class Engine:
         self,
         x: np.ndarray,
         y: np.ndarray,
-        mask: Optional[np.ndarray] = None,
-        h0: Optional[np.ndarray] = None,
-        c0: Optional[np.ndarray] = None,
-        h_n: Optional[np.ndarray] = None,
-        c_n: Optional[np.ndarray] = None,
+        mask: np.ndarray | None = None,
+        h0: np.ndarray | None = None,
+        c0: np.ndarray | None = None,
+        h_n: np.ndarray | None = None,
+        c_n: np.ndarray | None = None,
     ) -> None:
         """Run the network; writes ``y`` and, when given, ``h_n`` / ``c_n``. Releases the GIL.
 

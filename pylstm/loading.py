@@ -68,5 +68,7 @@ def load(path, *, device: str = "cpu", **options):
             nonlinearity=options.get("nonlinearity", "tanh"),
             source=os.path.basename(name),
         )
-        return TorchModel(Engine(layers, device), batch_first=bool(options.get("batch_first", False)))
+        return TorchModel(
+            Engine(layers, device), batch_first=bool(options.get("batch_first", False))
+        )
     raise UnsupportedError(f"{name}: {kind} files are not supported by this version of pylstm")

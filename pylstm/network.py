@@ -15,8 +15,8 @@ load time with :func:`reorder_gates`, once, so that kernels know only this form.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
 
 import numpy as np
 
@@ -151,11 +151,11 @@ class Direction:
 
     w: np.ndarray
     r: np.ndarray
-    bias_w: Optional[np.ndarray] = None
-    bias_r: Optional[np.ndarray] = None
-    peephole: Optional[np.ndarray] = None
-    proj: Optional[np.ndarray] = None
-    activations: Optional[Sequence] = None
+    bias_w: np.ndarray | None = None
+    bias_r: np.ndarray | None = None
+    peephole: np.ndarray | None = None
+    proj: np.ndarray | None = None
+    activations: Sequence | None = None
     reverse: bool = False
 
 
@@ -184,11 +184,11 @@ class Layer:
 
     cell: str
     directions: list
-    clip: Optional[float] = None
+    clip: float | None = None
     input_forget: bool = False
     linear_before_reset: bool = True
     masked_output: str = "zero"
-    gate_order: Optional[str] = None
+    gate_order: str | None = None
     input_size: int = field(init=False, default=0)
     hidden_size: int = field(init=False, default=0)
     proj_size: int = field(init=False, default=0)
@@ -234,7 +234,7 @@ class Layer:
         Hout = P or H
         if index == 0:
             self.input_size, self.hidden_size, self.proj_size = I, H, P
-        elif (I, H, P) != (self.input_size, self.hidden_size, self.proj_size):
+        elif (self.input_size, self.hidden_size, self.proj_size) != (I, H, P):
             raise ValueError(f"{at}: sizes differ from directions[0]")
         if (d.bias_w is None) != (d.bias_r is None):
             raise ValueError(f"{at}: give both bias_w and bias_r, or neither")

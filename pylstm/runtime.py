@@ -5,10 +5,13 @@ from __future__ import annotations
 import importlib.util
 import os
 
+import numpy as np
+
 from . import _core
 from .errors import DeviceError
 
 __version__ = "0.1.0"
+MAX_THREADS = 1024
 
 
 def set_num_threads(n: int) -> None:
@@ -16,9 +19,11 @@ def set_num_threads(n: int) -> None:
 
     The default is the number of CPUs this process may run on, or ``PYLSTM_NUM_THREADS``.
     """
-    if isinstance(n, bool) or not isinstance(n, int):
+    if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)):
         raise TypeError(f"num_threads must be an int, got {type(n).__name__}")
-    _core.set_num_threads(n)
+    if not 1 <= n <= MAX_THREADS:
+        raise ValueError(f"num_threads must be between 1 and {MAX_THREADS}, got {n}")
+    _core.set_num_threads(int(n))
 
 
 def get_num_threads() -> int:
@@ -51,7 +56,7 @@ def cuda_devices() -> list:
     if not cuda_compiled():
         return []
     try:
-        from . import _cuda  # noqa: PLC0415  (loaded on demand: needs the CUDA runtime)
+        from . import _cuda
 
         return list(_cuda.device_names())
     except Exception:  # no driver, no GPU, missing library: no devices

@@ -39,7 +39,8 @@ class Stream:
     @property
     def state(self):
         """The carried state: ``(h, c)`` for LSTM models, else ``h``; copies."""
-        return self._model._format_state(self._h.copy(), self._c.copy(), unbatched=False)
+        c = None if self._c is None else self._c.copy()
+        return self._model._format_state(self._h.copy(), c, unbatched=False)
 
     def step(self, chunk) -> np.ndarray:
         """Run the next time steps.
@@ -57,12 +58,11 @@ class Stream:
         """
         x = as_float_array(chunk, "chunk")
         one_step = x.ndim == 2
-        if one_step:
-            xt = x[None]
-        elif x.ndim == 3:
-            xt = x.transpose(1, 0, 2) if self._model.batch_first else x
-        else:
-            raise ValueError(f"chunk must be [B, I] or a 3-D sequence chunk, got shape {x.shape}")
+        if one_step:  # [B, I]: one step (not an unbatched sequence as in model(x))
+            x = x[:, None, :] if self._model.batch_first else x[None]
+        elif x.ndim != 3:
+            raise ValueError(f"chunk must be [B, I] or a 3-D chunk of steps, got shape {x.shape}")
+        xt, _ = self._model._time_major(x, "chunk")
         if xt.shape[1] != self.batch_size:
             raise ValueError(
                 f"chunk: this stream was made for batch_size {self.batch_size}, got a chunk of "

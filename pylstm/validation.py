@@ -57,7 +57,9 @@ def lengths_mask(lengths, batch: int, steps: int) -> np.ndarray:
     if arr.dtype.kind not in "iu":
         raise TypeError(f"lengths must be integers, got dtype {arr.dtype}")
     if arr.shape != (batch,):
-        raise ValueError(f"lengths: expected one length per sequence, shape ({batch},), got {arr.shape}")
+        raise ValueError(
+            f"lengths: expected one length per sequence, shape ({batch},), got {arr.shape}"
+        )
     if batch and (arr.min() < 1 or arr.max() > steps):
         raise ValueError(
             f"lengths must be between 1 and the sequence length {steps}, got min {arr.min()} "

@@ -1,9 +1,9 @@
 """The pylstm command: info, run (batch inference from files) and bench (quick, filtered)."""
 
 import json
-from pathlib import Path
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,7 +19,10 @@ def cli(*args, check=True, cwd=None):
     # cwd away from the source tree, so the installed package is the one imported
     return subprocess.run(
         [sys.executable, "-m", "pylstm.cli", *args],
-        capture_output=True, text=True, check=check, cwd=cwd or Path(__file__).parent,
+        capture_output=True,
+        text=True,
+        check=check,
+        cwd=cwd or Path(__file__).parent,
     )
 
 
@@ -44,9 +47,18 @@ def test_run_matches_torch_with_lengths_and_batches(tmp_path, time_major):
     np.save(tmp_path / "x.npy", x.transpose(1, 0, 2) if time_major else x)
     np.save(tmp_path / "len.npy", lengths)
     extra = ["--time-major"] if time_major else []
-    res = cli("run", str(tmp_path / "gru.pt"), str(tmp_path / "x.npy"), "-o",
-              str(tmp_path / "y.npy"), "--batch-size", "5", "--lengths", str(tmp_path / "len.npy"),
-              *extra)
+    res = cli(
+        "run",
+        str(tmp_path / "gru.pt"),
+        str(tmp_path / "x.npy"),
+        "-o",
+        str(tmp_path / "y.npy"),
+        "--batch-size",
+        "5",
+        "--lengths",
+        str(tmp_path / "len.npy"),
+        *extra,
+    )
     assert "23/23" in res.stderr  # the progress bar reached the end
     y = np.load(tmp_path / "y.npy")
     if time_major:
@@ -65,12 +77,24 @@ def test_run_matches_torch_with_lengths_and_batches(tmp_path, time_major):
 def test_run_reports_bad_input(tmp_path):
     torch.save(torch.nn.LSTM(5, 7).state_dict(), tmp_path / "m.pt")
     np.save(tmp_path / "x.npy", np.zeros((3, 4, 6), np.float32))
-    res = cli("run", str(tmp_path / "m.pt"), str(tmp_path / "x.npy"), "-o",
-              str(tmp_path / "y.npy"), check=False)
+    res = cli(
+        "run",
+        str(tmp_path / "m.pt"),
+        str(tmp_path / "x.npy"),
+        "-o",
+        str(tmp_path / "y.npy"),
+        check=False,
+    )
     assert res.returncode == 1
     assert "expected 5 input features" in res.stderr
-    res = cli("run", str(tmp_path / "missing.pt"), str(tmp_path / "x.npy"), "-o",
-              str(tmp_path / "y.npy"), check=False)
+    res = cli(
+        "run",
+        str(tmp_path / "missing.pt"),
+        str(tmp_path / "x.npy"),
+        "-o",
+        str(tmp_path / "y.npy"),
+        check=False,
+    )
     assert res.returncode == 1 and "missing.pt" in res.stderr
 
 

@@ -85,7 +85,7 @@ def test_prefix_batch_first_and_nested_checkpoint(tmp_path):
     with pytest.raises(ValueError, match="several recurrent modules") as err:
         pylstm.load(path)
     assert "model.encoder.rnn." in str(err.value) and "model.decoder." in str(err.value)
-    with pytest.raises(ValueError, match="no recurrent module with prefix 'nope.'"):
+    with pytest.raises(ValueError, match=r"no recurrent module with prefix 'nope\.'"):
         pylstm.load(path, prefix="nope.")
 
     model = pylstm.load(path, prefix="model.encoder.rnn", batch_first=True)  # dot optional
@@ -151,8 +151,12 @@ def test_load_with_torch_blocked(tmp_path, kind):
     save(module, path, kind)
     x = np.random.default_rng(3).normal(size=(7, 2, 4)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
-    args = {"path": str(path), "options": {}, "x": str(tmp_path / "x.npy"),
-            "out": str(tmp_path / "y.npy")}
+    args = {
+        "path": str(path),
+        "options": {},
+        "x": str(tmp_path / "x.npy"),
+        "out": str(tmp_path / "y.npy"),
+    }
     env = dict(os.environ)
     subprocess.run(  # cwd=tmp_path: import the installed pylstm, not the source tree
         [sys.executable, "-c", BLOCKED_IMPORT, json.dumps(args)], check=True, env=env, cwd=tmp_path

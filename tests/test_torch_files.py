@@ -101,7 +101,7 @@ class TorchLikePickler(pickle.Pickler):
     def persistent_id(self, obj):
         if isinstance(obj, FakeStorage):
             pid = ("storage", obj.storage_type, obj.key, "cpu", obj.numel)
-            return pid + (obj.view,) if self.legacy else pid
+            return (*pid, obj.view) if self.legacy else pid
         return None
 
 

@@ -87,6 +87,8 @@ Rows<T> rows_of(const py::array& a, int64_t steps, int64_t batch, int64_t featur
   if (a.ndim() != 3 || a.shape(0) != steps || a.shape(1) != batch || a.shape(2) != features) {
     throw std::invalid_argument(std::string(name) + ": wrong shape");
   }
+  if (a.size() == 0)
+    return Rows<T>{nullptr, 0, 0};  // nothing to read or write (numpy gives 0 strides)
   if (features > 1 && a.strides(2) != static_cast<py::ssize_t>(sizeof(float))) {
     throw std::invalid_argument(std::string(name) + ": the feature axis must be contiguous");
   }
@@ -131,9 +133,8 @@ class PyNetwork {
 
   // x: [T, B, I]; y: [T, B, O] (written); mask: uint8 [T, B]; states contiguous
   // [sum_l D_l, B, Hout] / [sum_l D_l, B, H].
-  void forward(const py::array& x, const py::array& y, const py::object& mask,
-               const py::object& h0, const py::object& c0, const py::object& h_n,
-               const py::object& c_n) const {
+  void forward(const py::array& x, const py::array& y, const py::object& mask, const py::object& h0,
+               const py::object& c0, const py::object& h_n, const py::object& c_n) const {
     if (x.ndim() != 3) throw std::invalid_argument("x must be 3-D [T, B, I]");
     ForwardArgs args;
     args.steps = x.shape(0);

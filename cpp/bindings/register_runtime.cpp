@@ -2,8 +2,8 @@
 #include <pybind11/stl.h>
 
 #include "dispatch.hpp"
-#include "thread_pool.hpp"
 #include "register.hpp"
+#include "thread_pool.hpp"
 
 namespace py = pybind11;
 

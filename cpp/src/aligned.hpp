@@ -23,9 +23,13 @@ struct AlignedAllocator {
   }
   void deallocate(T* p, std::size_t) { std::free(p); }
   template <typename U>
-  bool operator==(const AlignedAllocator<U>&) const { return true; }
+  bool operator==(const AlignedAllocator<U>&) const {
+    return true;
+  }
   template <typename U>
-  bool operator!=(const AlignedAllocator<U>&) const { return false; }
+  bool operator!=(const AlignedAllocator<U>&) const {
+    return false;
+  }
 };
 
 using AlignedFloats = std::vector<float, AlignedAllocator<float>>;

@@ -84,7 +84,8 @@ class CpuBackend final : public Backend {
     const int inter_buffers = nl > 2 ? 2 : static_cast<int>(nl) - 1;
 
     std::unique_ptr<ScratchBuffer> scratch = take_scratch();
-    float* base = scratch->reserve(static_cast<size_t>(layer_floats + inter_buffers * inter_floats));
+    float* base =
+        scratch->reserve(static_cast<size_t>(layer_floats + inter_buffers * inter_floats));
     float* inter[2] = {base + layer_floats, base + layer_floats + inter_floats};
 
     std::vector<LayerIO> ios(nl);

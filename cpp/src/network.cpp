@@ -14,11 +14,16 @@ struct NamedActivation {
 };
 
 constexpr NamedActivation kActivations[] = {
-    {"sigmoid", ActKind::Sigmoid},       {"tanh", ActKind::Tanh},
-    {"relu", ActKind::Relu},             {"affine", ActKind::Affine},
-    {"leakyrelu", ActKind::LeakyRelu},   {"thresholdedrelu", ActKind::ThresholdedRelu},
-    {"scaledtanh", ActKind::ScaledTanh}, {"hardsigmoid", ActKind::HardSigmoid},
-    {"elu", ActKind::Elu},               {"softsign", ActKind::Softsign},
+    {"sigmoid", ActKind::Sigmoid},
+    {"tanh", ActKind::Tanh},
+    {"relu", ActKind::Relu},
+    {"affine", ActKind::Affine},
+    {"leakyrelu", ActKind::LeakyRelu},
+    {"thresholdedrelu", ActKind::ThresholdedRelu},
+    {"scaledtanh", ActKind::ScaledTanh},
+    {"hardsigmoid", ActKind::HardSigmoid},
+    {"elu", ActKind::Elu},
+    {"softsign", ActKind::Softsign},
     {"softplus", ActKind::Softplus},
 };
 
@@ -46,7 +51,8 @@ void check_finite(const std::vector<float>& v, const std::string& what, const st
 ActKind parse_activation(const std::string& name) {
   std::string key;
   for (char ch : name) {
-    if (ch != '_' && ch != ' ') key += static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    if (ch != '_' && ch != ' ')
+      key += static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
   }
   for (const auto& a : kActivations) {
     if (key == a.name) return a.kind;

@@ -33,8 +33,8 @@ struct PackedLayer {
   CellKind cell = CellKind::LSTM;
   int G = 4;
   int64_t I = 0, H = 0, P = 0, Hout = 0;
-  int64_t U = 0, chunks = 0, Hp = 0;       // units per chunk, chunk count, padded H
-  int64_t Up = 0, proj_chunks = 0;         // projection: outputs per chunk, chunk count
+  int64_t U = 0, chunks = 0, Hp = 0;  // units per chunk, chunk count, padded H
+  int64_t Up = 0, proj_chunks = 0;    // projection: outputs per chunk, chunk count
   float clip = 0.f;
   bool input_forget = false;
   bool linear_before_reset = true;

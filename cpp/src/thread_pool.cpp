@@ -80,7 +80,11 @@ ThreadPool::~ThreadPool() { stop_workers(); }
 
 void ThreadPool::start_workers(int count) {
   stopping_ = false;
-  for (int i = 0; i < count; ++i) workers_.emplace_back([this, i] { worker_main(i + 1); });
+  // New workers must only run jobs posted after they exist, not the last finished one.
+  const uint64_t current = job_generation_.load();
+  for (int i = 0; i < count; ++i) {
+    workers_.emplace_back([this, i, current] { worker_main(i + 1, current); });
+  }
 }
 
 void ThreadPool::stop_workers() {
@@ -103,8 +107,7 @@ void ThreadPool::set_num_threads(int n) {
   start_workers(n - 1);
 }
 
-void ThreadPool::worker_main(int id) {
-  uint64_t seen = 0;
+void ThreadPool::worker_main(int id, uint64_t seen) {
   for (;;) {
     // Back-to-back calls are common (streaming, many small batches): spin a little before
     // sleeping so the next job starts without a futex wake-up.

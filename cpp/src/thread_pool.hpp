@@ -65,7 +65,7 @@ class ThreadPool {
   ThreadPool();
   void start_workers(int count);
   void stop_workers();
-  void worker_main(int id);
+  void worker_main(int id, uint64_t seen_generation);
 
   std::atomic<int> num_threads_{1};
   std::mutex run_mutex_;  // held while a job runs; try_lock decides pool vs. inline

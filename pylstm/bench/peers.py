@@ -98,7 +98,9 @@ def make_peers(cfg: BenchConfig, threads: int, seed: int = 0) -> list:
     """pylstm plus every installed peer, all on the same weights and input ``[T, B, I]``."""
     module = make_torch_module(cfg, seed)
     if module is None:
-        raise RuntimeError("the benchmark builds its models with PyTorch: pip install 'pylstm[bench]'")
+        raise RuntimeError(
+            "the benchmark builds its models with PyTorch: pip install 'pylstm[bench]'"
+        )
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((cfg.steps, cfg.batch, cfg.input_size), dtype=np.float32)
     import torch

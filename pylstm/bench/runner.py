@@ -31,16 +31,16 @@ def machine_description() -> dict:
         pass
     caches = {}
     base = "/sys/devices/system/cpu/cpu0/cache"
-    if os.path.isdir(base):
-        for entry in sorted(os.listdir(base)):
-            try:
-                with open(f"{base}/{entry}/level") as f_level, open(f"{base}/{entry}/size") as f_size:
-                    with open(f"{base}/{entry}/type") as f_type:
-                        caches[f"L{f_level.read().strip()}{f_type.read().strip()[0].lower()}"] = (
-                            f_size.read().strip()
-                        )
-            except OSError:
-                continue
+    for entry in sorted(os.listdir(base)) if os.path.isdir(base) else []:
+
+        def read(name, entry=entry):
+            with open(f"{base}/{entry}/{name}") as fh:
+                return fh.read().strip()
+
+        try:
+            caches[f"L{read('level')}{read('type')[0].lower()}"] = read("size")
+        except OSError:
+            continue
     info = pylstm.info()
     return {
         "cpu": cpu,
@@ -83,7 +83,9 @@ def measure(peers: list, budget_s: float, min_rounds: int = 5, max_rounds: int =
 
 
 def _format_row(cols, widths):
-    return "  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(cols, widths)))
+    return "  ".join(
+        str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(cols, widths))
+    )
 
 
 def run_benchmarks(
@@ -91,7 +93,7 @@ def run_benchmarks(
     *,
     threads: int,
     budget_s: float = 1.0,
-    json_path: str = None,
+    json_path: str | None = None,
     command: str = "",
     out=sys.stdout,
 ) -> dict:
@@ -122,11 +124,22 @@ def run_benchmarks(
         "device": "cpu",
         "results": [],
     }
-    header = ["config", "pylstm ms", "torch ms", "ort ms", "x torch", "x ort", "GFLOP/s", "max|diff|"]
+    header = [
+        "config",
+        "pylstm ms",
+        "torch ms",
+        "ort ms",
+        "x torch",
+        "x ort",
+        "GFLOP/s",
+        "max|diff|",
+    ]
     widths = [44, 10, 10, 10, 8, 8, 8, 9]
-    print(f"pylstm {record['versions']['pylstm']} on {record['machine']['cpu']} "
-          f"({record['machine']['simd']}), {threads} thread(s); medians of interleaved calls",
-          file=out)
+    print(
+        f"pylstm {record['versions']['pylstm']} on {record['machine']['cpu']} "
+        f"({record['machine']['simd']}), {threads} thread(s); medians of interleaved calls",
+        file=out,
+    )
     print(_format_row(header, widths), file=out)
     for cfg in configs:
         peers = make_peers(cfg, threads)
@@ -141,13 +154,26 @@ def run_benchmarks(
         row["pylstm_gflops"] = cfg.flops() / times["pylstm"] / 1e9
         record["results"].append(row)
 
-        def fmt(key, spec):
+        def fmt(key, spec, row=row):
             return format(row[key], spec) if key in row else "-"
 
-        print(_format_row([cfg.name, fmt("pylstm_ms", ".3f"), fmt("torch_ms", ".3f"),
-                           fmt("onnxruntime_ms", ".3f"), fmt("speedup_vs_torch", ".2f"),
-                           fmt("speedup_vs_onnxruntime", ".2f"), fmt("pylstm_gflops", ".1f"),
-                           f"{diff:.1e}"], widths), file=out, flush=True)
+        print(
+            _format_row(
+                [
+                    cfg.name,
+                    fmt("pylstm_ms", ".3f"),
+                    fmt("torch_ms", ".3f"),
+                    fmt("onnxruntime_ms", ".3f"),
+                    fmt("speedup_vs_torch", ".2f"),
+                    fmt("speedup_vs_onnxruntime", ".2f"),
+                    fmt("pylstm_gflops", ".1f"),
+                    f"{diff:.1e}",
+                ],
+                widths,
+            ),
+            file=out,
+            flush=True,
+        )
     if json_path:
         os.makedirs(os.path.dirname(os.path.abspath(json_path)), exist_ok=True)
         with open(json_path, "w") as fh:

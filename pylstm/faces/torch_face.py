@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import numpy as np
 
 from ..engine import Engine
@@ -110,6 +108,22 @@ class TorchModel:
         self.engine.forward(xt, y_tm, mask, h0, c0, h_n, c_n)
         return y, h_n, c_n
 
+    def _time_major(self, x, name: str):
+        """Check ``x`` and view it as ``[T, B, I]`` float32. Returns ``(view, unbatched)``."""
+        x = as_float_array(x, name)
+        if x.ndim not in (2, 3):
+            layout = "[B, T, I]" if self.batch_first else "[T, B, I]"
+            raise ValueError(
+                f"{name} must be 3-D {layout} or 2-D [T, I] (unbatched), got shape {x.shape}"
+            )
+        if x.shape[-1] != self.input_size:
+            raise ValueError(
+                f"{name}: expected {self.input_size} input features (last axis), got shape {x.shape}"
+            )
+        if x.ndim == 2:
+            return x[:, None, :], True
+        return (x.transpose(1, 0, 2) if self.batch_first else x), False
+
     def __call__(self, x, hx=None, *, lengths=None):
         """Run the model on a batch of sequences.
 
@@ -137,24 +151,12 @@ class TorchModel:
         ValueError
             Wrong shapes, sizes or lengths; the message names the argument.
         """
-        x = as_float_array(x, "x")
-        if x.ndim not in (2, 3):
-            layout = "[B, T, I]" if self.batch_first else "[T, B, I]"
-            raise ValueError(f"x must be 3-D {layout} or 2-D [T, I] (unbatched), got shape {x.shape}")
-        unbatched = x.ndim == 2
-        if unbatched:
-            xt = x[:, None, :]
-        else:
-            xt = x.transpose(1, 0, 2) if self.batch_first else x
-        T, B, I = xt.shape
-        if I != self.input_size:
-            raise ValueError(
-                f"x: expected {self.input_size} input features (last axis), got shape {x.shape}"
-            )
+        xt, unbatched = self._time_major(x, "x")
+        T, B, _ = xt.shape
         if T == 0:
             raise ValueError(f"x: the sequence length must be at least 1, got shape {x.shape}")
         h0, c0 = self._initial_state(hx, B, unbatched)
-        mask: Optional[np.ndarray] = None
+        mask: np.ndarray | None = None
         if lengths is not None:
             if unbatched:
                 raise ValueError("lengths needs batched input x (3-D)")

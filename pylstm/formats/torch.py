@@ -9,7 +9,7 @@ No torch import here: state dicts are plain ``{name: ndarray}`` (see torch_pickl
 from __future__ import annotations
 
 import re
-from typing import Mapping, Optional
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -43,7 +43,11 @@ def from_torch(module, *, device: str = "cpu") -> TorchModel:
         ``module`` is not one of the three recurrent modules (the message names its class).
     """
     mode = getattr(module, "mode", None)
-    if mode not in _MODES or not hasattr(module, "state_dict") or not hasattr(module, "_flat_weights_names"):
+    if (
+        mode not in _MODES
+        or not hasattr(module, "state_dict")
+        or not hasattr(module, "_flat_weights_names")
+    ):
         raise UnsupportedError(
             f"from_torch takes torch.nn.LSTM, GRU or RNN; got {type(module).__module__}."
             f"{type(module).__qualname__}"
@@ -65,7 +69,7 @@ def find_prefixes(state: Mapping[str, np.ndarray]) -> list:
 def layers_from_state_dict(
     state: Mapping[str, np.ndarray],
     *,
-    prefix: Optional[str] = None,
+    prefix: str | None = None,
     nonlinearity: str = "tanh",
     source: str = "state dict",
 ) -> list:
@@ -126,7 +130,10 @@ def layers_from_state_dict(
         arr = np.asarray(state[key])
         if arr.dtype.kind != "f":
             raise FormatError(f"{source}: tensor {key!r} has dtype {arr.dtype}, expected floats")
-        return arr.astype(np.float32, copy=False)
+        arr = arr.astype(np.float32, copy=False)
+        if not np.all(np.isfinite(arr)):
+            raise FormatError(f"{source}: tensor {key!r} contains NaN or infinity")
+        return arr
 
     def check_shape(name: str, arr, shape):
         if arr is not None and arr.shape != shape:

@@ -21,8 +21,8 @@ struct Rows {
 };
 
 struct ForwardArgs {
-  int64_t steps = 0;  // T
-  int64_t batch = 0;  // B
+  int64_t steps = 0;    // T
+  int64_t batch = 0;    // B
   Rows<const float> x;  // [T, B, input_size]
   // [T, B] (row t*batch + b), nonzero = valid step; nullptr: every step valid.
   const uint8_t* mask = nullptr;

@@ -14,9 +14,9 @@
 //                        c' = f*c + i*g        o = f(Wo x + Ro h + bo + po*c')
 //                        h' = o * h(c')        (projection: h' = proj · h')
 //                  GRU   r = f(Wr x + Rr h + br)   z = f(Wz x + Rz h + bz)
-//                        linear_before_reset: n = g(Wn x + bwn + r*(Rn h + brn))   (PyTorch, Keras reset_after)
-//                        otherwise:           n = g(Wn x + bwn + Rn (r*h) + brn)   (ONNX default, Keras 2)
-//                        h' = (1 - z)*n + z*h
+//                        linear_before_reset: n = g(Wn x + bwn + r*(Rn h + brn))   (PyTorch, Keras
+//                        reset_after) otherwise:           n = g(Wn x + bwn + Rn (r*h) + brn) (ONNX
+//                        default, Keras 2) h' = (1 - z)*n + z*h
 //                  RNN   h' = f(W x + R h + bw + br)
 //                  clip > 0 clamps every activation input to [-clip, clip].
 //   * masked steps (mask[t][b] == 0): state carried unchanged; the output is zero, or the

@@ -14,8 +14,8 @@ static inline vf v_exp(vf x) {
   // x = n*ln2 + r with |r| <= ln2/2; n rounded to nearest with the 1.5*2^23 trick.
   const vf magic = splat(12582912.0f);
   vf n = (x * 1.44269504088896341f + magic) - magic;
-  vf r = x - n * 0.693359375f;       // ln2 split in a short high part...
-  r = r - n * -2.12194440e-4f;        // ...and the rest, so r is exact enough
+  vf r = x - n * 0.693359375f;  // ln2 split in a short high part...
+  r = r - n * -2.12194440e-4f;  // ...and the rest, so r is exact enough
   // Taylor polynomial of e^r to degree 7 (truncation error < 1e-8 on |r| <= 0.35).
   vf p = splat(1.0f / 5040);
   p = p * r + 1.0f / 720;

@@ -1,4 +1,5 @@
-// Kernels compiled for portable code (SSE2 on x86-64, NEON-width vectors elsewhere) (flags in CMakeLists.txt).
+// Kernels compiled for portable code (SSE2 on x86-64, NEON-width vectors elsewhere) (flags in
+// CMakeLists.txt).
 #define PYLSTM_VL 4
 #define PYLSTM_ISA isa_generic
 #include "kernels/time_loop.hpp"

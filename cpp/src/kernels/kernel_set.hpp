@@ -13,13 +13,13 @@ namespace pylstm {
 // One layer's view of a forward call.
 struct LayerIO {
   int64_t steps = 0, batch = 0;
-  Rows<const float> x;               // [T, B, I]
-  const uint8_t* mask = nullptr;     // [T, B] or nullptr (all valid)
-  const float* h0 = nullptr;         // [D, B, Hout] or nullptr (zeros)
-  const float* c0 = nullptr;         // [D, B, H] or nullptr (zeros)
-  Rows<float> y;                     // [T, B, D*Hout]
-  float* h_n = nullptr;              // [D, B, Hout] or nullptr
-  float* c_n = nullptr;              // [D, B, H] or nullptr
+  Rows<const float> x;            // [T, B, I]
+  const uint8_t* mask = nullptr;  // [T, B] or nullptr (all valid)
+  const float* h0 = nullptr;      // [D, B, Hout] or nullptr (zeros)
+  const float* c0 = nullptr;      // [D, B, H] or nullptr (zeros)
+  Rows<float> y;                  // [T, B, D*Hout]
+  float* h_n = nullptr;           // [D, B, Hout] or nullptr
+  float* c_n = nullptr;           // [D, B, H] or nullptr
 };
 
 // Workspace for one layer, carved out by the backend (sizes: layer_scratch_floats()).

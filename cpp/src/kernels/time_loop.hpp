@@ -42,8 +42,15 @@ class LayerRun {
   static constexpr int MR = max_rows<NV>();
 
   LayerRun(const PackedLayer& L, const LayerIO& io, const LayerScratch& s, const Team& team)
-      : L_(L), io_(io), s_(s), team_(team), T_(io.steps), B_(io.batch), GU_(L.G * L.U),
-        GC_(L.gate_cols()), hs_(state_stride(L)) {}
+      : L_(L),
+        io_(io),
+        s_(s),
+        team_(team),
+        T_(io.steps),
+        B_(io.batch),
+        GU_(L.G * L.U),
+        GC_(L.gate_cols()),
+        hs_(state_stride(L)) {}
 
   void run() {
     init_states();
@@ -246,8 +253,7 @@ class LayerRun {
   }
 
   // LSTM projection: h' = proj · (o * h(c')) for output chunk u (Up outputs).
-  void project_rows(int64_t d, int64_t u, int64_t m0, int64_t m1, int64_t step,
-                    int64_t par) const {
+  void project_rows(int64_t d, int64_t u, int64_t m0, int64_t m1, int64_t step, int64_t par) const {
     const PackedDirection& P = L_.dirs[d];
     const int64_t t = time_of(d, step);
     const int64_t col0 = u * L_.Up;
@@ -271,8 +277,8 @@ class LayerRun {
   }
 
   // GRU with the reset before the recurrent product, second phase: n from Rn·(r*h).
-  void gru_new_state_rows(int64_t d, int64_t u, int64_t m0, int64_t m1, int64_t step,
-                          int64_t par, int64_t xrow0) const {
+  void gru_new_state_rows(int64_t d, int64_t u, int64_t m0, int64_t m1, int64_t step, int64_t par,
+                          int64_t xrow0) const {
     const PackedDirection& P = L_.dirs[d];
     const int64_t t = time_of(d, step);
     const int64_t unit0 = u * L_.U;
