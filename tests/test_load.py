@@ -2,12 +2,12 @@
 batch_first, nonlinearity); loading in a process where torch cannot be imported."""
 
 import json
-import os
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+from child_process import child_env
 
 import pylstm
 
@@ -157,9 +157,11 @@ def test_load_with_torch_blocked(tmp_path, kind):
         "x": str(tmp_path / "x.npy"),
         "out": str(tmp_path / "y.npy"),
     }
-    env = dict(os.environ)
-    subprocess.run(  # cwd=tmp_path: import the installed pylstm, not the source tree
-        [sys.executable, "-c", BLOCKED_IMPORT, json.dumps(args)], check=True, env=env, cwd=tmp_path
+    subprocess.run(
+        [sys.executable, "-c", BLOCKED_IMPORT, json.dumps(args)],
+        check=True,
+        env=child_env(),
+        cwd=tmp_path,
     )
     ref_out, _ = torch_out(module, x)
     np.testing.assert_allclose(np.load(tmp_path / "y.npy"), ref_out, atol=ATOL, rtol=0)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from child_process import child_env
 
 torch = pytest.importorskip("torch")
 
@@ -29,7 +30,6 @@ from pylstm.formats import torch_pickle
 from pylstm.formats.sniff import detect_format
 from pylstm.formats.torch_pickle import read_torch_file
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 
 FORMATS = ["zip", "legacy"]
@@ -503,12 +503,10 @@ def test_reads_without_torch_or_safetensors_importable(tmp_path):
         np.savez(f"{folder}/out.npz", **out)
         """
     )
-    env = dict(
-        os.environ, PYTHONPATH=os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])
-    )
     result = subprocess.run(
         [sys.executable, "-c", script, str(tmp_path)],
-        env=env,
+        env=child_env(),
+        cwd=tmp_path,
         check=False,
         capture_output=True,
         text=True,

@@ -20,13 +20,13 @@ has its own kernels (odd sizes exercise the vector-tail code).
 from __future__ import annotations
 
 import functools
-import os
 import subprocess
 import sys
 from dataclasses import dataclass
 
 import numpy as np
 import pytest
+from child_process import child_env
 
 torch = pytest.importorskip("torch")
 
@@ -740,13 +740,10 @@ def run_in_child(tmp_path, module, x, hx, threads, *, lengths=None, env=None):
         arrays["lengths"] = np.asarray(lengths, np.int64)
     inp, out = tmp_path / "in.npz", tmp_path / "out.npz"
     np.savez(inp, **arrays)
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    child_env = dict(os.environ)
-    child_env["PYTHONPATH"] = repo + os.pathsep + child_env.get("PYTHONPATH", "")
-    child_env.update(env or {})
     proc = subprocess.run(
         [sys.executable, "-c", CHILD, str(inp), str(out), ",".join(map(str, threads))],
-        env=child_env,
+        env=child_env(env),
+        cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=120,
