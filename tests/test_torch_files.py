@@ -26,7 +26,7 @@ from child_process import child_env
 torch = pytest.importorskip("torch")
 
 from pylstm.errors import FormatError
-from pylstm.formats import torch_pickle
+from pylstm.formats import torch_objects
 from pylstm.formats.sniff import detect_format
 from pylstm.formats.torch_pickle import read_torch_file
 
@@ -592,11 +592,11 @@ def _raw_pickle_zip(tmp_path, name, body: bytes):
 
 def test_build_cannot_set_attributes_of_allowed_globals(tmp_path):
     # GLOBAL torch._utils._rebuild_tensor_v2; state (None, {'__defaults__': (1,)}); BUILD.
-    before = torch_pickle._rebuild_tensor_v2.__defaults__
+    before = torch_objects._rebuild_tensor_v2.__defaults__
     body = b"ctorch._utils\n_rebuild_tensor_v2\nN}X\x0c\x00\x00\x00__defaults__K\x01\x85s\x86b."
     path = _raw_pickle_zip(tmp_path, "build_attack.pt", body)
     assert_format_error(path, "refused")
-    assert torch_pickle._rebuild_tensor_v2.__defaults__ == before
+    assert torch_objects._rebuild_tensor_v2.__defaults__ == before
     # And BUILD with a plain dict state on the OrderedDict stand-in's class is refused too.
     body = b"ccollections\nOrderedDict\n}X\x03\x00\x00\x00abcK\x01sb."
     assert_format_error(_raw_pickle_zip(tmp_path, "build_class.pt", body))
