@@ -13,6 +13,17 @@ from . import _core
 from .network import Layer, check_stack
 from .runtime import check_device, simd_level
 
+PRECISIONS = ("fp32", "bf16", "int8")
+
+
+def check_precision(precision) -> str:
+    """``precision`` checked against :data:`PRECISIONS` (TypeError / ValueError otherwise)."""
+    if not isinstance(precision, str):
+        raise TypeError(f"precision must be a string, got {type(precision).__name__}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
+    return precision
+
 
 class Engine:
     """Runs a stack of recurrent layers.
@@ -22,16 +33,22 @@ class Engine:
     layers : sequence of Layer
     device : str
         ``"cpu"`` (``"cuda"`` needs the CUDA backend).
+    precision : {"fp32", "bf16", "int8"}
+        How the weights are stored. ``"bf16"`` (bfloat16) halves and ``"int8"`` (one scale per
+        gate row) quarters the bytes each step reads; states and sums stay float32.
     """
 
-    def __init__(self, layers: Sequence[Layer], device: str = "cpu"):
+    def __init__(self, layers: Sequence[Layer], device: str = "cpu", precision: str = "fp32"):
         layers = list(layers)
         check_stack(layers)
         self.device = check_device(device)
         if self.device != "cpu":  # pragma: no cover - check_device refuses CUDA in CPU builds
             raise NotImplementedError("the CUDA engine is not part of this version")
         self.layers = layers
-        self._net = _core.Network([layer.to_core() for layer in layers], simd_level())
+        self.precision = check_precision(precision)
+        self._net = _core.Network(
+            [layer.to_core() for layer in layers], simd_level(), self.precision
+        )
         self.input_size = layers[0].input_size
         self.output_size = layers[-1].output_size * layers[-1].num_directions
         # Rows of the state arrays: one per (layer, direction).

@@ -21,7 +21,7 @@ def _check_options(options: dict, allowed: set, kind: str) -> None:
         )
 
 
-def load(path, *, device: str = "cpu", **options):
+def load(path, *, device: str = "cpu", precision: str = "fp32", **options):
     """Load a model from a file written by a framework, without that framework installed.
 
     The format is recognised from the file's content (the suffix only breaks ties for ONNX).
@@ -30,6 +30,8 @@ def load(path, *, device: str = "cpu", **options):
     ----------
     path : str or os.PathLike
     device : str
+    precision : {"fp32", "bf16", "int8"}
+        Storage of the weights (see :class:`pylstm.engine.Engine`); compute stays float32.
     **options
         PyTorch state dicts (``.pt``/``.pth`` zip or legacy, ``.safetensors``):
         ``prefix="encoder."`` selects the recurrent module in a larger state dict (required
@@ -68,7 +70,6 @@ def load(path, *, device: str = "cpu", **options):
             nonlinearity=options.get("nonlinearity", "tanh"),
             source=os.path.basename(name),
         )
-        return TorchModel(
-            Engine(layers, device), batch_first=bool(options.get("batch_first", False))
-        )
+        engine = Engine(layers, device, precision)
+        return TorchModel(engine, batch_first=bool(options.get("batch_first", False)))
     raise UnsupportedError(f"{name}: {kind} files are not supported by this version of pylstm")

@@ -123,8 +123,9 @@ T* contiguous_or_null(const py::object& o, int64_t count, const char* name) {
 
 class PyNetwork {
  public:
-  PyNetwork(const py::list& layers, const std::string& isa) : desc_(parse_network(layers)) {
-    backend_ = make_cpu_backend(desc_, isa);
+  PyNetwork(const py::list& layers, const std::string& isa, const std::string& precision)
+      : desc_(parse_network(layers)) {
+    backend_ = make_cpu_backend(desc_, isa, precision);
     for (const LayerDesc& L : desc_.layers) {
       h_floats_ += L.num_directions() * L.output_size();
       c_floats_ += L.num_directions() * L.hidden_size;
@@ -172,8 +173,8 @@ class PyNetwork {
 
 void register_network(py::module_& m) {
   py::class_<PyNetwork>(m, "Network")
-      .def(py::init<const py::list&, const std::string&>(), py::arg("layers"),
-           py::arg("isa") = "auto")
+      .def(py::init<const py::list&, const std::string&, const std::string&>(), py::arg("layers"),
+           py::arg("isa") = "auto", py::arg("precision") = "fp32")
       .def("forward", &PyNetwork::forward, py::arg("x"), py::arg("y"), py::arg("mask") = py::none(),
            py::arg("h0") = py::none(), py::arg("c0") = py::none(), py::arg("h_n") = py::none(),
            py::arg("c_n") = py::none())

@@ -62,9 +62,12 @@ ScratchPlan plan_layer(const PackedLayer& L, int64_t T, int64_t B) {
 
 class CpuBackend final : public Backend {
  public:
-  CpuBackend(const NetworkDesc& net, const std::string& isa) : kernels_(select_kernels(isa)) {
+  CpuBackend(const NetworkDesc& net, const std::string& isa, Precision precision)
+      : kernels_(select_kernels(isa)) {
     validate(net);
-    for (const LayerDesc& L : net.layers) layers_.push_back(pack_layer(L, kernels_.vector_floats));
+    for (const LayerDesc& L : net.layers) {
+      layers_.push_back(pack_layer(L, kernels_.vector_floats, precision));
+    }
   }
 
   std::string name() const override { return std::string("cpu/") + kernels_.name; }
@@ -157,8 +160,9 @@ class CpuBackend final : public Backend {
 
 }  // namespace
 
-std::unique_ptr<Backend> make_cpu_backend(const NetworkDesc& net, const std::string& isa) {
-  return std::make_unique<CpuBackend>(net, isa);
+std::unique_ptr<Backend> make_cpu_backend(const NetworkDesc& net, const std::string& isa,
+                                          const std::string& precision) {
+  return std::make_unique<CpuBackend>(net, isa, parse_precision(precision));
 }
 
 }  // namespace pylstm

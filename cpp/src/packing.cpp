@@ -1,6 +1,9 @@
 #include "packing.hpp"
 
 #include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <stdexcept>
 
 namespace pylstm {
 namespace {
@@ -23,6 +26,43 @@ AlignedFloats pack_gate_panels(const std::vector<float>& src, int G, int64_t H, 
   return out;
 }
 
+// Converts fp32 panels (chunks × [K][cols]) to the storage precision.
+WeightPanels store_as(AlignedFloats f32, int64_t K, int64_t cols, Precision precision) {
+  WeightPanels out;
+  if (precision == Precision::F32) {
+    out.f32 = std::move(f32);
+    return out;
+  }
+  if (precision == Precision::BF16) {
+    out.bf16.resize(f32.size());
+    for (size_t i = 0; i < f32.size(); ++i) {
+      uint32_t bits;
+      std::memcpy(&bits, &f32[i], sizeof bits);
+      bits += 0x7fff + ((bits >> 16) & 1);  // round to nearest even (weights are finite)
+      out.bf16[i].bits = static_cast<uint16_t>(bits >> 16);
+    }
+    return out;
+  }
+  const int64_t chunks = cols ? static_cast<int64_t>(f32.size()) / (K * cols) : 0;
+  out.i8.resize(f32.size());
+  out.scale.assign(static_cast<size_t>(chunks * cols), 0.f);
+  for (int64_t u = 0; u < chunks; ++u) {
+    const float* panel = f32.data() + u * K * cols;
+    int8_t* q = out.i8.data() + u * K * cols;
+    for (int64_t c = 0; c < cols; ++c) {
+      float amax = 0.f;
+      for (int64_t k = 0; k < K; ++k) amax = std::max(amax, std::fabs(panel[k * cols + c]));
+      const float scale = amax > 0.f ? amax / 127.f : 1.f;
+      out.scale[u * cols + c] = scale;
+      for (int64_t k = 0; k < K; ++k) {
+        const float v = std::nearbyint(panel[k * cols + c] / scale);
+        q[k * cols + c] = static_cast<int8_t>(std::min(127.f, std::max(-127.f, v)));
+      }
+    }
+  }
+  return out;
+}
+
 // A per-unit vector of gate g laid out like a pre-activation row: chunks × [G*U].
 void scatter_gate_vector(const float* src, int g, int G, int64_t H, int64_t U, AlignedFloats& dst) {
   for (int64_t unit = 0; unit < H; ++unit) {
@@ -33,7 +73,14 @@ void scatter_gate_vector(const float* src, int g, int G, int64_t H, int64_t U, A
 
 }  // namespace
 
-PackedLayer pack_layer(const LayerDesc& L, int vector_floats) {
+Precision parse_precision(const std::string& name) {
+  if (name == "fp32" || name == "float32") return Precision::F32;
+  if (name == "bf16" || name == "bfloat16") return Precision::BF16;
+  if (name == "int8") return Precision::I8;
+  throw std::invalid_argument("unknown precision '" + name + "'; expected fp32, bf16 or int8");
+}
+
+PackedLayer pack_layer(const LayerDesc& L, int vector_floats, Precision precision) {
   PackedLayer P;
   P.cell = L.cell;
   P.G = num_gates(L.cell);
@@ -52,13 +99,15 @@ PackedLayer pack_layer(const LayerDesc& L, int vector_floats) {
   P.input_forget = L.input_forget;
   P.linear_before_reset = L.linear_before_reset;
   P.masked_output = L.masked_output;
+  P.precision = precision;
 
   for (const DirectionDesc& D : L.directions) {
     PackedDirection out;
     out.reverse = D.reverse;
     out.act = D.act;
-    out.w = pack_gate_panels(D.w, P.G, P.H, P.I, P.U, P.chunks);
-    out.r = pack_gate_panels(D.r, P.G, P.H, P.Hout, P.U, P.chunks);
+    const int64_t GU = P.G * P.U;
+    out.w = store_as(pack_gate_panels(D.w, P.G, P.H, P.I, P.U, P.chunks), P.I, GU, precision);
+    out.r = store_as(pack_gate_panels(D.r, P.G, P.H, P.Hout, P.U, P.chunks), P.Hout, GU, precision);
     out.bias.assign(static_cast<size_t>(P.chunks * P.G * P.U), 0.f);
     out.bias_rn.assign(static_cast<size_t>(P.Hp), 0.f);
     if (!D.bias_w.empty()) {
@@ -79,7 +128,10 @@ PackedLayer pack_layer(const LayerDesc& L, int vector_floats) {
                   out.peephole.begin() + k * P.Hp);
       }
     }
-    if (P.P > 0) out.proj = pack_gate_panels(D.proj, 1, P.P, P.H, P.Up, P.proj_chunks);
+    if (P.P > 0) {
+      out.proj = store_as(pack_gate_panels(D.proj, 1, P.P, P.H, P.Up, P.proj_chunks), P.H, P.Up,
+                          precision);
+    }
     P.dirs.push_back(std::move(out));
   }
   return P;

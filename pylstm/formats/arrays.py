@@ -9,7 +9,9 @@ from ..faces.torch_face import TorchModel
 from ..network import Layer
 
 
-def from_arrays(layers: Sequence[Layer], *, batch_first: bool = False, device: str = "cpu"):
+def from_arrays(
+    layers: Sequence[Layer], *, batch_first: bool = False, device: str = "cpu", precision="fp32"
+):
     """Build a model from canonical layers.
 
     Parameters
@@ -24,6 +26,8 @@ def from_arrays(layers: Sequence[Layer], *, batch_first: bool = False, device: s
     batch_first : bool
         Input and output are ``[B, T, F]`` instead of ``[T, B, F]``.
     device : str
+    precision : {"fp32", "bf16", "int8"}
+        Storage of the weights (see :class:`pylstm.engine.Engine`); compute stays float32.
 
     Returns
     -------
@@ -46,4 +50,4 @@ def from_arrays(layers: Sequence[Layer], *, batch_first: bool = False, device: s
     for i, layer in enumerate(layers):
         if not isinstance(layer, Layer):
             raise TypeError(f"layers[{i}] must be a pylstm.Layer, got {type(layer).__name__}")
-    return TorchModel(Engine(layers, device), batch_first=batch_first)
+    return TorchModel(Engine(layers, device, precision), batch_first=batch_first)

@@ -22,7 +22,7 @@ _MODES = {"LSTM": "lstm", "GRU": "gru", "RNN_TANH": "rnn", "RNN_RELU": "rnn"}
 _FIRST_KEY = re.compile(r"^(?P<prefix>.*?)weight_ih_l0$")
 
 
-def from_torch(module, *, device: str = "cpu") -> TorchModel:
+def from_torch(module, *, device: str = "cpu", precision: str = "fp32") -> TorchModel:
     """Build a model from a live ``torch.nn.LSTM``, ``GRU`` or ``RNN``.
 
     Parameters
@@ -31,6 +31,8 @@ def from_torch(module, *, device: str = "cpu") -> TorchModel:
         Any constructor options (``num_layers``, ``bidirectional``, ``bias``, ``batch_first``,
         ``proj_size``, ``nonlinearity``). Dropout is ignored (inference).
     device : str
+    precision : {"fp32", "bf16", "int8"}
+        Storage of the weights (see :class:`pylstm.engine.Engine`); compute stays float32.
 
     Returns
     -------
@@ -58,7 +60,7 @@ def from_torch(module, *, device: str = "cpu") -> TorchModel:
     cell = _MODES[mode]
     if layers[0].cell != cell:  # pragma: no cover - shapes always agree with the module's mode
         raise FormatError(f"module mode {mode} does not match its weights")
-    return TorchModel(Engine(layers, device), batch_first=bool(module.batch_first))
+    return TorchModel(Engine(layers, device, precision), batch_first=bool(module.batch_first))
 
 
 def find_prefixes(state: Mapping[str, np.ndarray]) -> list:

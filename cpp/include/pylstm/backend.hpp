@@ -46,6 +46,8 @@ class Backend {
 
 // isa: "auto" (best the CPU supports), "avx512", "avx2" or "generic"; throws
 // std::invalid_argument for an unknown name and std::runtime_error if the CPU lacks it.
-std::unique_ptr<Backend> make_cpu_backend(const NetworkDesc& net, const std::string& isa);
+// precision: how weights are stored: "fp32", "bf16" or "int8" (compute is fp32 either way).
+std::unique_ptr<Backend> make_cpu_backend(const NetworkDesc& net, const std::string& isa,
+                                          const std::string& precision = "fp32");
 
 }  // namespace pylstm

@@ -1,20 +1,23 @@
 // Register-blocked matrix products against packed panels (packing.hpp).
 //
-//   C[i][v*VL + lane] = bias + sum_k A_i[k] * B[k*ldb + v*VL + lane]      i < MR, v < NV
+//   C_c[i][v*VL + lane] = bias_c + sum_k A_i[k] * B_c[k*ldb + v*VL + lane]
+//        i < MR rows, v < NV column vectors, c < NC panels ("chunks") side by side
 //
-// A is given as MR row pointers, so the same kernel reads time-major, batch-first or
-// state rows without copies. Every output element is a sequential sum over k, whatever the
-// thread count or tile split, so results do not depend on how work is divided.
+// A is given as row pointers, so the same kernel reads time-major, batch-first or state rows
+// without copies. Every output element is a sequential sum over k, whatever the thread count,
+// tile shape or number of rows, so results do not depend on how work is divided (nor on the
+// batch size: a sequence gives the same bits alone or in a batch).
 #pragma once
 
 #include <cstdint>
 
 #include "kernels/simd.hpp"
+#include "packing.hpp"
 
 namespace pylstm {
 namespace PYLSTM_ISA {
 
-// Accumulator registers the micro-kernel may use (of 32 zmm with AVX-512, 16 otherwise).
+// Accumulator registers a micro-kernel may use (of 32 zmm with AVX-512, 16 otherwise).
 constexpr int kAccRegs = VL == 16 ? 24 : 12;
 
 template <int NV>
@@ -22,77 +25,173 @@ constexpr int max_rows() {
   return kAccRegs / NV > 0 ? kAccRegs / NV : 1;
 }
 
-template <int MR, int NV>
-static inline void micro_kernel(int64_t K, const float* const* a, const float* b, int64_t ldb,
-                                const float* bias, float* c, int64_t ldc) {
-  vf acc[MR][NV];
+// Rows of A: evenly spaced (state buffers) or listed one by one (inputs of any layout).
+struct StridedRows {
+  const float* base;
+  int64_t stride;
+  const float* operator[](int64_t i) const { return base + i * stride; }
+  StridedRows from(int64_t r) const { return {base + r * stride, stride}; }
+};
+struct ListedRows {
+  const float* const* rows;
+  const float* operator[](int64_t i) const { return rows[i]; }
+  ListedRows from(int64_t r) const { return {rows + r}; }
+};
+
+// VL weights widened to floats: fp32 as is, bfloat16 shifted into the high half, int8 converted
+// (its per-column scale is applied to the sums).
+static inline vf load_weights(const float* p) { return load(p); }
+static inline vf load_weights(const bf16_t* p) {
+  return widen_bf16(reinterpret_cast<const uint16_t*>(p));
+}
+static inline vf load_weights(const int8_t* p) { return widen_i8(p); }
+
+// Where a kernel reads its B panels (weights of type WT) and writes its C tiles:
+//   C = (A · B) * scale + bias, scale and bias per column (either may be absent).
+template <typename WT>
+struct PanelArgs {
+  const WT* b;                   // first panel, [K][ldb]
+  int64_t ldb;                   // elements between consecutive k of a panel
+  int64_t b_stride = 0;          // elements between panels (NC > 1)
+  const float* scale = nullptr;  // int8 column scales of the first panel
+  int64_t scale_stride = 0;      // floats between the scales of consecutive panels
+  const float* bias = nullptr;   // [NV*VL] (NC == 1 only)
+  float* c = nullptr;            // first tile, rows ldc apart
+  int64_t ldc = 0;
+  int64_t c_stride = 0;  // floats between the tiles of consecutive panels
+
+  // The panels from the u-th on.
+  PanelArgs panel(int64_t u) const {
+    PanelArgs q = *this;
+    q.b += u * b_stride;
+    if (q.scale) q.scale += u * scale_stride;
+    return q;
+  }
+  // The same panels, starting `cols` columns further right.
+  PanelArgs shifted(int64_t cols) const {
+    PanelArgs q = *this;
+    q.b += cols;
+    q.c += cols;
+    if (q.scale) q.scale += cols;
+    if (q.bias) q.bias += cols;
+    return q;
+  }
+};
+
+template <int MR, int NV, int NC, typename Rows, typename WT>
+static inline void micro_kernel(int64_t K, const Rows& a, const PanelArgs<WT>& p) {
+  vf acc[NC][MR][NV];
 #pragma GCC unroll 8
-  for (int i = 0; i < MR; ++i) {
-#pragma GCC unroll 8
-    for (int v = 0; v < NV; ++v) acc[i][v] = bias ? load(bias + v * VL) : splat(0.0f);
+  for (int c = 0; c < NC; ++c) {
+#pragma GCC unroll 24
+    for (int i = 0; i < MR; ++i) {
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) acc[c][i][v] = splat(0.0f);
+    }
   }
   for (int64_t k = 0; k < K; ++k) {
-    vf bv[NV];
-    const float* bk = b + k * ldb;
+    vf av[MR];
+#pragma GCC unroll 24
+    for (int i = 0; i < MR; ++i) av[i] = splat(a[i][k]);
 #pragma GCC unroll 8
-    for (int v = 0; v < NV; ++v) bv[v] = load(bk + v * VL);
-#pragma GCC unroll 8
-    for (int i = 0; i < MR; ++i) {
-      const vf av = splat(a[i][k]);
-#pragma GCC unroll 8
-      for (int v = 0; v < NV; ++v) acc[i][v] += av * bv[v];
+    for (int c = 0; c < NC; ++c) {
+      const WT* bk = p.b + c * p.b_stride + k * p.ldb;
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) {
+        const vf bv = load_weights(bk + v * VL);
+#pragma GCC unroll 24
+        for (int i = 0; i < MR; ++i) acc[c][i][v] += av[i] * bv;
+      }
     }
   }
 #pragma GCC unroll 8
-  for (int i = 0; i < MR; ++i) {
-#pragma GCC unroll 8
-    for (int v = 0; v < NV; ++v) store(c + i * ldc + v * VL, acc[i][v]);
+  for (int c = 0; c < NC; ++c) {
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) {
+      const vf scale = p.scale ? load(p.scale + c * p.scale_stride + v * VL) : splat(1.0f);
+      const vf bias = p.bias ? load(p.bias + v * VL) : splat(0.0f);
+#pragma GCC unroll 24
+      for (int i = 0; i < MR; ++i) {
+        store(p.c + c * p.c_stride + i * p.ldc + v * VL, acc[c][i][v] * scale + bias);
+      }
+    }
   }
 }
 
-// Any row count 1..max_rows<NV>() with one call; dispatches to the fixed-size kernel.
-template <int NV, int MR = max_rows<NV>()>
-static inline void rows_kernel(int rows, int64_t K, const float* const* a, const float* b,
-                               int64_t ldb, const float* bias, float* c, int64_t ldc) {
+// One panel, any row count 1..max_rows<NV>() with one call.
+template <int NV, int MR = max_rows<NV>(), typename Rows, typename WT>
+static inline void rows_kernel(int rows, int64_t K, const Rows& a, const PanelArgs<WT>& p) {
   if constexpr (MR > 1) {
     if (rows < MR) {
-      rows_kernel<NV, MR - 1>(rows, K, a, b, ldb, bias, c, ldc);
+      rows_kernel<NV, MR - 1>(rows, K, a, p);
       return;
     }
   }
-  micro_kernel<MR, NV>(K, a, b, ldb, bias, c, ldc);
+  micro_kernel<MR, NV, 1>(K, a, p);
 }
 
-// C = A·B (+ bias) for `rows` rows, row r of A at a_rows[r]; C row r at c + r*ldc.
-// NV vectors of columns; B panel [K][ldb]. Rows are taken in tiles of max_rows<NV>().
-template <int NV>
-static inline void rows_times_panel(int64_t rows, int64_t K, const float* const* a_rows,
-                                    const float* b, int64_t ldb, const float* bias, float* c,
-                                    int64_t ldc) {
-  constexpr int MR = max_rows<NV>();
-  for (int64_t r0 = 0; r0 < rows; r0 += MR) {
-    const int n = static_cast<int>(rows - r0 < MR ? rows - r0 : MR);
-    rows_kernel<NV>(n, K, a_rows + r0, b, ldb, bias, c + r0 * ldc, ldc);
+// Several panels at once for very few rows: more independent accumulators, so the FMA latency
+// is hidden when one or two rows alone would leave the FMA units waiting.
+template <int NV, int MR, int NC = kAccRegs / (MR * NV), typename Rows, typename WT>
+static inline void chunks_kernel(int chunks, int64_t K, const Rows& a, const PanelArgs<WT>& p) {
+  if constexpr (NC > 1) {
+    if (chunks < NC) {
+      chunks_kernel<NV, MR, NC - 1>(chunks, K, a, p);
+      return;
+    }
   }
+  micro_kernel<MR, NV, NC>(K, a, p);
 }
 
-// Same, with the number of column vectors chosen at run time (1..4).
-static inline void rows_times_panel_nv(int nv, int64_t rows, int64_t K, const float* const* a_rows,
-                                       const float* b, int64_t ldb, const float* bias, float* c,
-                                       int64_t ldc) {
-  switch (nv) {
-    case 1:
-      rows_times_panel<1>(rows, K, a_rows, b, ldb, bias, c, ldc);
-      break;
-    case 2:
-      rows_times_panel<2>(rows, K, a_rows, b, ldb, bias, c, ldc);
-      break;
-    case 3:
-      rows_times_panel<3>(rows, K, a_rows, b, ldb, bias, c, ldc);
-      break;
-    default:
-      rows_times_panel<4>(rows, K, a_rows, b, ldb, bias, c, ldc);
-      break;
+// Rows at which several panels per call pay off: at most half the accumulators per panel.
+template <int NV>
+constexpr int max_multi_panel_rows() {
+  return kAccRegs / (2 * NV);
+}
+
+// `rows` (1..max_multi_panel_rows<NV>()) rows against up to kAccRegs/(rows*NV) panels; returns
+// how many panels it did.
+template <int NV, int MR = max_multi_panel_rows<NV>(), typename Rows, typename WT>
+static inline int multi_panel_kernel(int rows, int chunks, int64_t K, const Rows& a,
+                                     const PanelArgs<WT>& p) {
+  if constexpr (MR > 1) {
+    if (rows < MR) return multi_panel_kernel<NV, MR - 1>(rows, chunks, K, a, p);
+  }
+  constexpr int NC = kAccRegs / (MR * NV);
+  const int n = chunks < NC ? chunks : NC;
+  chunks_kernel<NV, MR, NC>(n, K, a, p);
+  return n;
+}
+
+// C = A·B (+ bias) for `rows` rows (pointers in a_rows) against one panel of NV column vectors.
+// Few rows: all of them in one sweep of the panel, the columns split into passes if the
+// accumulators would not fit; many rows: tiles of max_rows<NV>() rows.
+template <int NV, typename Rows, typename WT>
+static inline void panel_product(int64_t rows, int64_t K, const Rows& a_rows,
+                                 const PanelArgs<WT>& p) {
+  if constexpr (NV % 2 == 0) {
+    if (rows * NV > kAccRegs && rows * 2 <= kAccRegs) {
+      for (int half = 0; half < 2; ++half) {  // two passes of NV/2 vectors over all rows
+        rows_kernel<NV / 2>(static_cast<int>(rows), K, a_rows, p.shifted(half * (NV / 2) * VL));
+      }
+      return;
+    }
+  }
+  if (rows * NV > kAccRegs && rows <= kAccRegs) {
+    for (int v = 0; v < NV; ++v) {  // one vector of columns per pass
+      rows_kernel<1>(static_cast<int>(rows), K, a_rows, p.shifted(v * VL));
+    }
+    return;
+  }
+  constexpr int MR = max_rows<NV>();
+  // Balanced tiles: 8 rows as 4 + 4 rather than 6 + 2.
+  const int64_t tiles = (rows + MR - 1) / MR;
+  const int64_t per_tile = tiles ? (rows + tiles - 1) / tiles : 0;
+  for (int64_t r0 = 0; r0 < rows; r0 += per_tile) {
+    const int n = static_cast<int>(rows - r0 < per_tile ? rows - r0 : per_tile);
+    PanelArgs<WT> q = p;
+    q.c += r0 * p.ldc;
+    rows_kernel<NV>(n, K, a_rows.from(r0), q);
   }
 }
 

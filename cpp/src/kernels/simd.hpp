@@ -7,6 +7,10 @@
 #include <cstdint>
 #include <cstring>
 
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
+
 #if !defined(PYLSTM_VL) || !defined(PYLSTM_ISA)
 #error "define PYLSTM_VL and PYLSTM_ISA before including simd.hpp"
 #endif
@@ -43,6 +47,38 @@ static inline vf vcopysign(vf mag, vf sign) {
   m = (m & 0x7fffffff) | (s & static_cast<int32_t>(0x80000000u));
   std::memcpy(&mag, &m, sizeof m);
   return mag;
+}
+
+// VL bfloat16 values (raw bits) -> floats; VL int8 -> floats. Compilers scalarise the generic
+// vector conversions of narrow integers, so the x86 builds use intrinsics.
+static inline vf widen_bf16(const uint16_t* p) {
+#if defined(__AVX512F__) && PYLSTM_VL == 16
+  const __m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  return (vf)_mm512_castsi512_ps(_mm512_slli_epi32(w, 16));
+#elif defined(__AVX2__) && PYLSTM_VL == 8
+  const __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  return (vf)_mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
+#else
+  vi bits;
+  for (int i = 0; i < VL; ++i) bits[i] = static_cast<int32_t>(static_cast<uint32_t>(p[i]) << 16);
+  vf f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+#endif
+}
+
+static inline vf widen_i8(const int8_t* p) {
+#if defined(__AVX512F__) && PYLSTM_VL == 16
+  return (vf)_mm512_cvtepi32_ps(
+      _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+#elif defined(__AVX2__) && PYLSTM_VL == 8
+  return (vf)_mm256_cvtepi32_ps(
+      _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+#else
+  vf f;
+  for (int i = 0; i < VL; ++i) f[i] = static_cast<float>(p[i]);
+  return f;
+#endif
 }
 
 }  // namespace PYLSTM_ISA

@@ -23,10 +23,13 @@
 namespace pylstm {
 namespace PYLSTM_ISA {
 
-// Largest micro-kernel tile: rows × (G*U) floats, over every cell kind.
-constexpr int kMaxTileFloats = 8 * 4 * 4 * VL;
+// Rows of the batch whose recurrent products are computed before their gates run: the product
+// buffer stays in L1 (kRecRows x up to 4 vectors per row).
+constexpr int kRecRows = 48;
+constexpr int kRecFloats = kRecRows * 4 * VL;
 
-// Rows of the batch per work item, so that (units items × row blocks) keeps every thread busy.
+// Rows of the batch per work item: the whole batch when there are enough (direction, chunk)
+// items to keep every thread busy, else the batch is cut so that there are.
 inline int64_t rows_per_item(int64_t batch, int64_t unit_items, int team_size, int tile_rows) {
   if (unit_items >= 2 * team_size || batch <= tile_rows) return std::max<int64_t>(batch, 1);
   const int64_t blocks = (2 * team_size + unit_items - 1) / unit_items;
@@ -35,7 +38,56 @@ inline int64_t rows_per_item(int64_t batch, int64_t unit_items, int team_size, i
   return std::max<int64_t>(rows, tile_rows);
 }
 
-template <CellKind CELL>
+// The panels of weight matrix `wp` (weights of type WT), from column `col` of each panel;
+// panels are `panel_elems` apart, `ldb` elements per k, `cols` columns (and scales) per panel.
+template <typename WT>
+static inline PanelArgs<WT> panels_of(const WeightPanels& wp, int64_t col, int64_t panel_elems,
+                                      int64_t ldb) {
+  PanelArgs<WT> p;
+  p.b = wp.data(static_cast<WT*>(nullptr)) + col;
+  p.ldb = ldb;
+  p.b_stride = panel_elems;
+  p.scale = wp.scales() ? wp.scales() + col : nullptr;
+  p.scale_stride = ldb;  // a panel has ldb columns, hence ldb scales
+  return p;
+}
+
+// C = A · panel_u for chunks u in [u0, u1) and `rows` rows of A, then fn(u, i, c_row) for each
+// product row (NV vectors). Few rows: several chunks per kernel call; many rows: one chunk at a
+// time, in blocks of kRecRows rows. `first` describes chunk 0's panel.
+template <int NV, typename WT, typename RowFn>
+static inline void sweep_chunks(int64_t u0, int64_t u1, int64_t rows, const StridedRows& a,
+                                int64_t K, const PanelArgs<WT>& first, RowFn fn) {
+  constexpr int W = NV * VL;
+  alignas(64) float rec[kRecFloats];
+  auto chunk = [&](int64_t u) {
+    PanelArgs<WT> p = first.panel(u);
+    p.c = rec;
+    p.ldc = W;
+    p.c_stride = rows * W;
+    return p;
+  };
+  if (rows <= max_multi_panel_rows<NV>()) {
+    for (int64_t u = u0; u < u1;) {
+      const int n =
+          multi_panel_kernel<NV>(static_cast<int>(rows), static_cast<int>(u1 - u), K, a, chunk(u));
+      for (int c = 0; c < n; ++c) {
+        for (int64_t i = 0; i < rows; ++i) fn(u + c, i, rec + c * rows * W + i * W);
+      }
+      u += n;
+    }
+    return;
+  }
+  for (int64_t u = u0; u < u1; ++u) {
+    for (int64_t r0 = 0; r0 < rows; r0 += kRecRows) {
+      const int64_t n = std::min<int64_t>(kRecRows, rows - r0);
+      panel_product<NV>(n, K, a.from(r0), chunk(u));
+      for (int64_t i = 0; i < n; ++i) fn(u, r0 + i, rec + i * W);
+    }
+  }
+}
+
+template <CellKind CELL, typename WT>
 class LayerRun {
  public:
   static constexpr int NV = CELL == CellKind::GRU ? 3 : 4;  // column vectors per chunk
@@ -138,8 +190,12 @@ class LayerRun {
           const int64_t r = r0 + i;
           a[i] = io_.x.row(time_of(d, s0 + r / B_), r % B_);
         }
-        rows_kernel<NV>(n, L_.I, a, P.w.data() + u * L_.I * GU_, GU_, P.bias.data() + u * GU_,
-                        xp + r0 * GC_ + u * GU_, GC_);
+        PanelArgs<WT> p = panels_of<WT>(P.w, 0, L_.I * GU_, GU_).panel(u);
+        p.b_stride = 0;
+        p.bias = P.bias.data() + u * GU_;
+        p.c = xp + r0 * GC_ + u * GU_;
+        p.ldc = GC_;
+        rows_kernel<NV>(n, L_.I, ListedRows{a}, p);
       }
     }
   }
@@ -167,159 +223,163 @@ class LayerRun {
     }
   }
 
-  template <typename ItemFn>
-  void for_items(int64_t unit_chunks, ItemFn fn) const {
+  // Calls fn(d, u0, u1, m0, m1) for this member's share of (direction, chunk, row block)
+  // items, merged into runs of consecutive chunks of one direction and row block. Items are
+  // ordered chunk-major, row blocks innermost, so a member keeps the same weight slice.
+  template <typename RunFn>
+  void for_runs(int64_t unit_chunks, RunFn fn) const {
     const int64_t rows = rows_per_item(B_, L_.D() * unit_chunks, team_.size, MR);
     const int64_t row_blocks = (B_ + rows - 1) / rows;
     const int64_t per_dir = unit_chunks * row_blocks;
     int64_t begin, end;
     team_.range(L_.D() * per_dir, begin, end);
-    for (int64_t item = begin; item < end; ++item) {
+    for (int64_t item = begin; item < end;) {
       const int64_t d = item / per_dir;
       const int64_t u = (item % per_dir) / row_blocks;
-      const int64_t m0 = (item % row_blocks) * rows;
-      fn(d, u, m0, std::min(B_, m0 + rows));
+      const int64_t rb = item % row_blocks;
+      int64_t u_end = u + 1;
+      if (row_blocks == 1) {  // extend over the following chunks of this direction
+        u_end = std::min(unit_chunks, u + (end - item));
+      }
+      fn(d, u, u_end, rb * rows, std::min(B_, (rb + 1) * rows));
+      item += (u_end - u);
     }
   }
 
   void recurrent_step(int64_t step, int64_t s0) const {
     const int64_t par = step & 1;
     const int64_t xrow0 = (step - s0) * B_;
-    for_items(L_.chunks, [&](int64_t d, int64_t u, int64_t m0, int64_t m1) {
-      gates_for_rows(d, u, m0, m1, step, par, xrow0);
+    for_runs(L_.chunks, [&](int64_t d, int64_t u0, int64_t u1, int64_t m0, int64_t m1) {
+      gates_for_rows(d, u0, u1, m0, m1, step, par, xrow0);
     });
     team_.barrier();
     if (projected()) {
-      for_items(L_.proj_chunks, [&](int64_t d, int64_t u, int64_t m0, int64_t m1) {
-        project_rows(d, u, m0, m1, step, par);
+      for_runs(L_.proj_chunks, [&](int64_t d, int64_t u0, int64_t u1, int64_t m0, int64_t m1) {
+        project_rows(d, u0, u1, m0, m1, step, par);
       });
       team_.barrier();
     } else if (gru_two_phase()) {
-      for_items(L_.chunks, [&](int64_t d, int64_t u, int64_t m0, int64_t m1) {
-        gru_new_state_rows(d, u, m0, m1, step, par, xrow0);
+      for_runs(L_.chunks, [&](int64_t d, int64_t u0, int64_t u1, int64_t m0, int64_t m1) {
+        gru_new_state_rows(d, u0, u1, m0, m1, step, par, xrow0);
       });
       team_.barrier();
     }
   }
 
-  // First phase of a step for rows [m0, m1) and units chunk u of direction d.
-  void gates_for_rows(int64_t d, int64_t u, int64_t m0, int64_t m1, int64_t step, int64_t par,
-                      int64_t xrow0) const {
+  // First phase of a step: chunks [u0, u1) of direction d, batch rows [m0, m1).
+  void gates_for_rows(int64_t d, int64_t u0, int64_t u1, int64_t m0, int64_t m1, int64_t step,
+                      int64_t par, int64_t xrow0) const {
     const PackedDirection& P = L_.dirs[d];
     const int64_t t = time_of(d, step);
-    const int64_t unit0 = u * L_.U;
-    const int64_t units = std::min(L_.U, L_.H - unit0);
     const float* hp = h_buf(d, par);
     float* hn = h_buf(d, par ^ 1);
-    const float* R = P.r.data() + u * L_.Hout * GU_;
-    const float* xp = xp_buf(d) + xrow0 * GC_ + u * GU_;
-    alignas(64) float rec[kMaxTileFloats];
-    for (int64_t r0 = m0; r0 < m1; r0 += MR) {
-      const int n = static_cast<int>(std::min<int64_t>(MR, m1 - r0));
-      const float* a[MR];
-      for (int i = 0; i < n; ++i) a[i] = hp + (r0 + i) * hs_;
-      if (gru_two_phase()) {
-        rows_kernel<2>(n, L_.Hout, a, R, GU_, nullptr, rec, GU_);
-      } else {
-        rows_kernel<NV>(n, L_.Hout, a, R, GU_, nullptr, rec, GU_);
+    const float* xp = xp_buf(d) + xrow0 * GC_;
+    const bool two_phase = projected() || gru_two_phase();
+    const StridedRows a{hp + m0 * hs_, hs_};
+    auto row = [&](int64_t u, int64_t i, const float* rr) {
+      const int64_t b = m0 + i;
+      const int64_t unit0 = u * L_.U;
+      if (!valid(t, b)) {
+        if (!two_phase) carry(d, step, b, unit0, L_.U);
+        return;
       }
-      for (int i = 0; i < n; ++i) {
-        const int64_t b = r0 + i;
-        const bool two_phase = projected() || gru_two_phase();
-        if (!valid(t, b)) {
-          if (!two_phase) carry(d, step, b, unit0, L_.U);
-          continue;
-        }
-        const float* x = xp + b * GC_;
-        const float* rr = rec + i * GU_;
-        float* h_new = hn + b * hs_ + unit0;
-        if constexpr (CELL == CellKind::LSTM) {
-          float* c = c_buf(d) + b * L_.Hp + unit0;
-          lstm_chunk(L_, P, unit0, x, rr, c, projected() ? aux_buf(d) + b * L_.Hp + unit0 : h_new);
-        } else if constexpr (CELL == CellKind::GRU) {
-          const float* h_old = hp + b * hs_ + unit0;
-          if (gru_two_phase()) {
-            gru_chunk_gates_rz(L_, P, x, rr, h_old, aux_buf(d) + b * L_.Hp + unit0,
-                               rh_buf(d) + b * hs_ + unit0);
-          } else {
-            gru_chunk_reset_after(L_, P, P.bias_rn.data() + unit0, x, rr, h_old, h_new);
-          }
+      const float* x = xp + b * GC_ + u * GU_;
+      float* h_new = hn + b * hs_ + unit0;
+      if constexpr (CELL == CellKind::LSTM) {
+        float* c = c_buf(d) + b * L_.Hp + unit0;
+        lstm_chunk(L_, P, unit0, x, rr, c, projected() ? aux_buf(d) + b * L_.Hp + unit0 : h_new);
+      } else if constexpr (CELL == CellKind::GRU) {
+        const float* h_old = hp + b * hs_ + unit0;
+        if (gru_two_phase()) {
+          gru_chunk_gates_rz(L_, P, x, rr, h_old, aux_buf(d) + b * L_.Hp + unit0,
+                             rh_buf(d) + b * hs_ + unit0);
         } else {
-          rnn_chunk(L_, P, x, rr, h_new);
+          gru_chunk_reset_after(L_, P, P.bias_rn.data() + unit0, x, rr, h_old, h_new);
         }
-        if (!two_phase) emit(d, t, b, unit0, units, h_new);
+      } else {
+        rnn_chunk(L_, P, x, rr, h_new);
       }
+      if (!two_phase) emit(d, t, b, unit0, std::min(L_.U, L_.H - unit0), h_new);
+    };
+    const PanelArgs<WT> r = panels_of<WT>(P.r, 0, L_.Hout * GU_, GU_);
+    if (gru_two_phase()) {  // r and z only: n needs r*h first
+      sweep_chunks<2>(u0, u1, m1 - m0, a, L_.Hout, r, row);
+    } else {
+      sweep_chunks<NV>(u0, u1, m1 - m0, a, L_.Hout, r, row);
     }
   }
 
-  // LSTM projection: h' = proj · (o * h(c')) for output chunk u (Up outputs).
-  void project_rows(int64_t d, int64_t u, int64_t m0, int64_t m1, int64_t step, int64_t par) const {
+  // LSTM projection: h' = proj · (o * h(c')) for output chunks [u0, u1) (Up outputs each).
+  void project_rows(int64_t d, int64_t u0, int64_t u1, int64_t m0, int64_t m1, int64_t step,
+                    int64_t par) const {
     const PackedDirection& P = L_.dirs[d];
     const int64_t t = time_of(d, step);
-    const int64_t col0 = u * L_.Up;
-    const int64_t cols = std::min(L_.Up, L_.P - col0);
     float* hn = h_buf(d, par ^ 1);
-    for (int64_t r0 = m0; r0 < m1; r0 += MR) {
-      const int n = static_cast<int>(std::min<int64_t>(MR, m1 - r0));
-      const float* a[max_rows<4>()];
-      for (int i = 0; i < n; ++i) a[i] = aux_buf(d) + (r0 + i) * L_.Hp;
-      rows_kernel<4>(n, L_.H, a, P.proj.data() + u * L_.H * L_.Up, L_.Up, nullptr,
-                     hn + r0 * hs_ + col0, hs_);
-      for (int i = 0; i < n; ++i) {
-        const int64_t b = r0 + i;
-        if (valid(t, b)) {
-          emit(d, t, b, col0, cols, hn + b * hs_ + col0);
-        } else {
-          carry(d, step, b, col0, L_.Up);
-        }
-      }
-    }
+    const StridedRows a{aux_buf(d) + m0 * L_.Hp, L_.Hp};
+    sweep_chunks<4>(u0, u1, m1 - m0, a, L_.H, panels_of<WT>(P.proj, 0, L_.H * L_.Up, L_.Up),
+                    [&](int64_t u, int64_t i, const float* hr) {
+                      const int64_t b = m0 + i, col0 = u * L_.Up;
+                      if (!valid(t, b)) {
+                        carry(d, step, b, col0, L_.Up);
+                        return;
+                      }
+                      std::memcpy(hn + b * hs_ + col0, hr, L_.Up * sizeof(float));
+                      emit(d, t, b, col0, std::min(L_.Up, L_.P - col0), hr);
+                    });
   }
 
   // GRU with the reset before the recurrent product, second phase: n from Rn·(r*h).
-  void gru_new_state_rows(int64_t d, int64_t u, int64_t m0, int64_t m1, int64_t step, int64_t par,
-                          int64_t xrow0) const {
+  void gru_new_state_rows(int64_t d, int64_t u0, int64_t u1, int64_t m0, int64_t m1, int64_t step,
+                          int64_t par, int64_t xrow0) const {
     const PackedDirection& P = L_.dirs[d];
     const int64_t t = time_of(d, step);
-    const int64_t unit0 = u * L_.U;
-    const int64_t units = std::min(L_.U, L_.H - unit0);
     const float* hp = h_buf(d, par);
     float* hn = h_buf(d, par ^ 1);
-    const float* Rn = P.r.data() + u * L_.Hout * GU_ + 2 * L_.U;
-    const float* xp = xp_buf(d) + xrow0 * GC_ + u * GU_ + 2 * L_.U;
-    alignas(64) float rec[kMaxTileFloats];
-    constexpr int MR1 = max_rows<1>();
-    for (int64_t r0 = m0; r0 < m1; r0 += MR1) {
-      const int n = static_cast<int>(std::min<int64_t>(MR1, m1 - r0));
-      const float* a[MR1];
-      for (int i = 0; i < n; ++i) a[i] = rh_buf(d) + (r0 + i) * hs_;
-      rows_kernel<1>(n, L_.Hout, a, Rn, GU_, nullptr, rec, L_.U);
-      for (int i = 0; i < n; ++i) {
-        const int64_t b = r0 + i;
-        if (!valid(t, b)) {
-          carry(d, step, b, unit0, L_.U);
-          continue;
-        }
-        float* h_new = hn + b * hs_ + unit0;
-        gru_chunk_new_state(L_, P, xp + b * GC_, rec + i * L_.U, aux_buf(d) + b * L_.Hp + unit0,
-                            hp + b * hs_ + unit0, h_new);
-        emit(d, t, b, unit0, units, h_new);
-      }
-    }
+    const float* xp = xp_buf(d) + xrow0 * GC_ + 2 * L_.U;
+    const StridedRows a{rh_buf(d) + m0 * hs_, hs_};
+    sweep_chunks<1>(u0, u1, m1 - m0, a, L_.Hout, panels_of<WT>(P.r, 2 * L_.U, L_.Hout * GU_, GU_),
+                    [&](int64_t u, int64_t i, const float* rn) {
+                      const int64_t b = m0 + i, unit0 = u * L_.U;
+                      if (!valid(t, b)) {
+                        carry(d, step, b, unit0, L_.U);
+                        return;
+                      }
+                      float* h_new = hn + b * hs_ + unit0;
+                      gru_chunk_new_state(L_, P, xp + b * GC_ + u * GU_, rn,
+                                          aux_buf(d) + b * L_.Hp + unit0, hp + b * hs_ + unit0,
+                                          h_new);
+                      emit(d, t, b, unit0, std::min(L_.U, L_.H - unit0), h_new);
+                    });
   }
 };
 
-static void run_layer(const PackedLayer& layer, const LayerIO& io, const LayerScratch& scratch,
-                      const Team& team) {
+template <typename WT>
+static void run_layer_as(const PackedLayer& layer, const LayerIO& io, const LayerScratch& scratch,
+                         const Team& team) {
   switch (layer.cell) {
     case CellKind::LSTM:
-      LayerRun<CellKind::LSTM>(layer, io, scratch, team).run();
+      LayerRun<CellKind::LSTM, WT>(layer, io, scratch, team).run();
       break;
     case CellKind::GRU:
-      LayerRun<CellKind::GRU>(layer, io, scratch, team).run();
+      LayerRun<CellKind::GRU, WT>(layer, io, scratch, team).run();
       break;
     case CellKind::RNN:
-      LayerRun<CellKind::RNN>(layer, io, scratch, team).run();
+      LayerRun<CellKind::RNN, WT>(layer, io, scratch, team).run();
+      break;
+  }
+}
+
+static void run_layer(const PackedLayer& layer, const LayerIO& io, const LayerScratch& scratch,
+                      const Team& team) {
+  switch (layer.precision) {
+    case Precision::F32:
+      run_layer_as<float>(layer, io, scratch, team);
+      break;
+    case Precision::BF16:
+      run_layer_as<bf16_t>(layer, io, scratch, team);
+      break;
+    case Precision::I8:
+      run_layer_as<int8_t>(layer, io, scratch, team);
       break;
   }
 }
