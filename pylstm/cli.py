@@ -98,34 +98,67 @@ def _cmd_run(args) -> int:
 
 def _cmd_bench(args) -> int:
     import pylstm
-    from pylstm.bench import default_configs, quick_configs, run_benchmarks
-    from pylstm.bench.configs import BenchConfig
+    from pylstm import bench
 
+    if args.from_json:  # re-print (and re-plot) a recorded run; nothing is measured
+        record = bench.load_record(args.from_json)
+        bench.print_record(record)
+        if args.plot is not None:
+            from pylstm.bench.plot import plot_record
+
+            png = args.plot or os.path.splitext(args.from_json)[0] + ".png"
+            print(f"wrote {plot_record(record, png)}")
+        return 0
     if args.device != "cpu":
         pylstm.runtime.check_device(args.device)  # raises with the reason
-    configs = quick_configs() if args.quick else default_configs()
-    if args.cell:
-        configs = [c for c in configs if c.cell in args.cell]
-    if args.batch:
-        configs = [c for c in configs if c.batch in args.batch]
-    if args.hidden:
-        configs = [c for c in configs if c.hidden_size in args.hidden]
+    if args.plot is not None:
+        from pylstm.bench.plot import require_matplotlib
+
+        require_matplotlib()  # fail now, not after the whole run
+    sections = set(args.sections or ("grid", "precision", "stream"))
+    axes = {"cells": args.cell, "batches": args.batch, "hidden_sizes": args.hidden}
+    grid = bench.quick_configs() if args.quick else bench.default_configs()
+    grid = bench.filter_configs(grid, **axes) if "grid" in sections else []
+    precision = bench.filter_configs(bench.precision_configs(args.quick), **axes)
+    precision = precision if "precision" in sections else []
+    streams = bench.filter_configs(bench.stream_configs(args.quick), **axes)
+    streams = streams if "stream" in sections else []
     if args.list:
-        for cfg in configs:
+        for cfg in grid:
+            print(cfg.name)
+        for cfg in precision:
+            print(f"{cfg.name} at {', '.join(bench.configs.PRECISIONS)}")
+        for cfg in streams:
             print(cfg.name)
         return 0
-    if not configs:
-        print("no configuration matches the filters", file=sys.stderr)
+    if not (grid or precision or streams):
+        print("pylstm bench: no configuration matches the filters", file=sys.stderr)
         return 2
-    threads = args.threads or pylstm.get_num_threads()
     json_path = args.json
     if json_path is None and not args.no_json:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         json_path = os.path.join("bench", "results", f"cpu-{stamp}.json")
-    command = "pylstm " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    budget = 0.15 if args.quick else args.budget
-    assert all(isinstance(c, BenchConfig) for c in configs)
-    run_benchmarks(configs, threads=threads, budget_s=budget, json_path=json_path, command=command)
+    png = args.plot
+    if png == "":  # --plot without a path: next to the JSON record
+        if not json_path:
+            print("pylstm bench: --plot without a path needs the JSON record", file=sys.stderr)
+            return 2
+        png = os.path.splitext(json_path)[0] + ".png"
+    budget = args.budget if args.budget is not None else (0.15 if args.quick else 2.0)
+    record = bench.run_benchmarks(
+        grid,
+        threads=args.threads or pylstm.get_num_threads(),
+        budget_s=budget,
+        stream_configs=streams,
+        precision_configs=precision,
+        quick_ceiling=args.quick,
+        json_path=json_path,
+        command="pylstm " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+    )
+    if png:
+        from pylstm.bench.plot import plot_record
+
+        print(f"wrote {plot_record(record, png)}")
     return 0
 
 
@@ -151,17 +184,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_run)
 
-    p = sub.add_parser("bench", help="time pylstm against PyTorch and ONNX Runtime")
-    p.add_argument("--quick", action="store_true", help="a few configurations, under a minute")
+    p = sub.add_parser(
+        "bench",
+        help="time pylstm against ONNX Runtime and PyTorch",
+        description="Time pylstm, ONNX Runtime and PyTorch side by side (interleaved calls, same "
+        "threads, medians): the grid of whole sequences, reduced precision and streaming, with "
+        "the measured GEMM ceiling. Filters apply to every section.",
+    )
+    p.add_argument("--quick", action="store_true", help="a few points, small budgets: < 1 minute")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, help="threads for every engine (default: all CPUs)")
     p.add_argument("--cell", nargs="+", choices=["lstm", "gru"], help="only these cells")
     p.add_argument("--batch", nargs="+", type=int, help="only these batch sizes")
     p.add_argument("--hidden", nargs="+", type=int, help="only these hidden sizes")
-    p.add_argument("--budget", type=float, default=1.0, help="seconds of timing per config")
-    p.add_argument("--json", help="write results here (default bench/results/cpu-<time>.json)")
+    p.add_argument(
+        "--sections",
+        nargs="+",
+        choices=["grid", "precision", "stream"],
+        help="only these sections (default: all)",
+    )
+    p.add_argument(
+        "--budget",
+        type=float,
+        help="seconds of timing per point (default 2; 0.15 with --quick); slow points take "
+        "at least 3 rounds",
+    )
+    p.add_argument("--json", help="write the record here (default bench/results/cpu-<date>.json)")
     p.add_argument("--no-json", action="store_true", help="do not write a JSON record")
-    p.add_argument("--list", action="store_true", help="list the configurations and exit")
+    p.add_argument(
+        "--plot",
+        nargs="?",
+        const="",
+        metavar="PNG",
+        help="draw latency against batch size (needs matplotlib); without PNG, next to the JSON",
+    )
+    p.add_argument(
+        "--from-json",
+        metavar="FILE",
+        help="print (and with --plot, plot) a recorded run instead of measuring",
+    )
+    p.add_argument("--list", action="store_true", help="list the points and exit")
     p.set_defaults(func=_cmd_bench)
     return parser
 

@@ -1,7 +1,32 @@
-"""The benchmark suite behind ``pylstm bench``: pylstm against PyTorch and ONNX Runtime, measured
-side by side in one process, interleaved, with the same thread count; medians reported."""
+"""The benchmark suite behind ``pylstm bench``: pylstm against ONNX Runtime and PyTorch, measured
+side by side in one process, interleaved, with the same thread count; medians reported.
 
-from .configs import BenchConfig, default_configs, quick_configs
+Modules: configs (what is measured), peers and streaming (the engines), timing (interleaved
+medians), ceiling (the GEMM ceiling), machine (what it ran on), runner (the run and its JSON
+record), report (tables), plot (matplotlib, imported only for ``--plot``).
+"""
+
+from .configs import (
+    BenchConfig,
+    StreamConfig,
+    default_configs,
+    filter_configs,
+    precision_configs,
+    quick_configs,
+    stream_configs,
+)
+from .report import load_record, print_record
 from .runner import run_benchmarks
 
-__all__ = ["BenchConfig", "default_configs", "quick_configs", "run_benchmarks"]
+__all__ = [
+    "BenchConfig",
+    "StreamConfig",
+    "default_configs",
+    "filter_configs",
+    "load_record",
+    "precision_configs",
+    "print_record",
+    "quick_configs",
+    "run_benchmarks",
+    "stream_configs",
+]

@@ -1,91 +1,127 @@
-"""Timing loop, table and JSON record of ``pylstm bench``."""
+"""``pylstm bench``: the run from GEMM ceiling to summary, and the JSON record it writes.
+
+Record layout (JSON)::
+
+    date, command, device, threads, machine{...}, versions{...},
+    gemm_ceiling_gflops, gemm{shapes, numpy_gflops, torch_gflops, numpy_threads},
+    results: [ {kind: "grid" | "precision" | "stream", name, config{...}, times, ratios, ...} ],
+    notes: [str], summary{grid|precision|stream: {points, faster_than_<peer>, ...}}
+
+Grid and precision entries hold ``<engine>_ms``; stream entries ``<engine>_us``; every entry
+``speedup_vs_<peer>`` = peer time / pylstm time (> 1: pylstm faster).
+"""
 
 from __future__ import annotations
 
 import datetime
-import json
-import os
-import platform
-import statistics
 import sys
-import time
 
 import numpy as np
 
 import pylstm
 
-from .configs import BenchConfig
-from .peers import make_peers, peer_versions
+from .ceiling import measure_gemm_ceiling
+from .configs import PRECISIONS, BenchConfig
+from .machine import engine_versions, machine_description
+from .peers import (
+    PylstmPeer,
+    make_input,
+    make_peers,
+    make_reference_peers,
+    require_torch_module,
+)
+from .report import Table, header_lines, summarize, summary_lines, write_record
+from .streaming import measure_stream
+from .timing import measure
 
 
-def machine_description() -> dict:
-    """CPU model, core count, caches, OS and the instruction set pylstm uses."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    caches = {}
-    base = "/sys/devices/system/cpu/cpu0/cache"
-    for entry in sorted(os.listdir(base)) if os.path.isdir(base) else []:
-
-        def read(name, entry=entry):
-            with open(f"{base}/{entry}/{name}") as fh:
-                return fh.read().strip()
-
-        try:
-            caches[f"L{read('level')}{read('type')[0].lower()}"] = read("size")
-        except OSError:
-            continue
-    info = pylstm.info()
-    return {
-        "cpu": cpu,
-        "cpus": info["cpus"],
-        "caches": caches,
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "simd": info["simd"],
-    }
+def _timed_entry(kind: str, cfg: BenchConfig, pylstm_s: float, timings, ceiling) -> dict:
+    """The fields grid and precision entries share: times (ms), ratios, throughput."""
+    entry = {"kind": kind, "name": cfg.name, "config": cfg.as_dict(), "pylstm_ms": pylstm_s * 1e3}
+    for peer in ("onnxruntime", "torch"):
+        if peer in timings.median_s:
+            entry[f"{peer}_ms"] = timings.median_s[peer] * 1e3
+            entry[f"speedup_vs_{peer}"] = timings.median_s[peer] / pylstm_s
+    entry["pylstm_gflops"] = cfg.flops() / pylstm_s / 1e9
+    if ceiling:
+        entry["ceiling_fraction"] = entry["pylstm_gflops"] / ceiling
+    entry["rounds"] = timings.rounds
+    return entry
 
 
-def _time_once(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
+def measure_grid_point(cfg: BenchConfig, *, threads: int, budget_s: float, ceiling=None) -> dict:
+    """Time pylstm, ONNX Runtime and PyTorch on one whole-sequence point.
 
-
-def measure(peers: list, budget_s: float, min_rounds: int = 5, max_rounds: int = 200) -> dict:
-    """Median seconds per call of each peer.
-
-    Calls are interleaved in rounds (the order rotates each round) so that machine noise hits
-    every engine alike. Within a round each engine runs a short burst whose first call is not
-    timed: thread pools (ONNX Runtime's, OpenMP's, pylstm's) keep spinning for a moment after a
-    call, and that untimed call absorbs the previous engine's spinning.
+    Returns
+    -------
+    dict
+        A result entry of kind ``"grid"``: ``<engine>_ms``, ``speedup_vs_<peer>``,
+        ``pylstm_gflops``, ``ceiling_fraction`` (with ``ceiling`` GFLOP/s given),
+        ``max_abs_diff`` (largest |pylstm - peer| output difference), ``rounds``, ``samples``.
     """
-    for p in peers:  # warm up: first calls pay for allocation, caches, page faults
-        for _ in range(2):
-            p.run()
-    per_call = {p.name: min(_time_once(p.run) for _ in range(2)) for p in peers}
-    burst = {name: int(min(20, max(2, 0.003 / max(t, 1e-9)))) for name, t in per_call.items()}
-    round_s = sum(per_call[p.name] * (burst[p.name] + 1) for p in peers)
-    rounds = int(min(max_rounds, max(min_rounds, budget_s / max(round_s, 1e-9))))
-    samples = {p.name: [] for p in peers}
-    for r in range(rounds):
-        for k in range(len(peers)):
-            p = peers[(r + k) % len(peers)]
-            p.run()
-            samples[p.name].extend(_time_once(p.run) for _ in range(burst[p.name]))
-    return {name: statistics.median(v) for name, v in samples.items()}
+    peers = make_peers(cfg, threads)
+    outputs = {p.name: p.run() for p in peers}  # also the first, warming call of each
+    diff = max(float(np.max(np.abs(outputs["pylstm"] - y))) for y in outputs.values())
+    timings = measure(peers, budget_s)
+    entry = _timed_entry("grid", cfg, timings.median_s["pylstm"], timings, ceiling)
+    entry.update(max_abs_diff=diff, samples=timings.samples)
+    return entry
 
 
-def _format_row(cols, widths):
-    return "  ".join(
-        str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(cols, widths))
-    )
+def measure_precision_point(
+    cfg: BenchConfig, *, threads: int, budget_s: float, ceiling=None, skipped=None
+) -> list:
+    """Time pylstm at each of :data:`PRECISIONS` against ONNX Runtime and PyTorch at fp32.
+
+    A precision ``pylstm.from_torch`` does not accept (TypeError for the keyword, or
+    NotImplementedError) is left out and its reason put in ``skipped`` ({precision: message}).
+    Without any reduced precision, nothing is measured (the fp32 point is in the grid).
+
+    Returns
+    -------
+    list of dict
+        One entry of kind ``"precision"`` per precision measured, each with ``precision`` and
+        ``max_abs_diff_vs_torch_fp32``.
+    """
+    skipped = {} if skipped is None else skipped
+    module = require_torch_module(cfg)
+    x = make_input(cfg)
+    engines = []
+    for precision in PRECISIONS:
+        if precision in skipped:
+            continue
+        try:
+            engines.append(PylstmPeer(cfg, module, x, precision=precision))
+        except (TypeError, NotImplementedError) as exc:
+            skipped[precision] = f"{type(exc).__name__}: {exc}"
+    if len(engines) < 2:
+        return []
+    refs = make_reference_peers(cfg, module, x, threads)
+    outputs = {e.name: e.run() for e in [*engines, *refs]}
+    timings = measure([*engines, *refs], budget_s)
+    entries = []
+    for e in engines:
+        entry = _timed_entry("precision", cfg, timings.median_s[e.name], timings, ceiling)
+        entry["precision"] = e.precision
+        diff = np.max(np.abs(outputs[e.name] - outputs["torch"]))
+        entry["max_abs_diff_vs_torch_fp32"] = float(diff)
+        entry["samples"] = timings.samples
+        entries.append(entry)
+    return entries
+
+
+def new_record(threads: int, command: str) -> dict:
+    """The record's header fields: date, command, machine, versions, threads."""
+    return {
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "command": command,
+        "device": "cpu",
+        "threads": threads,
+        "machine": machine_description(),
+        "versions": engine_versions(),
+        "results": [],
+        "notes": [],
+    }
 
 
 def run_benchmarks(
@@ -93,91 +129,83 @@ def run_benchmarks(
     *,
     threads: int,
     budget_s: float = 1.0,
+    stream_configs: list = (),
+    precision_configs: list = (),
+    quick_ceiling: bool = False,
     json_path: str | None = None,
     command: str = "",
     out=sys.stdout,
 ) -> dict:
-    """Run every configuration and print a table of times (ms, medians) and speed-ups.
+    """Measure the GEMM ceiling, then every point, printing each table row as it is measured.
 
     Parameters
     ----------
     configs : list of BenchConfig
+        Whole-sequence grid points.
     threads : int
-        Threads for every engine (pylstm, torch.set_num_threads, ONNX Runtime intra-op).
+        Threads for every engine (pylstm, torch.set_num_threads, ONNX Runtime intra-op, numpy's
+        BLAS where threadpoolctl is installed).
     budget_s : float
-        Rough time spent measuring each configuration.
+        Seconds of timing per point, roughly; slow points take at least 3 rounds.
+    stream_configs : list of StreamConfig
+    precision_configs : list of BenchConfig
+        Points timed with pylstm at every precision in :data:`PRECISIONS`.
+    quick_ceiling : bool
+        Measure the ceiling on a small GEMM (fast, lower).
     json_path : str, optional
-        Where to write the JSON record (machine, versions, command, results).
+        Where to write the record.
 
     Returns
     -------
     dict
-        The record written to ``json_path``.
+        The record (see the module docstring).
     """
     pylstm.set_num_threads(threads)
-    record = {
-        "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "command": command,
-        "machine": machine_description(),
-        "versions": peer_versions(),
-        "threads": threads,
-        "device": "cpu",
-        "results": [],
-    }
-    header = [
-        "config",
-        "pylstm ms",
-        "torch ms",
-        "ort ms",
-        "x torch",
-        "x ort",
-        "GFLOP/s",
-        "max|diff|",
-    ]
-    widths = [44, 10, 10, 10, 8, 8, 8, 9]
-    print(
-        f"pylstm {record['versions']['pylstm']} on {record['machine']['cpu']} "
-        f"({record['machine']['simd']}), {threads} thread(s); medians of interleaved calls",
-        file=out,
+    record = new_record(threads, command)
+    record.update(measure_gemm_ceiling(threads, quick=quick_ceiling))
+    ceiling = record["gemm_ceiling_gflops"]
+    for line in header_lines(record):
+        print(line, file=out, flush=True)
+
+    def section(kind, items, measure_one):
+        if not items:
+            return
+        table = Table(kind, out)
+        started = False
+        for item in items:
+            entries = measure_one(item)
+            if entries and not started:
+                table.start()
+                started = True
+            for entry in entries:
+                record["results"].append(entry)
+                table.row(entry)
+        if started:
+            table.finish()
+
+    common = {"threads": threads, "budget_s": budget_s}
+    section("grid", configs, lambda c: [measure_grid_point(c, ceiling=ceiling, **common)])
+    skipped = {}
+    section(
+        "precision",
+        precision_configs,
+        lambda c: measure_precision_point(c, ceiling=ceiling, skipped=skipped, **common),
     )
-    print(_format_row(header, widths), file=out)
-    for cfg in configs:
-        peers = make_peers(cfg, threads)
-        outputs = {p.name: p.run() for p in peers}
-        diff = max(float(np.max(np.abs(outputs["pylstm"] - o))) for o in outputs.values())
-        times = measure(peers, budget_s)
-        row = {"config": cfg.as_dict(), "name": cfg.name, "max_abs_diff": diff}
-        row.update({f"{name}_ms": t * 1e3 for name, t in times.items()})
-        for peer in ("torch", "onnxruntime"):
-            if peer in times:
-                row[f"speedup_vs_{peer}"] = times[peer] / times["pylstm"]
-        row["pylstm_gflops"] = cfg.flops() / times["pylstm"] / 1e9
-        record["results"].append(row)
-
-        def fmt(key, spec, row=row):
-            return format(row[key], spec) if key in row else "-"
-
-        print(
-            _format_row(
-                [
-                    cfg.name,
-                    fmt("pylstm_ms", ".3f"),
-                    fmt("torch_ms", ".3f"),
-                    fmt("onnxruntime_ms", ".3f"),
-                    fmt("speedup_vs_torch", ".2f"),
-                    fmt("speedup_vs_onnxruntime", ".2f"),
-                    fmt("pylstm_gflops", ".1f"),
-                    f"{diff:.1e}",
-                ],
-                widths,
-            ),
-            file=out,
-            flush=True,
-        )
+    notes = [
+        f"{precision} rows skipped: pylstm.from_torch(module, precision={precision!r}) "
+        f"is not available ({reason})"
+        for precision, reason in skipped.items()
+    ]
+    record["notes"].extend(notes)
+    if notes:
+        print("\n" + "\n".join(f"note: {n}" for n in notes), file=out)
+    section("stream", stream_configs, lambda c: [measure_stream(c, **common)])
+    record["summary"] = summarize(record["results"])
+    print("", file=out)
+    for line in summary_lines(record["summary"]):
+        print(line, file=out)
     if json_path:
-        os.makedirs(os.path.dirname(os.path.abspath(json_path)), exist_ok=True)
-        with open(json_path, "w") as fh:
-            json.dump(record, fh, indent=2)
+        write_record(record, json_path)
         print(f"wrote {json_path}", file=out)
     return record
 
@@ -187,4 +215,12 @@ def list_configs(configs: list, out=sys.stdout) -> None:
         print(cfg.name, file=out)
 
 
-__all__ = ["BenchConfig", "list_configs", "machine_description", "measure", "run_benchmarks"]
+__all__ = [
+    "BenchConfig",
+    "list_configs",
+    "machine_description",
+    "measure",
+    "measure_grid_point",
+    "measure_precision_point",
+    "run_benchmarks",
+]
