@@ -6,21 +6,34 @@
 #include <new>
 #include <vector>
 
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
+
 namespace pylstm {
+
+// Memory for large, long-lived arrays (packed weights, workspaces): 64-byte aligned, and from
+// 2 MB up backed by transparent huge pages where the OS allows, so that streaming megabytes of
+// weights every time step does not also walk the page tables for every 4 KB.
+inline void* allocate_aligned(std::size_t bytes) {
+  constexpr std::size_t kHuge = std::size_t{2} << 20;
+  const std::size_t align = bytes >= kHuge ? kHuge : 64;
+  bytes = (bytes + align - 1) / align * align;
+  void* p = std::aligned_alloc(align, bytes == 0 ? align : bytes);
+  if (!p) throw std::bad_alloc();
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  if (align == kHuge) madvise(p, bytes, MADV_HUGEPAGE);
+#endif
+  return p;
+}
 
 template <typename T>
 struct AlignedAllocator {
   using value_type = T;
-  static constexpr std::size_t kAlign = 64;
   AlignedAllocator() = default;
   template <typename U>
   AlignedAllocator(const AlignedAllocator<U>&) {}
-  T* allocate(std::size_t n) {
-    const std::size_t bytes = ((n * sizeof(T) + kAlign - 1) / kAlign) * kAlign;
-    void* p = std::aligned_alloc(kAlign, bytes == 0 ? kAlign : bytes);
-    if (!p) throw std::bad_alloc();
-    return static_cast<T*>(p);
-  }
+  T* allocate(std::size_t n) { return static_cast<T*>(allocate_aligned(n * sizeof(T))); }
   void deallocate(T* p, std::size_t) { std::free(p); }
   template <typename U>
   bool operator==(const AlignedAllocator<U>&) const {
@@ -42,9 +55,7 @@ class ScratchBuffer {
       std::free(data_);
       data_ = nullptr;
       capacity_ = 0;
-      const std::size_t bytes = ((n * sizeof(float) + 63) / 64) * 64;
-      data_ = static_cast<float*>(std::aligned_alloc(64, bytes));
-      if (!data_) throw std::bad_alloc();
+      data_ = static_cast<float*>(allocate_aligned(n * sizeof(float)));
       capacity_ = n;
     }
     return data_;

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <string>
+#include <vector>
 
 #if defined(__linux__)
 #include <sched.h>
@@ -31,6 +32,68 @@ void spin_until(Done done) {
     }
   }
 }
+
+// Pins the calling thread to one CPU; false if the OS refused.
+bool pin_current_thread(int cpu) {
+#if defined(__linux__)
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  return sched_setaffinity(0, sizeof(set), &set) == 0;
+#else
+  (void)cpu;
+  return false;
+#endif
+}
+
+// CPUs the calling thread may run on, in order (empty where the OS does not say).
+std::vector<int> caller_cpus() {
+  std::vector<int> cpus;
+#if defined(__linux__)
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) {
+    for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
+      if (CPU_ISSET(cpu, &set)) cpus.push_back(cpu);
+    }
+  }
+#endif
+  return cpus;
+}
+
+bool pinning_enabled() {
+  const char* env = std::getenv("PYLSTM_PIN_THREADS");
+  return !(env && std::string(env) == "0");
+}
+
+// While a team runs, its members sit on distinct CPUs: the caller on the first CPU it may use,
+// worker i on the i-th. Left to itself, the scheduler wakes a sleeping worker on the caller's
+// CPU, where the two then take turns at every per-step barrier until the load balancer
+// separates them, milliseconds later. The caller's own CPU mask is restored when the job ends.
+// PYLSTM_PIN_THREADS=0 turns this off.
+class CallerPin {
+ public:
+  explicit CallerPin(int cpu) {
+#if defined(__linux__)
+    pinned_ =
+        cpu >= 0 && sched_getaffinity(0, sizeof(saved_), &saved_) == 0 && pin_current_thread(cpu);
+#else
+    (void)cpu;
+#endif
+  }
+  ~CallerPin() {
+#if defined(__linux__)
+    if (pinned_) sched_setaffinity(0, sizeof(saved_), &saved_);
+#endif
+  }
+  CallerPin(const CallerPin&) = delete;
+  CallerPin& operator=(const CallerPin&) = delete;
+
+ private:
+#if defined(__linux__)
+  cpu_set_t saved_;
+#endif
+  bool pinned_ = false;
+};
 
 int threads_from_env() {
   const char* s = std::getenv("PYLSTM_NUM_THREADS");
@@ -108,6 +171,7 @@ void ThreadPool::set_num_threads(int n) {
 }
 
 void ThreadPool::worker_main(int id, uint64_t seen) {
+  int pinned_cpu = -1;
   for (;;) {
     // Back-to-back calls are common (streaming, many small batches): spin a little before
     // sleeping so the next job starts without a futex wake-up.
@@ -127,8 +191,10 @@ void ThreadPool::worker_main(int id, uint64_t seen) {
     seen = job_generation_.load();
     const auto* job = job_;
     const int size = team_size_;
+    const int cpu = id < static_cast<int>(team_cpus_.size()) ? team_cpus_[id] : -1;
     lock.unlock();
     if (id < size) {
+      if (cpu >= 0 && cpu != pinned_cpu) pinned_cpu = pin_current_thread(cpu) ? cpu : -1;
       try {
         (*job)(Team{id, size, &barrier_});
       } catch (...) {
@@ -143,17 +209,27 @@ void ThreadPool::worker_main(int id, uint64_t seen) {
 void ThreadPool::run(int want, const std::function<void(const Team&)>& job) {
   std::unique_lock<std::mutex> running(run_mutex_, std::try_to_lock);
   int size = std::min(want, num_threads());
+  // Never more members than CPUs this thread may use (taskset, cgroups): they would share one.
+  std::vector<int> cpus = caller_cpus();
+  if (!cpus.empty()) size = std::min(size, static_cast<int>(cpus.size()));
   if (!running.owns_lock() || size <= 1) {
     job(Team{0, 1, nullptr});
     return;
   }
   barrier_.reset(size);
   error_ = nullptr;
+  if (pinning_enabled()) {
+    cpus.resize(cpus.empty() ? 0 : size);
+  } else {
+    cpus.clear();
+  }
+  CallerPin pin(cpus.empty() ? -1 : cpus[0]);
   pending_.store(size - 1, std::memory_order_relaxed);
   {
     std::lock_guard<std::mutex> lock(wake_mutex_);
     job_ = &job;
     team_size_ = size;
+    team_cpus_ = cpus;
     job_generation_.fetch_add(1, std::memory_order_acq_rel);
   }
   wake_cv_.notify_all();

@@ -77,6 +77,7 @@ class ThreadPool {
   bool stopping_ = false;
   const std::function<void(const Team&)>* job_ = nullptr;
   int team_size_ = 1;
+  std::vector<int> team_cpus_;  // CPU of each team member, or empty (not pinned)
   std::atomic<int> pending_{0};
   SpinBarrier barrier_;
   std::mutex error_mutex_;

@@ -13,6 +13,8 @@ Grid and precision entries hold ``<engine>_ms``; stream entries ``<engine>_us``;
 
 from __future__ import annotations
 
+import time
+
 import datetime
 import sys
 
@@ -164,6 +166,9 @@ def run_benchmarks(
     record = new_record(threads, command)
     record.update(measure_gemm_ceiling(threads, quick=quick_ceiling))
     ceiling = record["gemm_ceiling_gflops"]
+    # OpenBLAS's threads keep spinning (sched_yield loops) for a while after a GEMM; let them go
+    # to sleep so that they do not steal cycles from the first engines measured.
+    time.sleep(0.5)
     for line in header_lines(record):
         print(line, file=out, flush=True)
 

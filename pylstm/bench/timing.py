@@ -1,10 +1,12 @@
 """Interleaved timing of several engines: medians of bursts, rounds capped by a time budget.
 
-Why bursts with an untimed first call: ONNX Runtime's, OpenMP's and pylstm's thread pools keep
-spinning for a moment after a call returns. On a machine with few cores, the first call of the
-next engine then competes with those spinning threads. Each engine's burst starts with a call
-that is not timed and absorbs the previous engine's spinning; the order of engines rotates each
-round so that slower drifts of the machine (another process, clock changes) hit all alike.
+Why a quiet gap and an untimed first call before each burst: thread pools keep spinning after a
+call returns (ONNX Runtime's for 20-30 ms, measured on this project's 2-core machines; OpenMP's
+and pylstm's for less), and on a machine with few cores the next engine's threads then share
+their CPUs with those spinners. Each burst therefore starts after ``quiet_s`` of idleness, which
+lets every other pool go to sleep, and with a call that is not timed, which wakes the engine's
+own pool; the order of engines rotates each round so that slower drifts of the machine (another
+process, clock changes) hit all alike.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ def measure(
     max_rounds: int = 200,
     max_burst: int = 20,
     burst_s: float = 0.003,
+    quiet_s: float = 0.05,
 ) -> Timings:
     """Median seconds per call of each engine, measured interleaved.
 
@@ -68,6 +71,9 @@ def measure(
     max_burst, burst_s : int, float
         Timed calls per engine per round: enough to fill ``burst_s`` seconds, at least 1, at most
         ``max_burst``.
+    quiet_s : float
+        Idle seconds before each burst (counted in the budget), so that no other engine's
+        threads are still spinning.
 
     Returns
     -------
@@ -80,12 +86,13 @@ def measure(
         per_call[e.name] = first if first > 0.02 else min(first, time_call(e.run))
     burst = {n: int(min(max_burst, max(1, burst_s / max(t, 1e-9)))) for n, t in per_call.items()}
     lead = {n: t < LEAD_CALL_BELOW_S for n, t in per_call.items()}
-    round_s = sum(per_call[n] * (burst[n] + lead[n]) for n in per_call)
+    round_s = sum(per_call[n] * (burst[n] + lead[n]) + quiet_s for n in per_call)
     rounds = int(min(max_rounds, max(min_rounds, budget_s / max(round_s, 1e-9))))
     samples = {e.name: [] for e in engines}
     for r in range(rounds):
         for k in range(len(engines)):
             e = engines[(r + k) % len(engines)]
+            time.sleep(quiet_s)
             if lead[e.name]:
                 e.run()
             samples[e.name].extend(time_call(e.run) for _ in range(burst[e.name]))

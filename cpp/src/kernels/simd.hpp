@@ -7,7 +7,7 @@
 #include <cstdint>
 #include <cstring>
 
-#if defined(__AVX2__)
+#if defined(__SSE__)
 #include <immintrin.h>
 #endif
 
@@ -29,7 +29,22 @@ static inline vf load(const float* p) {
   return v;
 }
 static inline void store(float* p, vf v) { std::memcpy(p, &v, sizeof v); }
-static inline vf splat(float s) { return vf{} + s; }
+// Broadcast: one instruction (from memory when s was just loaded). The portable spelling
+// `vf{} + s` costs an extra add (-0.0 + 0.0 is not -0.0) and a register shuffle, which in the
+// GEMM micro-kernel compete with the FMAs for their ports.
+static inline vf splat(float s) {
+#if defined(__AVX512F__) && PYLSTM_VL == 16
+  return (vf)_mm512_set1_ps(s);
+#elif defined(__AVX__) && PYLSTM_VL == 8
+  return (vf)_mm256_set1_ps(s);
+#elif defined(__SSE__) && PYLSTM_VL == 4
+  return (vf)_mm_set1_ps(s);
+#else
+  vf v;
+  for (int i = 0; i < VL; ++i) v[i] = s;
+  return v;
+#endif
+}
 static inline vf vmin(vf a, vf b) { return a < b ? a : b; }
 static inline vf vmax(vf a, vf b) { return a > b ? a : b; }
 static inline vf vabs(vf a) {
