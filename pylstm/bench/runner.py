@@ -13,10 +13,9 @@ Grid and precision entries hold ``<engine>_ms``; stream entries ``<engine>_us``;
 
 from __future__ import annotations
 
-import time
-
 import datetime
 import sys
+import time
 
 import numpy as np
 
