@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from .validation import as_float_array, positive_int
+from . import _core
+from .validation import positive_int
 
 
 class Stream:
     """Stateful step-by-step runner over one model, for a fixed batch size.
 
     Create with ``model.stream(batch_size)``. Concatenating the outputs of successive
-    :meth:`step` calls along the time axis equals one call on the whole sequence.
+    :meth:`step` calls along the time axis equals one call on the whole sequence. The state
+    lives in the engine, so a one-step call costs a single call into C++.
 
     Parameters
     ----------
@@ -30,24 +32,17 @@ class Stream:
                     "which needs the whole sequence; call the model on complete sequences instead"
                 )
         self._model = model
-        self.reset()
+        self._core = _core.Stream(model.engine._net, self.batch_size, model.batch_first)
+        # The bound C++ methods themselves, so a call does not go through a Python frame.
+        self.step = self._core.step
+        self.reset = self._core.reset
 
-    def reset(self) -> None:
-        """Forget the carried state (back to zeros)."""
-        self._h, self._c = self._model._zero_state(self.batch_size)
-
-    @property
-    def state(self):
-        """The carried state: ``(h, c)`` for LSTM models, else ``h``; copies."""
-        c = None if self._c is None else self._c.copy()
-        return self._model._format_state(self._h.copy(), c, unbatched=False)
-
-    def step(self, chunk) -> np.ndarray:
+    def step(self, chunk) -> np.ndarray:  # replaced per instance by the C++ method
         """Run the next time steps.
 
         Parameters
         ----------
-        chunk : array
+        chunk : array, float32 or float64
             ``[t, B, I]`` (``[B, t, I]`` for a batch-first model) for t steps, or ``[B, I]``
             for exactly one step.
 
@@ -55,20 +50,25 @@ class Stream:
         -------
         ndarray, float32
             The outputs for these steps, in the same layout as ``chunk``.
+
+        Raises
+        ------
+        TypeError
+            Non-float chunk.
+        ValueError
+            Wrong batch size or feature count.
         """
-        x = as_float_array(chunk, "chunk")
-        one_step = x.ndim == 2
-        if one_step:  # [B, I]: one step (not an unbatched sequence as in model(x))
-            x = x[:, None, :] if self._model.batch_first else x[None]
-        elif x.ndim != 3:
-            raise ValueError(f"chunk must be [B, I] or a 3-D chunk of steps, got shape {x.shape}")
-        xt, _ = self._model._time_major(x, "chunk")
-        if xt.shape[1] != self.batch_size:
-            raise ValueError(
-                f"chunk: this stream was made for batch_size {self.batch_size}, got a chunk of "
-                f"{xt.shape[1]} sequences (shape {x.shape})"
-            )
-        y, self._h, self._c = self._model._run(xt, self._h, self._c, None, batch_first=False)
-        if one_step:
-            return y[0]
-        return y.transpose(1, 0, 2) if self._model.batch_first else y
+        return self._core.step(chunk)
+
+    def reset(self) -> None:  # replaced per instance by the C++ method
+        """Forget the carried state (back to zeros)."""
+        self._core.reset()
+
+    @property
+    def state(self):
+        """The carried state: ``(h, c)`` for LSTM models, else ``h``; copies, shaped like the
+        model's ``h_n`` / ``c_n``."""
+        h_shape, c_shape = self._model._state_shapes(self.batch_size)
+        h = self._core.h.reshape(h_shape)
+        c = self._core.c.reshape(c_shape) if self._model.cell == "lstm" else None
+        return self._model._format_state(h, c, unbatched=False)

@@ -5,4 +5,5 @@ PYBIND11_MODULE(_core, m) {
   m.doc() = "pylstm C++ engine (use the pylstm package, not this module, directly)";
   pylstm::register_network(m);
   pylstm::register_runtime(m);
+  pylstm::register_stream(m);
 }

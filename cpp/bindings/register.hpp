@@ -6,4 +6,5 @@
 namespace pylstm {
 void register_network(pybind11::module_& m);
 void register_runtime(pybind11::module_& m);
+void register_stream(pybind11::module_& m);
 }  // namespace pylstm

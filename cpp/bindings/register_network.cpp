@@ -7,6 +7,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "py_network.hpp"
 #include "pylstm/backend.hpp"
 #include "register.hpp"
 
@@ -77,6 +78,61 @@ NetworkDesc parse_network(const py::list& layers) {
   return net;
 }
 
+// Optional contiguous float32 array of exactly `count` elements.
+template <typename T>
+T* contiguous_or_null(const py::object& o, int64_t count, const char* name) {
+  if (o.is_none()) return nullptr;
+  auto a = py::cast<py::array>(o);
+  if (!py::isinstance<py::array_t<float>>(a)) {
+    throw py::type_error(std::string(name) + " must be a float32 array");
+  }
+  if (!(a.flags() & py::array::c_style) || a.size() != count) {
+    throw std::invalid_argument(std::string(name) + ": expected a C-contiguous array of " +
+                                std::to_string(count) + " floats");
+  }
+  if constexpr (!std::is_const_v<T>) {
+    if (!a.writeable()) throw std::invalid_argument(std::string(name) + " must be writeable");
+  }
+  return static_cast<T*>(const_cast<void*>(a.data()));
+}
+
+}  // namespace
+
+PyNetwork::PyNetwork(const py::list& layers, const std::string& isa, const std::string& precision)
+    : desc_(parse_network(layers)) {
+  backend_ = make_cpu_backend(desc_, isa, precision);
+  for (const LayerDesc& L : desc_.layers) {
+    h_floats_ += L.num_directions() * L.output_size();
+    c_floats_ += L.num_directions() * L.hidden_size;
+  }
+}
+
+void PyNetwork::forward(const py::array& x, const py::array& y, const py::object& mask,
+                        const py::object& h0, const py::object& c0, const py::object& h_n,
+                        const py::object& c_n) const {
+  if (x.ndim() != 3) throw std::invalid_argument("x must be 3-D [T, B, I]");
+  ForwardArgs args;
+  args.steps = x.shape(0);
+  args.batch = x.shape(1);
+  args.x = rows_of<const float>(x, args.steps, args.batch, desc_.input_size(), "x");
+  args.y = rows_of<float>(y, args.steps, args.batch, desc_.output_size(), "y");
+  if (!mask.is_none()) {
+    auto m = py::cast<py::array>(mask);
+    if (!py::isinstance<py::array_t<uint8_t>>(m) || !(m.flags() & py::array::c_style) ||
+        m.size() != args.steps * args.batch) {
+      throw std::invalid_argument("mask must be a C-contiguous uint8 array [T, B]");
+    }
+    args.mask = static_cast<const uint8_t*>(m.data());
+  }
+  const int64_t B = args.batch;
+  args.h0 = contiguous_or_null<const float>(h0, h_floats_ * B, "h0");
+  args.c0 = contiguous_or_null<const float>(c0, c_floats_ * B, "c0");
+  args.h_n = contiguous_or_null<float>(h_n, h_floats_ * B, "h_n");
+  args.c_n = contiguous_or_null<float>(c_n, c_floats_ * B, "c_n");
+  py::gil_scoped_release release;
+  backend_->forward(args);
+}
+
 // A [T, B, F] float32 array whose last axis is contiguous, as Rows.
 template <typename T>
 Rows<T> rows_of(const py::array& a, int64_t steps, int64_t batch, int64_t features,
@@ -103,73 +159,8 @@ Rows<T> rows_of(const py::array& a, int64_t steps, int64_t batch, int64_t featur
                  static_cast<int64_t>(a.strides(1) / sizeof(float))};
 }
 
-// Optional contiguous float32 array of exactly `count` elements.
-template <typename T>
-T* contiguous_or_null(const py::object& o, int64_t count, const char* name) {
-  if (o.is_none()) return nullptr;
-  auto a = py::cast<py::array>(o);
-  if (!py::isinstance<py::array_t<float>>(a)) {
-    throw py::type_error(std::string(name) + " must be a float32 array");
-  }
-  if (!(a.flags() & py::array::c_style) || a.size() != count) {
-    throw std::invalid_argument(std::string(name) + ": expected a C-contiguous array of " +
-                                std::to_string(count) + " floats");
-  }
-  if constexpr (!std::is_const_v<T>) {
-    if (!a.writeable()) throw std::invalid_argument(std::string(name) + " must be writeable");
-  }
-  return static_cast<T*>(const_cast<void*>(a.data()));
-}
-
-class PyNetwork {
- public:
-  PyNetwork(const py::list& layers, const std::string& isa, const std::string& precision)
-      : desc_(parse_network(layers)) {
-    backend_ = make_cpu_backend(desc_, isa, precision);
-    for (const LayerDesc& L : desc_.layers) {
-      h_floats_ += L.num_directions() * L.output_size();
-      c_floats_ += L.num_directions() * L.hidden_size;
-    }
-  }
-
-  // x: [T, B, I]; y: [T, B, O] (written); mask: uint8 [T, B]; states contiguous
-  // [sum_l D_l, B, Hout] / [sum_l D_l, B, H].
-  void forward(const py::array& x, const py::array& y, const py::object& mask, const py::object& h0,
-               const py::object& c0, const py::object& h_n, const py::object& c_n) const {
-    if (x.ndim() != 3) throw std::invalid_argument("x must be 3-D [T, B, I]");
-    ForwardArgs args;
-    args.steps = x.shape(0);
-    args.batch = x.shape(1);
-    args.x = rows_of<const float>(x, args.steps, args.batch, desc_.input_size(), "x");
-    args.y = rows_of<float>(y, args.steps, args.batch, desc_.output_size(), "y");
-    if (!mask.is_none()) {
-      auto m = py::cast<py::array>(mask);
-      if (!py::isinstance<py::array_t<uint8_t>>(m) || !(m.flags() & py::array::c_style) ||
-          m.size() != args.steps * args.batch) {
-        throw std::invalid_argument("mask must be a C-contiguous uint8 array [T, B]");
-      }
-      args.mask = static_cast<const uint8_t*>(m.data());
-    }
-    const int64_t B = args.batch;
-    args.h0 = contiguous_or_null<const float>(h0, h_floats_ * B, "h0");
-    args.c0 = contiguous_or_null<const float>(c0, c_floats_ * B, "c0");
-    args.h_n = contiguous_or_null<float>(h_n, h_floats_ * B, "h_n");
-    args.c_n = contiguous_or_null<float>(c_n, c_floats_ * B, "c_n");
-    py::gil_scoped_release release;
-    backend_->forward(args);
-  }
-
-  std::string backend_name() const { return backend_->name(); }
-  int64_t input_size() const { return desc_.input_size(); }
-  int64_t output_size() const { return desc_.output_size(); }
-
- private:
-  NetworkDesc desc_;
-  std::unique_ptr<Backend> backend_;
-  int64_t h_floats_ = 0, c_floats_ = 0;
-};
-
-}  // namespace
+template Rows<const float> rows_of(const py::array&, int64_t, int64_t, int64_t, const char*);
+template Rows<float> rows_of(const py::array&, int64_t, int64_t, int64_t, const char*);
 
 void register_network(py::module_& m) {
   py::class_<PyNetwork>(m, "Network")

@@ -17,8 +17,10 @@ namespace {
 // Input projections are computed for blocks of time steps whose pre-activations fit in this
 // many floats (16 MB), so memory stays proportional to B*H, not B*T*H, for this buffer.
 constexpr int64_t kProjectionBlockFloats = int64_t{1} << 22;
-// Below this many multiply-adds per step a second thread costs more than it saves.
+// Below this many multiply-adds per step, or per call, a second thread costs more (waking it,
+// a barrier per step) than it saves.
 constexpr int64_t kMinStepMacsPerThread = 16 * 1024;
+constexpr int64_t kMinCallMacs = 256 * 1024;
 
 int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
 
@@ -119,7 +121,7 @@ class CpuBackend final : public Backend {
       c_off += L.D() * B * L.H;
     }
 
-    ThreadPool::global().run(team_size(B), [&](const Team& team) {
+    ThreadPool::global().run(team_size(T, B), [&](const Team& team) {
       for (size_t l = 0; l < nl; ++l) {
         const LayerScratch s = plans[l].bind(base);
         kernels_.run_layer(layers_[l], ios[l], s, team);
@@ -135,11 +137,13 @@ class CpuBackend final : public Backend {
   mutable std::mutex scratch_mutex_;
   mutable std::vector<std::unique_ptr<ScratchBuffer>> idle_scratch_;
 
-  int team_size(int64_t B) const {
-    int64_t step_macs = 0;
+  int team_size(int64_t T, int64_t B) const {
+    int64_t step_macs = 0, call_macs = 0;
     for (const PackedLayer& L : layers_) {
       step_macs = std::max(step_macs, L.D() * B * L.gate_cols() * std::max(L.Hout, L.I));
+      call_macs += T * L.D() * B * L.gate_cols() * (L.Hout + L.I);
     }
+    if (call_macs < kMinCallMacs) return 1;
     const int64_t useful = std::max<int64_t>(1, step_macs / kMinStepMacsPerThread);
     return static_cast<int>(std::min<int64_t>(useful, ThreadPool::global().num_threads()));
   }
