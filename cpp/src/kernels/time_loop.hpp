@@ -276,6 +276,11 @@ class LayerRun {
     const float* xp = xp_buf(d) + xrow0 * GC_;
     const bool two_phase = projected() || gru_two_phase();
     const StridedRows a{hp + m0 * hs_, hs_};
+    // Half of h_prev was just written by other threads: ask for all its lines at once rather
+    // than missing on them one by one inside the product.
+    for (int64_t b = m0; b < std::min(m1, m0 + 4); ++b) {
+      for (int64_t k = 0; k < L_.Hout; k += 16) __builtin_prefetch(hp + b * hs_ + k);
+    }
     auto row = [&](int64_t u, int64_t i, const float* rr) {
       const int64_t b = m0 + i;
       const int64_t unit0 = u * L_.U;
