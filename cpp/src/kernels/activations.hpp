@@ -9,7 +9,7 @@ namespace pylstm {
 namespace PYLSTM_ISA {
 
 // e^x for x in float range; saturates at e^88.3 and e^-87.3 (no inf, no denormals).
-static inline vf v_exp(vf x) {
+PYLSTM_INLINE vf v_exp(vf x) {
   x = vmin(vmax(x, splat(-87.3f)), splat(88.3f));
   // x = n*ln2 + r with |r| <= ln2/2; n rounded to nearest with the 1.5*2^23 trick.
   const vf magic = splat(12582912.0f);
@@ -33,7 +33,7 @@ static inline vf v_exp(vf x) {
 
 // log(x) for x > 0 (finite): x = m * 2^e with m in [sqrt(1/2), sqrt(2)), then
 // log(m) = 2*atanh(s), s = (m-1)/(m+1), |s| <= 0.172, series to s^11.
-static inline vf v_log(vf x) {
+PYLSTM_INLINE vf v_log(vf x) {
   vi bits;
   std::memcpy(&bits, &x, sizeof bits);
   vi e = ((bits >> 23) & 0xff) - 127;
@@ -54,12 +54,12 @@ static inline vf v_log(vf x) {
   return p * s + __builtin_convertvector(e, vf) * 0.693147180559945f;
 }
 
-static inline vf v_sigmoid(vf x) { return 1.0f / (1.0f + v_exp(-x)); }
+PYLSTM_INLINE vf v_sigmoid(vf x) { return reciprocal(1.0f + v_exp(-x)); }
 
-static inline vf v_tanh(vf x) {
+PYLSTM_INLINE vf v_tanh(vf x) {
   const vf ax = vabs(x);
   const vf e = v_exp(ax * -2.0f);
-  vf t = (1.0f - e) / (1.0f + e);
+  vf t = (1.0f - e) * reciprocal(1.0f + e);
   // Near zero 1 - e cancels; the odd Taylor series is exact to float precision there.
   const vf x2 = ax * ax;
   const vf small = ax * (1.0f + x2 * (-1.0f / 3 + x2 * (2.0f / 15 + x2 * (-17.0f / 315))));
@@ -68,7 +68,7 @@ static inline vf v_tanh(vf x) {
 }
 
 // log(1 + e^x) = max(x, 0) + log1p(e^-|x|), with log1p(y) = log(u) * y / (u - 1), u = 1 + y.
-static inline vf v_softplus(vf x) {
+PYLSTM_INLINE vf v_softplus(vf x) {
   const vf y = v_exp(-vabs(x));
   const vf u = 1.0f + y;
   const vf d = u - 1.0f;
@@ -76,7 +76,9 @@ static inline vf v_softplus(vf x) {
   return vmax(x, splat(0.0f)) + l1p;
 }
 
-static inline vf apply(const Activation& a, vf x) {
+// Any activation, chosen at run time (the cells call the common ones directly, see
+// cell_common.hpp); deliberately not forced inline: one copy serves every call site.
+static vf apply(const Activation& a, vf x) {
   switch (a.kind) {
     case ActKind::Sigmoid:
       return v_sigmoid(x);

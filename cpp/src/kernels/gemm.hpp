@@ -163,32 +163,24 @@ static inline int multi_panel_kernel(int rows, int chunks, int64_t K, const Rows
   return n;
 }
 
-// C = A·B (+ bias) for `rows` rows (pointers in a_rows) against one panel of NV column vectors.
-// Few rows: all of them in one sweep of the panel, the columns split into passes if the
-// accumulators would not fit; many rows: tiles of max_rows<NV>() rows.
+// C = A·B (·scale + bias) for `rows` rows of A against one panel of NV column vectors.
+// Up to twice the rows a full-width tile holds: all rows in one sweep of the panel, in two
+// passes of NV/2 vectors if needed (the panel is read once rather than once per tile); more:
+// tiles of max_rows<NV>() rows, the last one taking the remainder.
 template <int NV, typename Rows, typename WT>
 static inline void panel_product(int64_t rows, int64_t K, const Rows& a_rows,
                                  const PanelArgs<WT>& p) {
   if constexpr (NV % 2 == 0) {
-    if (rows * NV > kAccRegs && rows * 2 <= kAccRegs) {
-      for (int half = 0; half < 2; ++half) {  // two passes of NV/2 vectors over all rows
+    if (rows * NV > kAccRegs && rows * (NV / 2) <= kAccRegs) {
+      for (int half = 0; half < 2; ++half) {
         rows_kernel<NV / 2>(static_cast<int>(rows), K, a_rows, p.shifted(half * (NV / 2) * VL));
       }
       return;
     }
   }
-  if (rows * NV > kAccRegs && rows <= kAccRegs) {
-    for (int v = 0; v < NV; ++v) {  // one vector of columns per pass
-      rows_kernel<1>(static_cast<int>(rows), K, a_rows, p.shifted(v * VL));
-    }
-    return;
-  }
   constexpr int MR = max_rows<NV>();
-  // Balanced tiles: 8 rows as 4 + 4 rather than 6 + 2.
-  const int64_t tiles = (rows + MR - 1) / MR;
-  const int64_t per_tile = tiles ? (rows + tiles - 1) / tiles : 0;
-  for (int64_t r0 = 0; r0 < rows; r0 += per_tile) {
-    const int n = static_cast<int>(rows - r0 < per_tile ? rows - r0 : per_tile);
+  for (int64_t r0 = 0; r0 < rows; r0 += MR) {
+    const int n = static_cast<int>(rows - r0 < MR ? rows - r0 : MR);
     PanelArgs<WT> q = p;
     q.c += r0 * p.ldc;
     rows_kernel<NV>(n, K, a_rows.from(r0), q);

@@ -25,7 +25,7 @@ struct LayerIO {
 // Workspace for one layer, carved out by the backend (sizes: layer_scratch_floats()).
 struct LayerScratch {
   int64_t block_steps = 1;  // time steps whose input projection is computed at once
-  float* xp = nullptr;      // [D][block_steps*B][G*Hp]  input projection + bias
+  float* xp = nullptr;      // [D][chunks][block_steps*B][G*U]  input projection + bias
   float* h = nullptr;       // [D][2][B][hstride]       hidden state, double-buffered
   float* c = nullptr;       // [D][B][Hp]               LSTM cell state
   float* aux = nullptr;     // [D][B][Hp]               LSTM+proj: o*h(c); GRU (reset first): z

@@ -10,13 +10,12 @@ namespace PYLSTM_ISA {
 
 // xp: input projection + bias [4][U]; rec: recurrent product [4][U]; c: cell state [U] (updated
 // in place); h_out: o * h(c') [U]. unit0: index of the chunk's first unit (for peepholes).
-static inline void lstm_chunk(const PackedLayer& L, const PackedDirection& P, int64_t unit0,
-                              const float* xp, const float* rec, float* c, float* h_out) {
+template <typename ACTS>
+PYLSTM_INLINE void lstm_chunk(const PackedLayer& L, const PackedDirection& P, ACTS acts,
+                              int64_t unit0, const float* xp, const float* rec, float* c,
+                              float* h_out) {
   const int64_t U = L.U;
   const float* peep = P.peephole.empty() ? nullptr : P.peephole.data() + unit0;
-  const Activation& act_f = P.act[0];
-  const Activation& act_g = P.act[1];
-  const Activation& act_h = P.act[2];
   for (int64_t j = 0; j < U; j += VL) {
     const vf c_prev = load(c + j);
     vf pi = gate_input(xp, rec, 0 * U + j);
@@ -27,14 +26,14 @@ static inline void lstm_chunk(const PackedLayer& L, const PackedDirection& P, in
       pi += load(peep + j) * c_prev;
       pf += load(peep + L.Hp + j) * c_prev;
     }
-    const vf i = apply(act_f, clipped(pi, L.clip));
-    const vf f = L.input_forget ? 1.0f - i : apply(act_f, clipped(pf, L.clip));
-    const vf g = apply(act_g, clipped(pg, L.clip));
+    const vf i = acts.f(clipped(pi, L.clip));
+    const vf f = L.input_forget ? 1.0f - i : acts.f(clipped(pf, L.clip));
+    const vf g = acts.g(clipped(pg, L.clip));
     const vf c_new = f * c_prev + i * g;
     if (peep) po += load(peep + 2 * L.Hp + j) * c_new;
-    const vf o = apply(act_f, clipped(po, L.clip));
+    const vf o = acts.f(clipped(po, L.clip));
     store(c + j, c_new);
-    store(h_out + j, o * apply(act_h, c_new));
+    store(h_out + j, o * acts.h(c_new));
   }
 }
 

@@ -6,10 +6,11 @@
 namespace pylstm {
 namespace PYLSTM_ISA {
 
-static inline void rnn_chunk(const PackedLayer& L, const PackedDirection& P, const float* xp,
-                             const float* rec, float* h_out) {
+template <typename ACTS>
+PYLSTM_INLINE void rnn_chunk(const PackedLayer& L, ACTS acts, const float* xp, const float* rec,
+                             float* h_out) {
   for (int64_t j = 0; j < L.U; j += VL) {
-    store(h_out + j, apply(P.act[0], clipped(gate_input(xp, rec, j), L.clip)));
+    store(h_out + j, acts.f(clipped(gate_input(xp, rec, j), L.clip)));
   }
 }
 

@@ -15,6 +15,12 @@
 #error "define PYLSTM_VL and PYLSTM_ISA before including simd.hpp"
 #endif
 
+// Small vector helpers must be inlined: a call passes vectors through memory and stops the
+// compiler from interleaving the independent activations of a gate computation.
+#ifndef PYLSTM_INLINE
+#define PYLSTM_INLINE static inline __attribute__((always_inline))
+#endif
+
 namespace pylstm {
 namespace PYLSTM_ISA {
 
@@ -23,16 +29,16 @@ constexpr int VL = PYLSTM_VL;
 typedef float vf __attribute__((vector_size(VL * sizeof(float))));
 typedef int32_t vi __attribute__((vector_size(VL * sizeof(int32_t))));
 
-static inline vf load(const float* p) {
+PYLSTM_INLINE vf load(const float* p) {
   vf v;
   std::memcpy(&v, p, sizeof v);
   return v;
 }
-static inline void store(float* p, vf v) { std::memcpy(p, &v, sizeof v); }
+PYLSTM_INLINE void store(float* p, vf v) { std::memcpy(p, &v, sizeof v); }
 // Broadcast: one instruction (from memory when s was just loaded). The portable spelling
 // `vf{} + s` costs an extra add (-0.0 + 0.0 is not -0.0) and a register shuffle, which in the
 // GEMM micro-kernel compete with the FMAs for their ports.
-static inline vf splat(float s) {
+PYLSTM_INLINE vf splat(float s) {
 #if defined(__AVX512F__) && PYLSTM_VL == 16
   return (vf)_mm512_set1_ps(s);
 #elif defined(__AVX__) && PYLSTM_VL == 8
@@ -45,9 +51,9 @@ static inline vf splat(float s) {
   return v;
 #endif
 }
-static inline vf vmin(vf a, vf b) { return a < b ? a : b; }
-static inline vf vmax(vf a, vf b) { return a > b ? a : b; }
-static inline vf vabs(vf a) {
+PYLSTM_INLINE vf vmin(vf a, vf b) { return a < b ? a : b; }
+PYLSTM_INLINE vf vmax(vf a, vf b) { return a > b ? a : b; }
+PYLSTM_INLINE vf vabs(vf a) {
   vi bits;
   std::memcpy(&bits, &a, sizeof a);
   bits &= 0x7fffffff;
@@ -55,7 +61,7 @@ static inline vf vabs(vf a) {
   return a;
 }
 // Copies the sign of `sign` onto the magnitude of `mag`.
-static inline vf vcopysign(vf mag, vf sign) {
+PYLSTM_INLINE vf vcopysign(vf mag, vf sign) {
   vi m, s;
   std::memcpy(&m, &mag, sizeof m);
   std::memcpy(&s, &sign, sizeof s);
@@ -64,9 +70,27 @@ static inline vf vcopysign(vf mag, vf sign) {
   return mag;
 }
 
+// 1/x to about float precision without a division: the hardware reciprocal estimate (14 bits
+// with AVX-512, 12 otherwise) refined by one Newton step. A vector division costs ~16 cycles of
+// throughput, and sigmoid/tanh need one each for every gate of every unit at every step.
+PYLSTM_INLINE vf reciprocal(vf x) {
+#if defined(__AVX512F__) && PYLSTM_VL == 16
+  const vf r = (vf)_mm512_rcp14_ps((__m512)x);
+#elif defined(__AVX__) && PYLSTM_VL == 8
+  const vf r = (vf)_mm256_rcp_ps((__m256)x);
+#elif defined(__SSE__) && PYLSTM_VL == 4
+  const vf r = (vf)_mm_rcp_ps((__m128)x);
+#else
+  return 1.0f / x;
+#endif
+#if defined(__SSE__)
+  return r * (2.0f - x * r);
+#endif
+}
+
 // VL bfloat16 values (raw bits) -> floats; VL int8 -> floats. Compilers scalarise the generic
 // vector conversions of narrow integers, so the x86 builds use intrinsics.
-static inline vf widen_bf16(const uint16_t* p) {
+PYLSTM_INLINE vf widen_bf16(const uint16_t* p) {
 #if defined(__AVX512F__) && PYLSTM_VL == 16
   const __m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
   return (vf)_mm512_castsi512_ps(_mm512_slli_epi32(w, 16));
@@ -82,7 +106,7 @@ static inline vf widen_bf16(const uint16_t* p) {
 #endif
 }
 
-static inline vf widen_i8(const int8_t* p) {
+PYLSTM_INLINE vf widen_i8(const int8_t* p) {
 #if defined(__AVX512F__) && PYLSTM_VL == 16
   return (vf)_mm512_cvtepi32_ps(
       _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));

@@ -24,8 +24,9 @@ namespace pylstm {
 namespace PYLSTM_ISA {
 
 // Rows of the batch whose recurrent products are computed before their gates run: the product
-// buffer stays in L1 (kRecRows x up to 4 vectors per row).
+// buffer stays in L1 (kRecRows x up to 4 vectors per row). A multiple of every tile height.
 constexpr int kRecRows = 48;
+static_assert(kRecRows % max_rows<4>() == 0 && kRecRows % max_rows<3>() == 0, "tile heights");
 constexpr int kRecFloats = kRecRows * 4 * VL;
 
 // Rows of the batch per work item: the whole batch when there are enough (direction, chunk)
@@ -101,7 +102,6 @@ class LayerRun {
         T_(io.steps),
         B_(io.batch),
         GU_(L.G * L.U),
-        GC_(L.gate_cols()),
         hs_(state_stride(L)) {}
 
   void run() {
@@ -121,7 +121,7 @@ class LayerRun {
   const LayerIO& io_;
   const LayerScratch& s_;
   const Team& team_;
-  const int64_t T_, B_, GU_, GC_, hs_;
+  const int64_t T_, B_, GU_, hs_;
 
   bool projected() const { return CELL == CellKind::LSTM && L_.P > 0; }
   bool gru_two_phase() const { return CELL == CellKind::GRU && !L_.linear_before_reset; }
@@ -130,7 +130,11 @@ class LayerRun {
   float* c_buf(int64_t d) const { return s_.c + d * B_ * L_.Hp; }
   float* aux_buf(int64_t d) const { return s_.aux + d * B_ * L_.Hp; }
   float* rh_buf(int64_t d) const { return s_.rh + d * B_ * hs_; }
-  float* xp_buf(int64_t d) const { return s_.xp + d * s_.block_steps * B_ * GC_; }
+  // Input projections, chunk-major: [D][chunks][block_steps * B][G*U], so that the rows a step
+  // reads for one chunk are contiguous (row-major [row][G*Hp] would put them G*Hp apart).
+  float* xp_chunk(int64_t d, int64_t u) const {
+    return s_.xp + (d * L_.chunks + u) * s_.block_steps * B_ * GU_;
+  }
   int64_t time_of(int64_t d, int64_t step) const {
     return L_.dirs[d].reverse ? T_ - 1 - step : step;
   }
@@ -181,7 +185,6 @@ class LayerRun {
       const int64_t u = (item % per_dir) / row_blocks;
       const int64_t rb = item % row_blocks;
       const PackedDirection& P = L_.dirs[d];
-      float* xp = xp_buf(d);
       const int64_t r_end = std::min(rows, (rb + 1) * block);
       for (int64_t r0 = rb * block; r0 < r_end; r0 += MR) {
         const int n = static_cast<int>(std::min<int64_t>(MR, r_end - r0));
@@ -193,8 +196,8 @@ class LayerRun {
         PanelArgs<WT> p = panels_of<WT>(P.w, 0, L_.I * GU_, GU_).panel(u);
         p.b_stride = 0;
         p.bias = P.bias.data() + u * GU_;
-        p.c = xp + r0 * GC_ + u * GU_;
-        p.ldc = GC_;
+        p.c = xp_chunk(d, u) + r0 * GU_;
+        p.ldc = GU_;
         rows_kernel<NV>(n, L_.I, ListedRows{a}, p);
       }
     }
@@ -205,8 +208,13 @@ class LayerRun {
     return io_.y.row(t, b) + d * L_.Hout + col0;
   }
 
+  // Writes n outputs of direction d at (t, b); whole vectors inline (a libc memcpy call per
+  // chunk and row costs more than the copy).
   void emit(int64_t d, int64_t t, int64_t b, int64_t col0, int64_t n, const float* h) const {
-    std::memcpy(y_at(d, t, b, col0), h, n * sizeof(float));
+    float* out = y_at(d, t, b, col0);
+    int64_t j = 0;
+    for (; j + VL <= n; j += VL) store(out + j, load(h + j));
+    for (; j < n; ++j) out[j] = h[j];
   }
 
   // A masked step: the state is carried over; the output is zero or repeats the previous one.
@@ -270,17 +278,24 @@ class LayerRun {
   void gates_for_rows(int64_t d, int64_t u0, int64_t u1, int64_t m0, int64_t m1, int64_t step,
                       int64_t par, int64_t xrow0) const {
     const PackedDirection& P = L_.dirs[d];
-    const int64_t t = time_of(d, step);
     const float* hp = h_buf(d, par);
-    float* hn = h_buf(d, par ^ 1);
-    const float* xp = xp_buf(d) + xrow0 * GC_;
-    const bool two_phase = projected() || gru_two_phase();
-    const StridedRows a{hp + m0 * hs_, hs_};
     // Half of h_prev was just written by other threads: ask for all its lines at once rather
     // than missing on them one by one inside the product.
     for (int64_t b = m0; b < std::min(m1, m0 + 4); ++b) {
       for (int64_t k = 0; k < L_.Hout; k += 16) __builtin_prefetch(hp + b * hs_ + k);
     }
+    with_acts(CELL, P,
+              [&](auto acts) { gates_with(acts, P, u0, u1, m0, m1, step, par, xrow0, d); });
+  }
+
+  template <typename ACTS>
+  void gates_with(ACTS acts, const PackedDirection& P, int64_t u0, int64_t u1, int64_t m0,
+                  int64_t m1, int64_t step, int64_t par, int64_t xrow0, int64_t d) const {
+    const int64_t t = time_of(d, step);
+    const float* hp = h_buf(d, par);
+    float* hn = h_buf(d, par ^ 1);
+    const bool two_phase = projected() || gru_two_phase();
+    const StridedRows a{hp + m0 * hs_, hs_};
     auto row = [&](int64_t u, int64_t i, const float* rr) {
       const int64_t b = m0 + i;
       const int64_t unit0 = u * L_.U;
@@ -288,21 +303,22 @@ class LayerRun {
         if (!two_phase) carry(d, step, b, unit0, L_.U);
         return;
       }
-      const float* x = xp + b * GC_ + u * GU_;
+      const float* x = xp_chunk(d, u) + (xrow0 + b) * GU_;
       float* h_new = hn + b * hs_ + unit0;
       if constexpr (CELL == CellKind::LSTM) {
         float* c = c_buf(d) + b * L_.Hp + unit0;
-        lstm_chunk(L_, P, unit0, x, rr, c, projected() ? aux_buf(d) + b * L_.Hp + unit0 : h_new);
+        lstm_chunk(L_, P, acts, unit0, x, rr, c,
+                   projected() ? aux_buf(d) + b * L_.Hp + unit0 : h_new);
       } else if constexpr (CELL == CellKind::GRU) {
         const float* h_old = hp + b * hs_ + unit0;
         if (gru_two_phase()) {
-          gru_chunk_gates_rz(L_, P, x, rr, h_old, aux_buf(d) + b * L_.Hp + unit0,
+          gru_chunk_gates_rz(L_, acts, x, rr, h_old, aux_buf(d) + b * L_.Hp + unit0,
                              rh_buf(d) + b * hs_ + unit0);
         } else {
-          gru_chunk_reset_after(L_, P, P.bias_rn.data() + unit0, x, rr, h_old, h_new);
+          gru_chunk_reset_after(L_, acts, P.bias_rn.data() + unit0, x, rr, h_old, h_new);
         }
       } else {
-        rnn_chunk(L_, P, x, rr, h_new);
+        rnn_chunk(L_, acts, x, rr, h_new);
       }
       if (!two_phase) emit(d, t, b, unit0, std::min(L_.U, L_.H - unit0), h_new);
     };
@@ -340,21 +356,22 @@ class LayerRun {
     const int64_t t = time_of(d, step);
     const float* hp = h_buf(d, par);
     float* hn = h_buf(d, par ^ 1);
-    const float* xp = xp_buf(d) + xrow0 * GC_ + 2 * L_.U;
     const StridedRows a{rh_buf(d) + m0 * hs_, hs_};
-    sweep_chunks<1>(u0, u1, m1 - m0, a, L_.Hout, panels_of<WT>(P.r, 2 * L_.U, L_.Hout * GU_, GU_),
-                    [&](int64_t u, int64_t i, const float* rn) {
-                      const int64_t b = m0 + i, unit0 = u * L_.U;
-                      if (!valid(t, b)) {
-                        carry(d, step, b, unit0, L_.U);
-                        return;
-                      }
-                      float* h_new = hn + b * hs_ + unit0;
-                      gru_chunk_new_state(L_, P, xp + b * GC_ + u * GU_, rn,
-                                          aux_buf(d) + b * L_.Hp + unit0, hp + b * hs_ + unit0,
-                                          h_new);
-                      emit(d, t, b, unit0, std::min(L_.U, L_.H - unit0), h_new);
-                    });
+    with_acts(CELL, P, [&](auto acts) {
+      sweep_chunks<1>(u0, u1, m1 - m0, a, L_.Hout, panels_of<WT>(P.r, 2 * L_.U, L_.Hout * GU_, GU_),
+                      [&](int64_t u, int64_t i, const float* rn) {
+                        const int64_t b = m0 + i, unit0 = u * L_.U;
+                        if (!valid(t, b)) {
+                          carry(d, step, b, unit0, L_.U);
+                          return;
+                        }
+                        float* h_new = hn + b * hs_ + unit0;
+                        gru_chunk_new_state(L_, acts, xp_chunk(d, u) + (xrow0 + b) * GU_ + 2 * L_.U, rn,
+                                            aux_buf(d) + b * L_.Hp + unit0, hp + b * hs_ + unit0,
+                                            h_new);
+                        emit(d, t, b, unit0, std::min(L_.U, L_.H - unit0), h_new);
+                      });
+    });
   }
 };
 
