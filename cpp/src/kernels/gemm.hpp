@@ -89,18 +89,35 @@ static inline void micro_kernel(int64_t K, const Rows& a, const PanelArgs<WT>& p
       for (int v = 0; v < NV; ++v) acc[c][i][v] = splat(0.0f);
     }
   }
+  // Register budget: the accumulators plus either the NV weight vectors of a panel row
+  // (held while each row's broadcast is used once) or the MR broadcasts (held while each
+  // weight vector is used once), whichever is fewer, so that nothing spills.
+  constexpr bool kHoldWeights = NC == 1 && NV <= MR;
   for (int64_t k = 0; k < K; ++k) {
-    vf av[MR];
-#pragma GCC unroll 24
-    for (int i = 0; i < MR; ++i) av[i] = splat(a[i][k]);
-#pragma GCC unroll 8
-    for (int c = 0; c < NC; ++c) {
-      const WT* bk = p.b + c * p.b_stride + k * p.ldb;
+    if constexpr (kHoldWeights) {
+      vf bv[NV];
+      const WT* bk = p.b + k * p.ldb;
 #pragma GCC unroll 4
-      for (int v = 0; v < NV; ++v) {
-        const vf bv = load_weights(bk + v * VL);
+      for (int v = 0; v < NV; ++v) bv[v] = load_weights(bk + v * VL);
 #pragma GCC unroll 24
-        for (int i = 0; i < MR; ++i) acc[c][i][v] += av[i] * bv;
+      for (int i = 0; i < MR; ++i) {
+        const vf av = splat(a[i][k]);
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; ++v) acc[0][i][v] += av * bv[v];
+      }
+    } else {
+      vf av[MR];
+#pragma GCC unroll 24
+      for (int i = 0; i < MR; ++i) av[i] = splat(a[i][k]);
+#pragma GCC unroll 8
+      for (int c = 0; c < NC; ++c) {
+        const WT* bk = p.b + c * p.b_stride + k * p.ldb;
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; ++v) {
+          const vf bv = load_weights(bk + v * VL);
+#pragma GCC unroll 24
+          for (int i = 0; i < MR; ++i) acc[c][i][v] += av[i] * bv;
+        }
       }
     }
   }
