@@ -28,7 +28,8 @@ _GATE_ALIASES = {
     "gru": {"r": "r", "z": "z", "u": "z", "n": "n", "h": "n"},
     "rnn": {"h": "h"},
 }
-# Names the engine knows, with the number of parameters each takes (ONNX's eleven functions).
+# Names the engine knows, with the number of parameters each takes: ONNX's eleven functions,
+# then the other activations Keras layers may use (formulas in cpp/include/pylstm/network.hpp).
 ACTIVATIONS = {
     "sigmoid": 0,
     "tanh": 0,
@@ -41,6 +42,18 @@ ACTIVATIONS = {
     "elu": 1,
     "softsign": 0,
     "softplus": 0,
+    "selu": 0,
+    "silu": 0,
+    "gelu": 0,
+    "gelutanh": 0,
+    "exponential": 0,
+    "relu6": 0,
+    "hardsilu": 0,
+    "hardtanh": 0,
+    "mish": 0,
+    "logsigmoid": 0,
+    "tanhshrink": 0,
+    "celu": 1,
 }
 DEFAULT_ACTIVATIONS = {
     "lstm": ("sigmoid", "tanh", "tanh"),

@@ -25,6 +25,18 @@ constexpr NamedActivation kActivations[] = {
     {"elu", ActKind::Elu},
     {"softsign", ActKind::Softsign},
     {"softplus", ActKind::Softplus},
+    {"selu", ActKind::Selu},
+    {"silu", ActKind::Silu},
+    {"gelu", ActKind::Gelu},
+    {"gelutanh", ActKind::GeluTanh},
+    {"exponential", ActKind::Exponential},
+    {"relu6", ActKind::Relu6},
+    {"hardsilu", ActKind::HardSilu},
+    {"hardtanh", ActKind::HardTanh},
+    {"mish", ActKind::Mish},
+    {"logsigmoid", ActKind::LogSigmoid},
+    {"tanhshrink", ActKind::TanhShrink},
+    {"celu", ActKind::Celu},
 };
 
 std::string where(size_t layer, size_t dir) {
@@ -57,9 +69,9 @@ ActKind parse_activation(const std::string& name) {
   for (const auto& a : kActivations) {
     if (key == a.name) return a.kind;
   }
-  throw std::invalid_argument("unknown activation '" + name +
-                              "'; expected one of sigmoid, tanh, relu, affine, leakyrelu, "
-                              "thresholdedrelu, scaledtanh, hardsigmoid, elu, softsign, softplus");
+  std::string known;
+  for (const auto& a : kActivations) known += std::string(known.empty() ? "" : ", ") + a.name;
+  throw std::invalid_argument("unknown activation '" + name + "'; expected one of " + known);
 }
 
 const char* activation_name(ActKind kind) {

@@ -18,7 +18,8 @@
 //                        reset_after) otherwise:           n = g(Wn x + bwn + Rn (r*h) + brn) (ONNX
 //                        default, Keras 2) h' = (1 - z)*n + z*h
 //                  RNN   h' = f(W x + R h + bw + br)
-//                  clip > 0 clamps every activation input to [-clip, clip].
+//                  clip > 0 clamps every activation input to [-clip, clip] (for LSTM also c'
+//                  before h, as ONNX Runtime does; the state itself is not clipped).
 //   * masked steps (mask[t][b] == 0): state carried unchanged; the output is zero, or the
 //     previous output of that direction (zero before the first valid step) with Hold.
 #pragma once
@@ -32,8 +33,9 @@ namespace pylstm {
 
 enum class CellKind { LSTM, GRU, RNN };
 
-// Activation functions: the eleven of the ONNX specification, which also cover the Keras and
-// PyTorch ones (Keras 2 hard_sigmoid = HardSigmoid(0.2, 0.5), Keras 3 = HardSigmoid(1/6, 0.5)).
+// Activation functions: the eleven of the ONNX specification (which cover PyTorch's, and Keras 2
+// hard_sigmoid = HardSigmoid(0.2, 0.5), Keras 3's = HardSigmoid(1/6, 0.5), linear = Affine(1, 0)),
+// then the other Keras activations a recurrent layer may be configured with.
 enum class ActKind {
   Sigmoid,
   Tanh,
@@ -46,6 +48,18 @@ enum class ActKind {
   Elu,              // x < 0 ? alpha*(exp(x) - 1) : x
   Softsign,         // x / (1 + |x|)
   Softplus,         // log(1 + exp(x))
+  Selu,             // 1.0507 * (x > 0 ? x : 1.67326 * (exp(x) - 1))
+  Silu,             // x * sigmoid(x)  (swish)
+  Gelu,             // x/2 * (1 + erf(x / sqrt(2)))
+  GeluTanh,         // x/2 * (1 + tanh(sqrt(2/pi) * (x + 0.044715 x^3)))
+  Exponential,      // exp(x)
+  Relu6,            // min(max(x, 0), 6)
+  HardSilu,         // x * min(max(x + 3, 0), 6) / 6  (hard_swish)
+  HardTanh,         // min(max(x, -1), 1)
+  Mish,             // x * tanh(softplus(x))
+  LogSigmoid,       // -softplus(-x)
+  TanhShrink,       // x - tanh(x)
+  Celu,             // x > 0 ? x : alpha * (exp(x / alpha) - 1)
 };
 
 struct Activation {
@@ -54,8 +68,8 @@ struct Activation {
   float beta = 0.f;
 };
 
-// Parses "sigmoid", "tanh", "relu", "affine", "leakyrelu", "thresholdedrelu", "scaledtanh",
-// "hardsigmoid", "elu", "softsign", "softplus" (case-insensitive, underscores ignored).
+// Parses the names above in lower case without underscores ("sigmoid", "leakyrelu", "gelutanh",
+// ...; case-insensitive, underscores ignored).
 ActKind parse_activation(const std::string& name);
 const char* activation_name(ActKind kind);
 

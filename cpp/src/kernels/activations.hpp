@@ -60,7 +60,16 @@ PYLSTM_INLINE vf v_sigmoid(vf x) { return reciprocal(1.0f + v_exp(-x)); }
 // (near 0 the relative error grows, as 1 - e cancels; outputs are compared absolutely).
 PYLSTM_INLINE vf v_tanh(vf x) {
   const vf e = v_exp(vabs(x) * -2.0f);
-  return vcopysign((1.0f - e) * reciprocal(1.0f + e), x);
+  return vcopysign(1.0f - 2.0f * e * reciprocal(1.0f + e), x);  // exactly 1 when e underflows
+}
+
+// tanh with small relative error near 0 too (the odd Taylor series below |x| = 1/16), for
+// activations that multiply tanh of a small value by a large one (mish, gelu_tanh, tanh_shrink).
+PYLSTM_INLINE vf v_tanh_precise(vf x) {
+  const vf ax = vabs(x);
+  const vf x2 = ax * ax;
+  const vf small = ax * (1.0f + x2 * (-1.0f / 3 + x2 * (2.0f / 15 + x2 * (-17.0f / 315))));
+  return vcopysign(ax < 0.0625f ? small : vabs(v_tanh(ax)), x);
 }
 
 // log(1 + e^x) = max(x, 0) + log1p(e^-|x|), with log1p(y) = log(u) * y / (u - 1), u = 1 + y.
@@ -72,6 +81,19 @@ PYLSTM_INLINE vf v_softplus(vf x) {
   return vmax(x, splat(0.0f)) + l1p;
 }
 
+// erf(x) with absolute error below 2e-7 (Abramowitz & Stegun 7.1.26, odd extension).
+PYLSTM_INLINE vf v_erf(vf x) {
+  const vf ax = vabs(x);
+  const vf t = reciprocal(1.0f + 0.3275911f * ax);
+  vf p = splat(1.061405429f);
+  p = p * t - 1.453152027f;
+  p = p * t + 1.421413741f;
+  p = p * t - 0.284496736f;
+  p = p * t + 0.254829592f;
+  const vf y = 1.0f - p * t * v_exp(-ax * ax);
+  return vcopysign(y, x);
+}
+
 // Any activation, chosen at run time (the cells call the common ones directly, see
 // cell_common.hpp); deliberately not forced inline: one copy serves every call site.
 static vf apply(const Activation& a, vf x) {
@@ -79,7 +101,7 @@ static vf apply(const Activation& a, vf x) {
     case ActKind::Sigmoid:
       return v_sigmoid(x);
     case ActKind::Tanh:
-      return v_tanh(x);
+      return v_tanh_precise(x);
     case ActKind::Relu:
       return vmax(x, splat(0.0f));
     case ActKind::Affine:
@@ -89,7 +111,7 @@ static vf apply(const Activation& a, vf x) {
     case ActKind::ThresholdedRelu:
       return x > a.alpha ? x : splat(0.0f);
     case ActKind::ScaledTanh:
-      return v_tanh(x * a.beta) * a.alpha;
+      return v_tanh_precise(x * a.beta) * a.alpha;
     case ActKind::HardSigmoid:
       return vmin(vmax(x * a.alpha + a.beta, splat(0.0f)), splat(1.0f));
     case ActKind::Elu:
@@ -98,6 +120,30 @@ static vf apply(const Activation& a, vf x) {
       return x / (1.0f + vabs(x));
     case ActKind::Softplus:
       return v_softplus(x);
+    case ActKind::Selu:
+      return (x > 0.0f ? x : (v_exp(x) - 1.0f) * 1.6732632423543772f) * 1.0507009873554805f;
+    case ActKind::Silu:
+      return x * v_sigmoid(x);
+    case ActKind::Gelu:
+      return x * 0.5f * (1.0f + v_erf(x * 0.7071067811865476f));
+    case ActKind::GeluTanh:
+      return x * 0.5f * (1.0f + v_tanh_precise((x + x * x * x * 0.044715f) * 0.7978845608028654f));
+    case ActKind::Exponential:
+      return v_exp(x);
+    case ActKind::Relu6:
+      return vmin(vmax(x, splat(0.0f)), splat(6.0f));
+    case ActKind::HardSilu:
+      return x * vmin(vmax(x + 3.0f, splat(0.0f)), splat(6.0f)) * (1.0f / 6.0f);
+    case ActKind::HardTanh:
+      return vmin(vmax(x, splat(-1.0f)), splat(1.0f));
+    case ActKind::Mish:
+      return x * v_tanh_precise(v_softplus(x));
+    case ActKind::LogSigmoid:
+      return -v_softplus(-x);
+    case ActKind::TanhShrink:
+      return x - v_tanh_precise(x);
+    case ActKind::Celu:
+      return x > 0.0f ? x : (v_exp(x / a.alpha) - 1.0f) * a.alpha;
   }
   return x;
 }

@@ -84,7 +84,15 @@ PYLSTM_INLINE vf reciprocal(vf x) {
   return 1.0f / x;
 #endif
 #if defined(__SSE__)
-  return r * (2.0f - x * r);
+  // r + r*(1 - x*r): the residual 1 - x*r is exact with FMA, so exact reciprocals (1/1) come
+  // out exact, which keeps sigmoid and tanh at exactly 1 in saturation.
+  const vf e = 1.0f - x * r;
+#if defined(__AVX512F__) && PYLSTM_VL == 16
+  return r + r * e;
+#else
+  const vf r1 = r + r * e;  // the 12-bit estimate needs a second step
+  return r1 + r1 * (1.0f - x * r1);
+#endif
 #endif
 }
 

@@ -366,9 +366,9 @@ class LayerRun {
                           return;
                         }
                         float* h_new = hn + b * hs_ + unit0;
-                        gru_chunk_new_state(L_, acts, xp_chunk(d, u) + (xrow0 + b) * GU_ + 2 * L_.U, rn,
-                                            aux_buf(d) + b * L_.Hp + unit0, hp + b * hs_ + unit0,
-                                            h_new);
+                        gru_chunk_new_state(L_, acts, xp_chunk(d, u) + (xrow0 + b) * GU_ + 2 * L_.U,
+                                            rn, aux_buf(d) + b * L_.Hp + unit0,
+                                            hp + b * hs_ + unit0, h_new);
                         emit(d, t, b, unit0, std::min(L_.U, L_.H - unit0), h_new);
                       });
     });
