@@ -6,6 +6,7 @@ the object it came from. See README.md for the quick starts and the supported fe
 
 from .errors import DeviceError, FormatError, UnsupportedError
 from .formats.arrays import from_arrays
+from .formats.keras import from_keras
 from .formats.torch import from_torch
 from .loading import load
 from .network import Activation, Direction, Layer, reorder_gates
@@ -22,6 +23,7 @@ __all__ = [
     "UnsupportedError",
     "__version__",
     "from_arrays",
+    "from_keras",
     "from_torch",
     "get_num_threads",
     "info",

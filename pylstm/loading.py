@@ -72,4 +72,12 @@ def load(path, *, device: str = "cpu", precision: str = "fp32", **options):
         )
         engine = Engine(layers, device, precision)
         return TorchModel(engine, batch_first=bool(options.get("batch_first", False)))
+    if kind == "onnx":
+        from .formats.onnx import load_onnx
+
+        return load_onnx(path, device=device, precision=precision, **options)
+    if kind in ("keras", "hdf5"):
+        from .formats.keras import load_keras
+
+        return load_keras(path, device=device, precision=precision, **options)
     raise UnsupportedError(f"{name}: {kind} files are not supported by this version of pylstm")
