@@ -35,6 +35,7 @@ class PyNetwork {
   int64_t h_floats() const { return h_floats_; }
   int64_t c_floats() const { return c_floats_; }
   std::shared_ptr<const Backend> backend() const { return backend_; }
+  size_t workspace_bytes(int64_t T, int64_t B) const { return backend_->workspace_bytes(T, B); }
 
  private:
   NetworkDesc desc_;

@@ -169,6 +169,8 @@ void register_network(py::module_& m) {
       .def("forward", &PyNetwork::forward, py::arg("x"), py::arg("y"), py::arg("mask") = py::none(),
            py::arg("h0") = py::none(), py::arg("c0") = py::none(), py::arg("h_n") = py::none(),
            py::arg("c_n") = py::none())
+      .def("workspace_bytes", &PyNetwork::workspace_bytes, py::arg("steps"), py::arg("batch"),
+           "Scratch bytes a forward call on `steps` steps of `batch` sequences uses.")
       .def_property_readonly("backend", &PyNetwork::backend_name)
       .def_property_readonly("input_size", &PyNetwork::input_size)
       .def_property_readonly("output_size", &PyNetwork::output_size);

@@ -20,6 +20,8 @@ void register_runtime(py::module_& m) {
       py::arg("n"));
   m.def("get_num_threads", [] { return ThreadPool::global().num_threads(); });
   m.def("available_cpus", &available_cpus);
+  m.def("isa_for_features", &isa_for_features, py::arg("avx512"), py::arg("avx2"),
+        "The instruction set 'auto' picks on a CPU with these features.");
   m.def("supported_isas", &supported_isas,
         "Instruction sets with kernels in this build that this CPU can run, best first.");
 }

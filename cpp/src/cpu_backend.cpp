@@ -75,24 +75,19 @@ class CpuBackend final : public Backend {
 
   std::string name() const override { return std::string("cpu/") + kernels_.name; }
 
+  size_t workspace_bytes(int64_t T, int64_t B) const override {
+    return static_cast<size_t>(plan_call(T, B).total_floats()) * sizeof(float);
+  }
+
   void forward(const ForwardArgs& a) const override {
     const int64_t T = a.steps, B = a.batch;
     const size_t nl = layers_.size();
-
-    std::vector<ScratchPlan> plans;
-    int64_t layer_floats = 0, inter_cols = 0;
-    for (size_t l = 0; l < nl; ++l) {
-      plans.push_back(plan_layer(layers_[l], T, B));
-      layer_floats = std::max(layer_floats, plans.back().total);
-      if (l + 1 < nl) inter_cols = std::max(inter_cols, layers_[l].D() * layers_[l].Hout);
-    }
-    const int64_t inter_floats = round_up(T * B * inter_cols, 16);
-    const int inter_buffers = nl > 2 ? 2 : static_cast<int>(nl) - 1;
+    const CallPlan call = plan_call(T, B);
+    const std::vector<ScratchPlan>& plans = call.layers;
 
     std::unique_ptr<ScratchBuffer> scratch = take_scratch();
-    float* base =
-        scratch->reserve(static_cast<size_t>(layer_floats + inter_buffers * inter_floats));
-    float* inter[2] = {base + layer_floats, base + layer_floats + inter_floats};
+    float* base = scratch->reserve(static_cast<size_t>(call.total_floats()));
+    float* inter[2] = {base + call.layer_floats, base + call.layer_floats + call.inter_floats};
 
     std::vector<LayerIO> ios(nl);
     int64_t h_off = 0, c_off = 0;
@@ -137,6 +132,29 @@ class CpuBackend final : public Backend {
   std::vector<PackedLayer> layers_;
   mutable std::mutex scratch_mutex_;
   mutable std::vector<std::unique_ptr<ScratchBuffer>> idle_scratch_;
+
+  // The workspace of one call: the largest layer's buffers (layers run one after the other),
+  // then up to two intermediate sequences between layers.
+  struct CallPlan {
+    std::vector<ScratchPlan> layers;
+    int64_t layer_floats = 0, inter_floats = 0;
+    int inter_buffers = 0;
+    int64_t total_floats() const { return layer_floats + inter_buffers * inter_floats; }
+  };
+
+  CallPlan plan_call(int64_t T, int64_t B) const {
+    CallPlan c;
+    int64_t inter_cols = 0;
+    const size_t nl = layers_.size();
+    for (size_t l = 0; l < nl; ++l) {
+      c.layers.push_back(plan_layer(layers_[l], T, B));
+      c.layer_floats = std::max(c.layer_floats, c.layers.back().total);
+      if (l + 1 < nl) inter_cols = std::max(inter_cols, layers_[l].D() * layers_[l].Hout);
+    }
+    c.inter_floats = round_up(T * B * inter_cols, 16);
+    c.inter_buffers = nl > 2 ? 2 : static_cast<int>(nl) - 1;
+    return c;
+  }
 
   int team_size(int64_t T, int64_t B) const {
     int64_t step_macs = 0, call_macs = 0;

@@ -34,6 +34,17 @@ const std::vector<Candidate>& candidates() {
 
 }  // namespace
 
+std::string isa_for_features(bool avx512, bool avx2) {
+#if defined(PYLSTM_X86)
+  if (avx512) return "avx512";
+  if (avx2) return "avx2";
+#else
+  (void)avx512;
+  (void)avx2;
+#endif
+  return "generic";
+}
+
 std::vector<std::string> supported_isas() {
   std::vector<std::string> out;
   for (const auto& c : candidates()) {
@@ -42,9 +53,14 @@ std::vector<std::string> supported_isas() {
   return out;
 }
 
-const KernelSet& select_kernels(const std::string& isa) {
+const KernelSet& select_kernels(const std::string& requested) {
+  std::string isa = requested;
+#if defined(PYLSTM_X86)
+  if (isa == "auto") isa = isa_for_features(has_avx512(), has_avx2());
+#else
+  if (isa == "auto") isa = "generic";
+#endif
   for (const auto& c : candidates()) {
-    if (isa == "auto" && c.cpu_has()) return c.kernels();
     if (isa == c.name) {
       if (!c.cpu_has()) throw std::runtime_error("this CPU cannot run the '" + isa + "' kernels");
       return c.kernels();
@@ -52,8 +68,8 @@ const KernelSet& select_kernels(const std::string& isa) {
   }
   std::string known;
   for (const auto& c : candidates()) known += std::string(known.empty() ? "" : ", ") + c.name;
-  throw std::invalid_argument("unknown instruction set '" + isa + "'; this build has: auto, " +
-                              known);
+  throw std::invalid_argument("unknown instruction set '" + requested +
+                              "'; this build has: auto, " + known);
 }
 
 }  // namespace pylstm

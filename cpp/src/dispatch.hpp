@@ -8,6 +8,10 @@
 
 namespace pylstm {
 
+// The set "auto" picks on a CPU with these features (AVX-512 F/BW/DQ/VL + FMA; AVX2 + FMA):
+// the decision alone, testable on any machine.
+std::string isa_for_features(bool avx512, bool avx2);
+
 // Instruction sets this build has kernels for AND this CPU can run, best first.
 std::vector<std::string> supported_isas();
 

@@ -42,6 +42,9 @@ class Backend {
   virtual void forward(const ForwardArgs& args) const = 0;
   // Human-readable description of the code path, e.g. "cpu/avx512".
   virtual std::string name() const = 0;
+  // Bytes of scratch memory a forward call on T steps of B sequences uses (besides weights,
+  // inputs and outputs).
+  virtual size_t workspace_bytes(int64_t /*T*/, int64_t /*B*/) const { return 0; }
 };
 
 // isa: "auto" (best the CPU supports), "avx512", "avx2" or "generic"; throws
