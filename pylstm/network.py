@@ -182,7 +182,8 @@ class Layer:
     directions : list of Direction
         One (forward or reverse) or two (bidirectional: outputs concatenated in list order).
     clip : float, optional
-        Clamp every activation input to ``[-clip, clip]`` (ONNX ``clip``).
+        Clamp every gate pre-activation to ``[-clip, clip]`` (ONNX ``clip``, as ONNX Runtime
+        reads it: the LSTM cell state is not clipped, nor clipped before ``h``).
     input_forget : bool
         LSTM coupled input-forget gate: ``f = 1 - i`` (ONNX ``input_forget``).
     linear_before_reset : bool

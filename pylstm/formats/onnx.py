@@ -1,8 +1,226 @@
-"""ONNX models (placeholder until the ONNX reader lands)."""
+"""ONNX models: ``pylstm.load("model.onnx")`` -> :class:`pylstm.faces.onnx_face.OnnxModel`.
 
-from ..errors import UnsupportedError
+The file is parsed with the ``onnx`` package's protobuf classes (imported here, lazily, so that
+``import pylstm`` does not need it). Tensors -- inline or in external data files next to the
+model -- are decoded by ``onnx_tensors.py``; each LSTM/GRU/RNN node becomes a canonical layer
+and an engine (``onnx_rnn.py``); everything else runs in the numpy executor (``onnx_graph.py``).
+"""
+
+from __future__ import annotations
+
+import os
+
+from ..errors import FormatError, UnsupportedError
+from ..faces.onnx_face import NodeArg, OnnxModel
+from .onnx_graph import DEFAULT_DOMAINS, Graph, Node
+from .onnx_rnn import RecurrentNode
+from .onnx_tensors import numpy_dtype, tensor_to_array, type_name
+
+
+def import_onnx():
+    """The ``onnx`` package, or ImportError saying how to install it."""
+    try:
+        import onnx
+    except ImportError:
+        raise ImportError(
+            "reading .onnx files needs the onnx package: pip install onnx "
+            "(or pip install 'pylstm[onnx]')"
+        ) from None
+    return onnx
+
+
+def read_model_proto(path: str):
+    """Parse an ONNX file into a ``ModelProto`` without loading external data.
+
+    Raises
+    ------
+    FormatError
+        The bytes are not a valid ``ModelProto`` (truncated, corrupt) or hold no graph.
+    """
+    onnx = import_onnx()
+    with open(path, "rb") as fh:
+        data = fh.read()
+    model = onnx.ModelProto()
+    try:
+        model.ParseFromString(data)
+    except Exception as exc:  # google.protobuf DecodeError and friends
+        raise FormatError(
+            f"{path}: not a readable ONNX model (truncated or corrupt?): {exc}"
+        ) from None
+    if not model.HasField("graph"):
+        raise FormatError(f"{path}: not an ONNX model: it has no graph")
+    return model
+
+
+def _attribute(attr, onnx, base_dir: str, source: str, where: str):
+    A = onnx.AttributeProto
+    if attr.ref_attr_name:
+        raise UnsupportedError(f"{source}: {where}: attribute references are not supported")
+    kind = attr.type
+    if kind == A.FLOAT:
+        return float(attr.f)
+    if kind == A.INT:
+        return int(attr.i)
+    if kind == A.STRING:
+        return attr.s.decode("utf-8", "replace")
+    if kind == A.TENSOR:
+        return tensor_to_array(attr.t, base_dir=base_dir, source=source)
+    if kind == A.FLOATS:
+        return [float(v) for v in attr.floats]
+    if kind == A.INTS:
+        return [int(v) for v in attr.ints]
+    if kind == A.STRINGS:
+        return [v.decode("utf-8", "replace") for v in attr.strings]
+    if kind == A.TENSORS:
+        return [tensor_to_array(t, base_dir=base_dir, source=source) for t in attr.tensors]
+    if kind in (A.GRAPH, A.GRAPHS):
+        return None  # only control-flow ops have subgraphs; the graph refuses them by name
+    raise UnsupportedError(
+        f"{source}: {where}: attribute {attr.name!r} of type {A.AttributeType.Name(kind)} is "
+        "not supported"
+    )
+
+
+def _value_info(vi, source: str, *, is_input: bool) -> NodeArg:
+    t = vi.type
+    if t.WhichOneof("value") != "tensor_type":
+        if is_input:
+            raise UnsupportedError(
+                f"{source}: input {vi.name!r} is a {t.WhichOneof('value') or 'untyped value'}; "
+                "pylstm runs models whose inputs are tensors"
+            )
+        return NodeArg(vi.name, None, "unknown", None)
+    elem = t.tensor_type.elem_type
+    shape = None
+    if t.tensor_type.HasField("shape"):
+        shape = []
+        for d in t.tensor_type.shape.dim:
+            which = d.WhichOneof("value")
+            shape.append(
+                int(d.dim_value) if which == "dim_value" else d.dim_param if which else None
+            )
+    dtype = None
+    if elem:  # bfloat16 values are held as float32 (numpy has no bfloat16)
+        dtype = numpy_dtype(elem, f"{source}: {'input' if is_input else 'output'} {vi.name!r}")
+    return NodeArg(vi.name, shape, f"tensor({type_name(elem)})", dtype)
+
+
+def build_model(model, *, base_dir: str, device="cpu", precision="fp32", source="model"):
+    """An :class:`OnnxModel` from a parsed ``ModelProto``.
+
+    Parameters
+    ----------
+    model : onnx.ModelProto
+    base_dir : str
+        Folder that external data locations are relative to.
+    device, precision : see :func:`pylstm.load`
+    source : str
+        Named in error messages.
+    """
+    onnx = import_onnx()
+    graph = model.graph
+    opsets = {}
+    for entry in model.opset_import:
+        domain = "" if entry.domain in DEFAULT_DOMAINS else entry.domain
+        opsets[domain] = int(entry.version)
+    if "" not in opsets and any(n.domain in DEFAULT_DOMAINS for n in graph.node):
+        raise FormatError(f"{source}: the model does not say which ONNX opset it uses")
+    if graph.sparse_initializer:
+        raise UnsupportedError(f"{source}: sparse initializers are not supported")
+    constants = {}
+    for t in graph.initializer:
+        constants[t.name] = tensor_to_array(t, base_dir=base_dir, source=source)
+    inputs = [
+        _value_info(vi, source, is_input=True) for vi in graph.input if vi.name not in constants
+    ]
+    outputs = [_value_info(vi, source, is_input=False) for vi in graph.output]
+    nodes = []
+    for k, n in enumerate(graph.node):
+        domain = "" if n.domain in DEFAULT_DOMAINS else n.domain
+        where = f"node {n.name or k!r} ({n.op_type})"
+        nodes.append(
+            Node(
+                op_type=n.op_type,
+                name=n.name or f"{n.op_type}_{k}",
+                inputs=list(n.input),
+                outputs=list(n.output),
+                attrs={a.name: _attribute(a, onnx, base_dir, source, where) for a in n.attribute},
+                domain=domain,
+                opset=opsets.get(domain, 1),
+            )
+        )
+
+    def make_recurrent(node, consts):
+        return RecurrentNode(node, consts, device=device, precision=precision, source=source)
+
+    g = Graph(
+        nodes,
+        constants,
+        [a.name for a in inputs],
+        [a.name for a in outputs],
+        make_recurrent,
+        source=source,
+    )
+    return OnnxModel(g, inputs, outputs, source=source, device=device)
+
+
+def from_onnx_model(model, *, base_dir: str = ".", device="cpu", precision="fp32"):
+    """An :class:`OnnxModel` from an ``onnx.ModelProto`` or its serialized bytes (in memory).
+
+    External data, if any, is read relative to ``base_dir``.
+    """
+    if isinstance(model, (bytes, bytearray, memoryview)):
+        onnx = import_onnx()
+        proto = onnx.ModelProto()
+        try:
+            proto.ParseFromString(bytes(model))
+        except Exception as exc:
+            raise FormatError(f"bytes: not a readable ONNX model: {exc}") from None
+        model = proto
+    return build_model(model, base_dir=base_dir, device=device, precision=precision, source="model")
 
 
 def load_onnx(path, *, device="cpu", precision="fp32", **options):
-    """Load an ONNX model file. Not implemented yet: raises UnsupportedError."""
-    raise UnsupportedError(f"{path}: ONNX files are not supported by this version of pylstm")
+    """Load an ONNX model file (``pylstm.load`` calls this for ``.onnx`` files).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    device : str
+    precision : {"fp32", "bf16", "int8"}
+        Storage of the recurrent weights; compute stays float32.
+    **options
+        None are accepted for ONNX files (TypeError otherwise).
+
+    Returns
+    -------
+    OnnxModel
+        ``model.run(output_names, feeds)`` as ``onnxruntime.InferenceSession.run``.
+
+    Raises
+    ------
+    ImportError
+        The ``onnx`` package is not installed.
+    FormatError
+        Unreadable, truncated or corrupt file, or missing external data; names the file.
+    UnsupportedError
+        An operator, attribute or element type pylstm does not run; names it.
+    """
+    if options:
+        raise TypeError(
+            f"load() got option(s) {', '.join(sorted(options))} that do not apply to ONNX files; "
+            "ONNX files take: no options"
+        )
+    name = os.fspath(path)
+    if isinstance(name, bytes):
+        name = os.fsdecode(name)
+    if not os.path.exists(name):
+        raise FileNotFoundError(2, "No such file", name)
+    model = read_model_proto(name)
+    return build_model(
+        model,
+        base_dir=os.path.dirname(os.path.abspath(name)),
+        device=device,
+        precision=precision,
+        source=name,
+    )

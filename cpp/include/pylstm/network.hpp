@@ -18,8 +18,8 @@
 //                        reset_after) otherwise:           n = g(Wn x + bwn + Rn (r*h) + brn) (ONNX
 //                        default, Keras 2) h' = (1 - z)*n + z*h
 //                  RNN   h' = f(W x + R h + bw + br)
-//                  clip > 0 clamps every activation input to [-clip, clip] (for LSTM also c'
-//                  before h, as ONNX Runtime does; the state itself is not clipped).
+//                  clip > 0 clamps the gate pre-activations to [-clip, clip] (ONNX Runtime's
+//                  reading of ONNX clip: C_t is neither clipped nor clipped before h).
 //   * masked steps (mask[t][b] == 0): state carried unchanged; the output is zero, or the
 //     previous output of that direction (zero before the first valid step) with Hold.
 #pragma once

@@ -1,0 +1,256 @@
+"""A small numpy executor for ONNX graphs whose heavy nodes are recurrent layers.
+
+The recurrent nodes (LSTM, GRU, RNN) run in the pylstm engine (``onnx_rnn.py``); every other
+node runs in numpy (``onnx_ops.py``). At load time the graph is sorted topologically and every
+node whose inputs are all constants is computed once (constant folding: ``Constant`` nodes,
+weights transposed or sliced in the graph, shape arithmetic on constants), so that recurrent
+weights computed by such subgraphs are packed like initializers. At run time only the nodes
+needed for the requested outputs run, and intermediate values are dropped after their last use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import FormatError, UnsupportedError
+from .onnx_ops import OPS
+
+RECURRENT_OPS = ("LSTM", "GRU", "RNN")
+PACKED_INPUTS = (1, 2, 3, 7)  # W, R, B and (LSTM) P: converted into the engine at load time
+DEFAULT_DOMAINS = ("", "ai.onnx")
+# Operators with subgraphs or state that the executor does not run, with a reason.
+_NOT_RUN = {
+    "If": "control flow (subgraphs)",
+    "Loop": "control flow (subgraphs)",
+    "Scan": "control flow (subgraphs)",
+}
+
+
+@dataclass
+class Node:
+    """One graph node, decoded from its ``NodeProto``.
+
+    ``inputs`` holds ``""`` for an omitted optional input; ``opset`` is the version of the
+    node's domain that the model imports; ``run`` is set by the graph (numpy op or engine).
+    """
+
+    op_type: str
+    name: str
+    inputs: list
+    outputs: list
+    attrs: dict
+    domain: str = ""
+    opset: int = 1
+    run: Callable | None = field(default=None, repr=False)
+    recurrent: bool = False
+
+    def describe(self) -> str:
+        return f"node {self.name!r} ({self.op_type})" if self.name else f"a {self.op_type} node"
+
+
+class Graph:
+    """A topologically sorted, constant-folded graph.
+
+    Parameters
+    ----------
+    nodes : list of Node
+    constants : dict of str to ndarray
+        Initializers (and anything else known at load time).
+    inputs, outputs : list of str
+        Graph input and output names (inputs exclude initializers).
+    make_recurrent : callable(Node, dict) -> callable
+        Builds the runner of an LSTM/GRU/RNN node from the node and the constants.
+    source : str
+        Named in error messages.
+
+    Raises
+    ------
+    UnsupportedError
+        An operator (or domain) that pylstm does not run; the message names the op type and node.
+    FormatError
+        A node input that nothing produces, a cycle, or a constant subgraph that fails.
+    """
+
+    def __init__(self, nodes, constants, inputs, outputs, make_recurrent, source="model"):
+        self.source = source
+        self.inputs = list(inputs)
+        self.outputs = list(outputs)
+        for node in nodes:
+            self._check_supported(node)
+        nodes = self._sorted(nodes, set(constants) | set(self.inputs))
+        self.constants = dict(constants)
+        self.nodes = []
+        for node in nodes:
+            if not node.recurrent and all(not n or n in self.constants for n in node.inputs):
+                self._fold(node)
+                continue
+            if node.recurrent:
+                node.run = make_recurrent(node, self.constants)
+            else:
+                node.run = _numpy_runner(node)
+            self.nodes.append(node)
+        known = set(self.constants) | set(self.inputs)
+        for node in self.nodes:
+            known.update(n for n in node.outputs if n)
+        missing = [o for o in self.outputs if o not in known]
+        if missing:
+            raise FormatError(f"{source}: graph outputs {missing} are produced by no node")
+        # Keep only the constants something still reads at run time: recurrent weights now
+        # live packed in their engines, folded intermediates are no longer needed.
+        needed = set(self.outputs)
+        for node in self.nodes:
+            packed = PACKED_INPUTS if node.recurrent else ()
+            needed.update(n for k, n in enumerate(node.inputs) if n and k not in packed)
+        self.constants = {k: v for k, v in self.constants.items() if k in needed}
+        self._plans = {}
+
+    # -- load time ----------------------------------------------------------------------------
+    def _check_supported(self, node: Node) -> None:
+        if node.domain not in DEFAULT_DOMAINS:
+            raise UnsupportedError(
+                f"{self.source}: {node.describe()} is in the operator domain {node.domain!r}; "
+                "pylstm runs operators of the default ONNX domain only"
+            )
+        node.recurrent = node.op_type in RECURRENT_OPS
+        if node.recurrent or node.op_type in OPS:
+            return
+        why = _NOT_RUN.get(node.op_type, "not implemented by pylstm's graph executor")
+        raise UnsupportedError(
+            f"{self.source}: operator {node.op_type} ({node.describe()}) is not supported: {why}"
+        )
+
+    def _sorted(self, nodes, available):
+        """Kahn's algorithm, keeping the file's order among ready nodes."""
+        producer = {}
+        for i, node in enumerate(nodes):
+            for name in node.outputs:
+                if name:
+                    if name in producer or name in available:
+                        raise FormatError(
+                            f"{self.source}: value {name!r} is produced twice ({node.describe()})"
+                        )
+                    producer[name] = i
+        waiting = []
+        users = [[] for _ in nodes]
+        for i, node in enumerate(nodes):
+            deps = set()
+            for name in node.inputs:
+                if not name or name in available:
+                    continue
+                if name not in producer:
+                    raise FormatError(
+                        f"{self.source}: {node.describe()} reads {name!r}, which is not a graph "
+                        "input, an initializer or the output of any node"
+                    )
+                deps.add(producer[name])
+            waiting.append(len(deps))
+            for d in deps:
+                users[d].append(i)
+        ready = [i for i, w in enumerate(waiting) if w == 0]
+        order = []
+        while ready:
+            ready.sort(reverse=True)
+            i = ready.pop()
+            order.append(nodes[i])
+            for u in users[i]:
+                waiting[u] -= 1
+                if waiting[u] == 0:
+                    ready.append(u)
+        if len(order) != len(nodes):
+            stuck = [nodes[i].describe() for i, w in enumerate(waiting) if w > 0]
+            raise FormatError(
+                f"{self.source}: the graph has a cycle through {', '.join(stuck[:5])}"
+            )
+        return order
+
+    def _fold(self, node: Node) -> None:
+        values = [self.constants[n] if n else None for n in node.inputs]
+        try:
+            outs = OPS[node.op_type](node, *_trim(values))
+        except (UnsupportedError, FormatError):
+            raise
+        except Exception as exc:
+            raise FormatError(
+                f"{self.source}: {node.describe()} fails on its constant inputs: {exc}"
+            ) from None
+        for name, value in zip(node.outputs, outs):
+            if name:
+                self.constants[name] = value
+
+    # -- run time -----------------------------------------------------------------------------
+    def plan(self, wanted):
+        """The nodes needed for ``wanted`` outputs, and after each the values to drop."""
+        key = tuple(wanted)
+        if key in self._plans:
+            return self._plans[key]
+        needed = set(wanted)
+        chosen = []
+        for node in reversed(self.nodes):
+            if any(o in needed for o in node.outputs if o):
+                chosen.append(node)
+                needed.update(n for n in node.inputs if n)
+        chosen.reverse()
+        last_use = {}
+        for i, node in enumerate(chosen):
+            for n in node.inputs:
+                if n:
+                    last_use[n] = i
+        keep = set(wanted) | set(self.constants) | set(self.inputs)
+        drops = [[] for _ in chosen]
+        for name, i in last_use.items():
+            if name not in keep:
+                drops[i].append(name)
+        plan = (chosen, drops)
+        self._plans[key] = plan
+        return plan
+
+    def run(self, feeds: dict, wanted, context=None) -> list:
+        """Values of ``wanted`` (names) given ``feeds`` (name -> array, already checked).
+
+        ``context`` is passed to recurrent nodes (streaming keeps their states there).
+        """
+        nodes, drops = self.plan(wanted)
+        env = dict(self.constants)
+        env.update(feeds)
+        for node, drop in zip(nodes, drops):
+            args = _trim([env.get(n) if n else None for n in node.inputs])
+            try:
+                if node.recurrent:
+                    outs = node.run(args, [bool(o) for o in node.outputs], context)
+                else:
+                    outs = node.run(*args)
+            except (TypeError, ValueError, NotImplementedError, MemoryError):
+                raise
+            except Exception as exc:  # numpy errors on unexpected shapes or values
+                raise ValueError(f"{node.describe()} failed: {exc}") from None
+            for name, value in zip(node.outputs, outs):
+                if name:
+                    env[name] = value
+            for name in drop:
+                env.pop(name, None)
+        return [env[name] for name in wanted]
+
+
+def _trim(values: list) -> list:
+    """Drop trailing omitted (None) optional inputs."""
+    while values and values[-1] is None:
+        values = values[:-1]
+    return values
+
+
+def _numpy_runner(node: Node):
+    fn = OPS[node.op_type]
+
+    def run(*args):
+        try:
+            outs = fn(node, *args)
+        except UnsupportedError:
+            raise
+        except (ValueError, IndexError, TypeError, KeyError) as exc:  # AxisError is both
+            raise ValueError(f"{node.describe()}: {exc}") from None
+        return [np.asarray(o) for o in outs]
+
+    return run
