@@ -1,12 +1,15 @@
 """pylstm: fast, framework-exact inference for LSTM, GRU and RNN models.
 
-Build a model with :func:`from_torch`, :func:`load` or :func:`from_arrays`, then call it like
-the object it came from. See README.md for the quick starts and the supported features.
+Build a model with :func:`from_torch`, :func:`from_keras`, :func:`load` (PyTorch, Keras and
+ONNX files), :func:`from_onnx` or :func:`from_arrays`, then call it like the object it came from. See README.md for the quick starts and the supported features.
 """
 
 from .errors import DeviceError, FormatError, UnsupportedError
+from .faces.onnx_face import OnnxModel
+from .faces.torch_face import TorchModel
 from .formats.arrays import from_arrays
 from .formats.keras import from_keras
+from .formats.onnx import from_onnx_model as from_onnx
 from .formats.torch import from_torch
 from .loading import load
 from .network import Activation, Direction, Layer, reorder_gates
@@ -19,11 +22,14 @@ __all__ = [
     "Direction",
     "FormatError",
     "Layer",
+    "OnnxModel",
     "Stream",
+    "TorchModel",
     "UnsupportedError",
     "__version__",
     "from_arrays",
     "from_keras",
+    "from_onnx",
     "from_torch",
     "get_num_threads",
     "info",

@@ -62,8 +62,19 @@ def _cmd_run(args) -> int:
         options["nonlinearity"] = args.nonlinearity
     if args.threads:
         pylstm.set_num_threads(args.threads)
-    # The model sees batch-first chunks [n, T, I] cut from the input file.
-    model = pylstm.load(args.model, device=args.device, batch_first=True, **options)
+    from pylstm.formats.sniff import detect_format
+
+    kind = detect_format(args.model)
+    if kind == "onnx":
+        raise ValueError(
+            f"{args.model}: pylstm run takes models called as model(x) (PyTorch and Keras files); "
+            "run ONNX models from Python with pylstm.load(path).run(output_names, feeds)"
+        )
+    if kind in ("torch-zip", "torch-legacy", "safetensors"):
+        options["batch_first"] = True  # the model sees batch-first chunks [n, T, I]
+    elif options:
+        raise ValueError(f"{args.model}: --prefix and --nonlinearity are for PyTorch state dicts")
+    model = pylstm.load(args.model, device=args.device, **options)
     x = np.load(args.input, mmap_mode="r", allow_pickle=False)
     if args.time_major:
         x = x.transpose(1, 0, 2) if x.ndim == 3 else x
@@ -78,22 +89,38 @@ def _cmd_run(args) -> int:
                 f"{lengths.shape}"
             )
     n = x.shape[0]
-    out_shape = (n, x.shape[1], model.engine.output_size)
-    if args.time_major:
-        out_shape = (out_shape[1], n, out_shape[2])
-    y_file = np.lib.format.open_memmap(args.output, mode="w+", dtype=np.float32, shape=out_shape)
-    y = y_file.transpose(1, 0, 2) if args.time_major else y_file
     bar = ProgressBar(n, "seq", enabled=not args.quiet)
+    y_file = y = None
     for start in range(0, n, args.batch_size):
         stop = min(n, start + args.batch_size)
         chunk_lengths = None if lengths is None else lengths[start:stop]
-        y[start:stop] = model(np.asarray(x[start:stop]), lengths=chunk_lengths)[0]
+        out = _outputs(model, np.asarray(x[start:stop]), chunk_lengths)
+        if y_file is None:  # the output's shape is known once the model has run
+            shape = (n, *out.shape[1:])
+            if args.time_major and out.ndim == 3:
+                shape = (shape[1], n, shape[2])
+            y_file = np.lib.format.open_memmap(args.output, "w+", dtype=np.float32, shape=shape)
+            y = y_file.transpose(1, 0, 2) if args.time_major and out.ndim == 3 else y_file
+        y[start:stop] = out
         bar.update(stop)
+    if y_file is None:
+        raise ValueError(f"{args.input}: no sequences to run (N = 0)")
     y_file.flush()
-    del y_file
     if not args.quiet:
-        print(f"wrote {args.output} {out_shape} float32", file=sys.stderr)
+        print(f"wrote {args.output} {y_file.shape} float32", file=sys.stderr)
     return 0
+
+
+def _outputs(model, chunk, lengths):
+    """The model's (first) output for a batch-first chunk [n, T, I]."""
+    from pylstm import TorchModel
+
+    if isinstance(model, TorchModel):
+        return model(chunk, lengths=lengths)[0]
+    if lengths is not None:
+        raise ValueError("--lengths is for PyTorch models; Keras models mask with their own layers")
+    out = model(chunk)
+    return out[0] if isinstance(out, (list, tuple)) else out
 
 
 def _cmd_bench(args) -> int:
@@ -171,8 +198,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_info)
 
     p = sub.add_parser("run", help="batch inference: MODEL on INPUT.npy -> OUTPUT.npy")
-    p.add_argument("model", help="a model file pylstm.load() reads (.pt, .pth, .safetensors)")
-    p.add_argument("input", help="float .npy of shape [N, T, I] (N sequences)")
+    p.add_argument(
+        "model", help="a PyTorch or Keras model file (.pt, .pth, .safetensors, .keras, .h5)"
+    )
+    p.add_argument(
+        "input", help=".npy of shape [N, T, I] (N sequences; token ids for Embedding models)"
+    )
     p.add_argument("-o", "--output", required=True, help="where to write the outputs [N, T, O]")
     p.add_argument("--batch-size", type=int, default=64, help="sequences per call (default 64)")
     p.add_argument("--lengths", help="int .npy [N] of valid lengths (padded sequences)")

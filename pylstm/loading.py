@@ -42,6 +42,12 @@ def load(path, *, device: str = "cpu", precision: str = "fp32", **options):
     -------
     TorchModel
         For PyTorch files: ``model(x, hx=None, *, lengths=None)``.
+    OnnxModel
+        For ``.onnx`` files (no options): ``model.run(output_names, feeds)`` as
+        ``onnxruntime.InferenceSession.run``.
+    Keras model
+        For ``.keras``, ``.h5`` and ``.weights.h5`` (with ``config=``): ``model(x)`` returns what
+        Keras returns.
 
     Raises
     ------

@@ -124,6 +124,12 @@ def reorder_gates(array: np.ndarray, order: str, cell: str, axis: int = 0) -> np
     return np.concatenate([blocks[letters.index(g)] for g in canonical], axis=axis)
 
 
+def _reorder_blocks(array: np.ndarray, order: str, target: str) -> np.ndarray:
+    """Equal blocks of ``array`` labelled by ``order`` (one letter each), put in ``target`` order."""
+    blocks = np.split(array, len(order))
+    return np.concatenate([blocks[order.index(ch)] for ch in target])
+
+
 def _floats(a, name: str, shape: tuple) -> np.ndarray:
     if a is None:
         raise ValueError(f"{name} is required")
@@ -193,7 +199,9 @@ class Layer:
         What a masked (padded) step outputs: zeros (PyTorch, ONNX) or the previous output
         (Keras). The state is carried through masked steps either way.
     gate_order : str, optional
-        Gate order of ``w``, ``r`` and the biases when not canonical (e.g. ``"iofc"``).
+        Gate order of ``w``, ``r`` and the biases when not canonical (e.g. ONNX's ``"iofc"``).
+        For LSTM it also gives the order of the peepholes: the letters i, f, o in the order they
+        appear (``"iofc"`` -> peepholes ``i, o, f``, as in ONNX's ``P``).
     """
 
     cell: str
@@ -264,6 +272,10 @@ class Layer:
             if self.cell != "lstm":
                 raise ValueError(f"{at}: peepholes are only for LSTM layers")
             peephole = _floats(np.reshape(d.peephole, (-1,)), f"{at}.peephole", (3 * H,))
+            if order is not None:  # peepholes follow the gate order, without the candidate
+                letters = [_GATE_ALIASES["lstm"].get(ch) for ch in order.lower()]
+                peep_order = "".join(ch for ch in letters if ch in "ifo")
+                peephole = _reorder_blocks(peephole, peep_order, "ifo")
         return Direction(
             w=_floats(gates(w), f"{at}.w", (G * H, I)),
             r=_floats(gates(r), f"{at}.r", (G * H, Hout)),

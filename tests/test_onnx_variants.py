@@ -42,10 +42,8 @@ def layers_from_onnx_arrays(op, arrays, attrs, num_layers=1):
     H = np.asarray(arrays["R"]).shape[-1]
     dirs = []
     for d in range(D):
-        peephole = None
-        if arrays.get("P") is not None:
-            p_i, p_o, p_f = np.split(arrays["P"][d], 3)
-            peephole = np.stack([p_i, p_f, p_o])
+        # ONNX's P is i, o, f: gate_order="iofc" reorders it with the gates
+        peephole = None if arrays.get("P") is None else arrays["P"][d]
         b = arrays.get("B")
         dirs.append(
             pylstm.Direction(

@@ -5,7 +5,7 @@ Conversion, once per node at load time (W, R, B and P must be constants):
 * ``W [D, G*H, I]``, ``R [D, G*H, H]``: gate blocks in ONNX order -- LSTM ``i, o, f, c``, GRU
   ``z, r, h``, RNN one gate -- reordered to the canonical ``i, f, g, o`` / ``r, z, n``;
 * ``B [D, 2*G*H]`` = ``Wb || Rb``, each reordered the same way; absent: no bias;
-* ``P [D, 3*H]``: peepholes in the order ``i, o, f`` -> canonical ``i, f, o``;
+* ``P [D, 3*H]``: peepholes in the order ``i, o, f`` -> canonical ``i, f, o`` (by gate_order);
 * direction ``forward`` / ``reverse`` / ``bidirectional`` -> one or two Directions;
 * ``activations`` (3 per direction for LSTM: f, g, h; 2 for GRU: f, g; 1 for RNN), names
   case-insensitive; ``activation_alpha`` / ``activation_beta`` are consumed in order by the
@@ -194,10 +194,8 @@ def build_layer(node, constants: dict, source: str = "model"):
     clip = node.attrs.get("clip")
     directions = []
     for d in range(D):
-        peephole = None
-        if P is not None:
-            p_i, p_o, p_f = P[d].reshape(3, H)  # ONNX i, o, f -> canonical i, f, o
-            peephole = np.stack([p_i, p_f, p_o])
+        # ONNX P is i, o, f: Layer(gate_order="iofc") reorders it along with the gates
+        peephole = None if P is None else P[d]
         directions.append(
             Direction(
                 w=W[d],
