@@ -1,0 +1,342 @@
+"""The Keras face: ``model(x)`` returning what the Keras model or layer returns (numpy float32;
+a list where Keras returns a list), with Keras' masks, ``go_backwards``, ``Bidirectional``
+merge modes, ``return_state`` and ``stateful`` layers.
+
+How a Keras recurrent layer maps onto the engine (checked against Keras 3 and tf.keras 2):
+
+* a masked step carries the state; its output repeats the previous output of that direction
+  (zero before the first valid step), or is zero with ``zero_output_for_mask`` (which
+  ``Bidirectional`` sets when it returns sequences): the engine's ``masked_output``;
+* ``go_backwards`` is a reverse direction, and Keras returns its sequence in processing order,
+  i.e. reversed in time; its last output is the one at time 0. ``Bidirectional`` flips the
+  backward sequence back, so a standard one is the engine's two-direction output as it is;
+* ``return_sequences=False`` returns the output of the last processed step (held through masks);
+  ``return_state`` appends ``h`` (and ``c`` for LSTM) per direction, forward first.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import FormatError, UnsupportedError
+from ..formats.keras_config import TensorRef
+from ..formats.keras_layers import Embedding, TensorOp
+from ..formats.keras_recurrent import Recurrent
+from ..validation import as_float_array, positive_int, to_numpy
+
+
+class KerasModel:
+    """A Keras model or layer with Keras' calling convention, run by pylstm.
+
+    Built by :func:`pylstm.from_keras` and :func:`pylstm.load` (``.keras``, ``.h5``,
+    ``.weights.h5``).
+
+    Attributes
+    ----------
+    name : str
+    takes_token_ids : bool
+        The model starts with an ``Embedding``: inputs are integer ids ``[B, T]``.
+    stateful : bool
+        Some recurrent layer is ``stateful``: its state is kept between calls.
+    """
+
+    def __init__(self, spec, ops: dict, *, name: str = "model"):
+        self.spec, self.ops, self.name = spec, ops, name
+        for node in spec.nodes:
+            if not isinstance(ops[node.layer], TensorOp) and len(node.tensor_args) != 1:
+                raise UnsupportedError(
+                    f"{name}: layer {node.layer!r} is called on {len(node.tensor_args)} tensors; "
+                    "pylstm runs layers with one input"
+                )
+        self._check_references()
+        self.takes_token_ids = any(
+            isinstance(ops[n.layer], Embedding) and spec.input in n.tensor_args for n in spec.nodes
+        )
+        self._recurrent = [n for n in spec.nodes if isinstance(ops[n.layer], Recurrent)]
+        self.stateful = any(ops[n.layer].stateful for n in self._recurrent)
+        self._state: dict = {}
+        shape = None
+        if spec.input_config:
+            shape = spec.input_config.get("batch_shape") or spec.input_config.get(
+                "batch_input_shape"
+            )
+        features = shape[-1] if isinstance(shape, (list, tuple)) and shape else None
+        self._features = features if isinstance(features, int) and features > 0 else None
+
+    def _check_references(self):
+        """Every tensor the graph reads exists (FormatError otherwise)."""
+        spec = self.spec
+        outputs = {(spec.input.layer, spec.input.node): 1}
+        for node in spec.nodes:
+            outputs[(node.layer, node.index)] = getattr(self.ops[node.layer], "num_outputs", 1)
+        refs = [spec.input, *(spec.outputs or [])]
+        for node in spec.nodes:
+            refs += node.tensor_args + ([node.mask] if node.mask is not None else [])
+        for ref in refs:
+            if not 0 <= ref.index < outputs.get((ref.layer, ref.node), 0):
+                raise FormatError(
+                    f"{self.name}: the graph reads output {ref.index} of call {ref.node} of layer "
+                    f"{ref.layer!r}, which does not exist"
+                )
+
+    def __repr__(self):
+        layers = ", ".join(type(self.ops[n.layer]).__name__ for n in self.spec.nodes)
+        return f"pylstm.KerasModel({self.name!r}: {layers})"
+
+    # -- inputs -----------------------------------------------------------------------------
+    def _input(self, x):
+        if self.takes_token_ids:
+            try:
+                ids = to_numpy(x)
+            except Exception as exc:
+                raise TypeError(f"x must be an array of integer token ids: {exc}") from None
+            if ids.dtype.kind not in "iu":
+                raise TypeError(
+                    f"x: this model starts with an Embedding and takes integer token ids, got "
+                    f"dtype {ids.dtype}"
+                )
+            if ids.ndim != 2:
+                raise ValueError(f"x must be 2-D [B, T] token ids, got shape {ids.shape}")
+            return ids
+        x = as_float_array(x, "x")
+        if x.ndim != 3:
+            raise ValueError(f"x must be 3-D [B, T, F] (batch first, as Keras), got {x.shape}")
+        if self._features not in (None, x.shape[-1]):
+            raise ValueError(f"x: expected {self._features} features (last axis), got {x.shape}")
+        return x
+
+    @staticmethod
+    def _mask(mask, x):
+        if mask is None:
+            return None
+        m = to_numpy(mask)
+        if m.shape != tuple(x.shape[:2]):
+            raise ValueError(f"mask: expected shape {tuple(x.shape[:2])} [B, T], got {m.shape}")
+        return m.astype(bool)
+
+    # -- running ----------------------------------------------------------------------------
+    def _run(self, x, mask, carry, stream: bool):
+        spec = self.spec
+        if x.shape[1] == 0:
+            raise ValueError(f"x: the sequence length must be at least 1, got shape {x.shape}")
+        values = {spec.input: (x, mask)}
+        last = None
+        for node in spec.nodes:
+            op = self.ops[node.layer]
+            args = [values[a][0] if isinstance(a, TensorRef) else a for a in node.args]
+            tensors = node.tensor_args
+            in_mask = (
+                values[node.mask][0]
+                if node.mask is not None
+                else (values[tensors[0]][1] if tensors else None)
+            )
+            if isinstance(op, Recurrent):
+                outs, masks = run_recurrent(op, node, args[0], in_mask, carry, stream)
+            else:
+                outs, masks = op.run(args, in_mask)
+            for k, (out, m) in enumerate(zip(outs, masks)):
+                values[TensorRef(node.layer, node.index, k)] = (out, m)
+            last = node, len(outs)
+        if spec.outputs is None:
+            node, count = last
+            refs = [TensorRef(node.layer, node.index, k) for k in range(count)]
+        else:
+            refs = spec.outputs
+        outs = [np.ascontiguousarray(values[r][0], dtype=np.float32) for r in refs]
+        if spec.output_keys is not None:
+            return dict(zip(spec.output_keys, outs))
+        return outs[0] if len(outs) == 1 else outs
+
+    def __call__(self, x, mask=None):
+        """Run the model on a batch, as ``keras_model(x)``.
+
+        Parameters
+        ----------
+        x : array
+            ``[B, T, F]`` float32/float64 (batch first, as Keras), or ``[B, T]`` integer token
+            ids when the model starts with an ``Embedding``. Torch tensors are accepted.
+        mask : array of bool, shape ``[B, T]``, optional
+            A mask for the input, as ``keras_model(x, mask=mask)`` (False = skipped step).
+
+        Returns
+        -------
+        ndarray or list of ndarray, float32
+            What Keras returns: ``[B, T, O]`` or ``[B, O]``; a list with ``return_state``
+            (``[output, h, c]``; ``Bidirectional``: ``[output, h_fwd, c_fwd, h_bwd, c_bwd]``),
+            ``merge_mode=None`` or several model outputs.
+
+        Raises
+        ------
+        TypeError
+            Float input to a model that takes token ids, or integer input to one that does not.
+        ValueError
+            Wrong shapes, out-of-range token ids, a batch size that differs from the one a
+            stateful layer holds.
+        """
+        x = self._input(x)
+        state = self._state if self.stateful else None
+        return self._run(x, self._mask(mask, x), state, stream=False)
+
+    def reset_states(self) -> None:
+        """Zero the state that ``stateful`` layers keep between calls (Keras' ``reset_states``)."""
+        self._state.clear()
+
+    reset_state = reset_states
+
+    def stream(self, batch_size: int) -> KerasStream:
+        """A :class:`KerasStream`: the model fed chunk by chunk, state carried over."""
+        return KerasStream(self, batch_size)
+
+
+class KerasStream:
+    """Feed a Keras-sourced model chunk by chunk with the state carried over, like a stateful
+    Keras model, for a fixed batch size.
+
+    ``step(chunk)`` returns what the model returns for that chunk; for models that return
+    sequences, the chunks' outputs concatenated along time equal one call on the whole
+    sequence (masked steps at the start of a chunk repeat the previous chunk's output, as they
+    would in one call). Bidirectional and ``go_backwards`` layers need whole sequences and are
+    refused.
+    """
+
+    def __init__(self, model: KerasModel, batch_size: int):
+        self.batch_size = positive_int(batch_size, "batch_size")
+        for node in model._recurrent:
+            op = model.ops[node.layer]
+            if op.bidirectional or any(s.go_backwards for s in op.subs):
+                raise ValueError(
+                    f"cannot stream: layer {node.layer!r} runs backwards in time (Bidirectional "
+                    "or go_backwards), which needs the whole sequence; call the model instead"
+                )
+        self._model = model
+        self._carry: dict = {}
+
+    def step(self, chunk, mask=None):
+        """Run the next time steps.
+
+        Parameters
+        ----------
+        chunk : array
+            ``[B, t, F]`` floats (``[B, t]`` token ids for Embedding models).
+        mask : array of bool ``[B, t]``, optional
+
+        Returns
+        -------
+        ndarray or list of ndarray
+            As ``model(chunk)`` would return, with the state of the previous chunks.
+        """
+        x = self._model._input(chunk)
+        if x.shape[0] != self.batch_size:
+            raise ValueError(
+                f"chunk: expected {self.batch_size} sequences (this stream's batch_size), got "
+                f"shape {x.shape}"
+            )
+        return self._model._run(x, self._model._mask(mask, x), self._carry, stream=True)
+
+    def reset(self) -> None:
+        """Forget the carried state (back to zeros)."""
+        self._carry.clear()
+
+
+def _engine_run(engine, x, mask, h0, c0):
+    """One engine over batch-first x ``[B, T, I]``; returns y ``[B, T, D*H]``, h_n, c_n."""
+    B, T, _ = x.shape
+    y = np.empty((B, T, engine.output_size), np.float32)
+    layer = engine.layers[0]
+    shape = (layer.num_directions, B, layer.hidden_size)
+    h_n = np.zeros(shape, np.float32)
+    c_n = np.zeros(shape, np.float32) if layer.cell == "lstm" else None
+    engine.forward(x.transpose(1, 0, 2), y.transpose(1, 0, 2), mask, h0, c0, h_n, c_n)
+    return y, h_n, c_n
+
+
+def _hold_across_chunks(y, mask_t, previous):
+    """Streaming: steps before a sequence's first valid step in this chunk repeat the last
+    output of the previous chunk (the engine starts each call from zero outputs)."""
+    valid = mask_t.T.astype(bool)  # [B, T]
+    first = np.where(valid.any(axis=1), valid.argmax(axis=1), valid.shape[1])
+    before = np.arange(valid.shape[1])[None, :] < first[:, None]
+    y[before] = np.broadcast_to(previous[:, None, :], y.shape)[before]
+
+
+def run_recurrent(op: Recurrent, node, x, mask, carry, stream: bool):
+    """Run one Keras recurrent layer (see the module docstring). ``carry``: a dict keeping the
+    state between calls (stateful layers, streams), or None. Returns (outputs, masks)."""
+    x = np.asarray(x)
+    if x.dtype != np.float32:
+        x = x.astype(np.float32)
+    if x.ndim != 3 or x.shape[-1] != op.input_size:
+        raise ValueError(
+            f"layer {op.name!r}: expected input [B, T, {op.input_size}], got shape {x.shape}"
+        )
+    if x.strides[-1] != 4:
+        x = np.ascontiguousarray(x)
+    B, T, _ = x.shape
+    if mask is not None and np.shape(mask) != (B, T):
+        raise ValueError(
+            f"layer {op.name!r}: its mask has shape {np.shape(mask)}, expected [B, T] = {(B, T)}"
+        )
+    mask_t = None if mask is None else np.ascontiguousarray(np.asarray(mask, bool).T, np.uint8)
+    key = (node.layer, node.index)
+    keep = carry is not None and (stream or op.stateful)
+    saved = carry.get(key) if keep else None
+    if saved is not None and saved[0][0].shape[1] != B:
+        raise ValueError(
+            f"layer {op.name!r} is stateful and holds the state of {saved[0][0].shape[1]} "
+            f"sequences; got a batch of {B} (call reset_states() to start over)"
+        )
+    results = []
+    for e, engine in enumerate(op.engines):
+        h0, c0, prev = saved[e] if saved is not None else (None, None, None)
+        y, h_n, c_n = _engine_run(engine, x, mask_t, h0, c0)
+        if stream and op.hold and mask_t is not None and prev is not None:
+            _hold_across_chunks(y, mask_t, prev)
+        results.append((y, h_n, c_n))
+    if keep:
+        carry[key] = [(h, c, y[:, -1].copy()) for y, h, c in results]
+
+    def sequence(sub):  # the sub-layer's outputs in Keras' (processing) order
+        y = results[sub.engine][0][:, :, sub.slot * sub.units : (sub.slot + 1) * sub.units]
+        return y[:, ::-1] if sub.go_backwards else y
+
+    def last(sub):
+        y = results[sub.engine][0]
+        t = 0 if sub.go_backwards else T - 1
+        return y[:, t, sub.slot * sub.units : (sub.slot + 1) * sub.units]
+
+    pick = sequence if op.return_sequences else last
+    seq_mask = mask if op.return_sequences else None
+    if not op.bidirectional:
+        outs, masks = [pick(op.subs[0])], [seq_mask]
+    else:
+        fwd, bwd = op.subs
+        if (
+            op.return_sequences
+            and op.merge_mode == "concat"
+            and len(op.engines) == 1
+            and not fwd.go_backwards
+            and bwd.go_backwards
+        ):
+            outs = [results[0][0]]  # the engine's two-direction output is Keras' concat
+        else:
+            y, y_rev = pick(fwd), pick(bwd)
+            if op.return_sequences:
+                y_rev = y_rev[:, ::-1]
+            merged = {
+                "concat": lambda: [np.concatenate([y, y_rev], axis=-1)],
+                "sum": lambda: [y + y_rev],
+                "mul": lambda: [y * y_rev],
+                "ave": lambda: [(y + y_rev) / np.float32(2)],
+                None: lambda: [y, y_rev],
+            }[op.merge_mode]()
+            outs = merged
+        masks = [seq_mask] * len(outs)
+    if op.return_state:
+        for sub in op.subs:
+            _, h_n, c_n = results[sub.engine]
+            outs.append(h_n[sub.slot])
+            masks.append(None)
+            if sub.cell == "lstm":
+                outs.append(c_n[sub.slot])
+                masks.append(None)
+    return outs, masks
