@@ -5,6 +5,7 @@ ONNX files), :func:`from_onnx` or :func:`from_arrays`, then call it like the obj
 """
 
 from .errors import DeviceError, FormatError, UnsupportedError
+from .faces.keras_face import KerasModel, KerasStream
 from .faces.onnx_face import OnnxModel
 from .faces.torch_face import TorchModel
 from .formats.arrays import from_arrays
@@ -21,6 +22,8 @@ __all__ = [
     "DeviceError",
     "Direction",
     "FormatError",
+    "KerasModel",
+    "KerasStream",
     "Layer",
     "OnnxModel",
     "Stream",

@@ -76,10 +76,12 @@ def _cmd_run(args) -> int:
         raise ValueError(f"{args.model}: --prefix and --nonlinearity are for PyTorch state dicts")
     model = pylstm.load(args.model, device=args.device, **options)
     x = np.load(args.input, mmap_mode="r", allow_pickle=False)
+    if x.ndim not in (2, 3):
+        raise ValueError(
+            f"{args.input}: expected [N, T, I] (or [N, T] token ids), got shape {x.shape}"
+        )
     if args.time_major:
-        x = x.transpose(1, 0, 2) if x.ndim == 3 else x
-    if x.ndim != 3:
-        raise ValueError(f"{args.input}: expected a 3-D array [N, T, I], got shape {x.shape}")
+        x = x.swapaxes(0, 1)
     lengths = None
     if args.lengths:
         lengths = np.load(args.lengths, allow_pickle=False)
@@ -100,7 +102,7 @@ def _cmd_run(args) -> int:
             if args.time_major and out.ndim == 3:
                 shape = (shape[1], n, shape[2])
             y_file = np.lib.format.open_memmap(args.output, "w+", dtype=np.float32, shape=shape)
-            y = y_file.transpose(1, 0, 2) if args.time_major and out.ndim == 3 else y_file
+            y = y_file.swapaxes(0, 1) if args.time_major and out.ndim == 3 else y_file
         y[start:stop] = out
         bar.update(stop)
     if y_file is None:
@@ -120,6 +122,8 @@ def _outputs(model, chunk, lengths):
     if lengths is not None:
         raise ValueError("--lengths is for PyTorch models; Keras models mask with their own layers")
     out = model(chunk)
+    if isinstance(out, dict):  # a functional model with named outputs: the first one
+        out = next(iter(out.values()))
     return out[0] if isinstance(out, (list, tuple)) else out
 
 
@@ -207,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="where to write the outputs [N, T, O]")
     p.add_argument("--batch-size", type=int, default=64, help="sequences per call (default 64)")
     p.add_argument("--lengths", help="int .npy [N] of valid lengths (padded sequences)")
-    p.add_argument("--time-major", action="store_true", help="input and output are [T, N, F]")
+    p.add_argument("--time-major", action="store_true", help="input and output are [T, N, ...]")
     p.add_argument("--prefix", help="module prefix inside a larger state dict")
     p.add_argument("--nonlinearity", choices=["tanh", "relu"], help="for RNN state dicts")
     p.add_argument("--device", default="cpu")

@@ -37,6 +37,9 @@ def load(path, *, device: str = "cpu", precision: str = "fp32", **options):
         ``prefix="encoder."`` selects the recurrent module in a larger state dict (required
         when there are several; the error lists them); ``batch_first=False`` and
         ``nonlinearity="tanh"`` say what a state dict does not record.
+        Keras files: ``config="model.json"`` (the architecture, ``model.to_json()``) for a
+        ``.weights.h5``; ``keras_version="2"`` or ``"3"`` when the file does not say which Keras
+        wrote it (it decides defaults such as hard_sigmoid's definition).
 
     Returns
     -------
@@ -45,7 +48,7 @@ def load(path, *, device: str = "cpu", precision: str = "fp32", **options):
     OnnxModel
         For ``.onnx`` files (no options): ``model.run(output_names, feeds)`` as
         ``onnxruntime.InferenceSession.run``.
-    Keras model
+    KerasModel
         For ``.keras``, ``.h5`` and ``.weights.h5`` (with ``config=``): ``model(x)`` returns what
         Keras returns.
 

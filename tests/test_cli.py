@@ -1,6 +1,7 @@
 """The pylstm command: info, run (batch inference from files) and bench (quick, filtered)."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -108,3 +109,33 @@ def test_bench_quick_filtered_writes_json(tmp_path):
     (row,) = record["results"]
     assert row["pylstm_ms"] > 0 and row["torch_ms"] > 0 and row["onnxruntime_ms"] > 0
     assert row["max_abs_diff"] < 1e-4  # the engines agree before their times are compared
+
+
+def test_run_keras_file_with_token_ids(tmp_path):
+    """pylstm run on a Keras 3 .keras file whose model starts with Embedding(mask_zero=True):
+    integer token ids in, Keras' outputs out (masks applied)."""
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    keras = pytest.importorskip("keras")
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((None,), dtype="int32"),
+            keras.layers.Embedding(20, 6, mask_zero=True),
+            keras.layers.LSTM(5, return_sequences=True),
+        ]
+    )
+    model.save(tmp_path / "m.keras")
+    ids = np.random.default_rng(0).integers(0, 20, size=(9, 7)).astype(np.int64)
+    ids[:, 5:] = 0  # padding
+    np.save(tmp_path / "ids.npy", ids)
+    cli(
+        "run",
+        str(tmp_path / "m.keras"),
+        str(tmp_path / "ids.npy"),
+        "-o",
+        str(tmp_path / "y.npy"),
+        "--batch-size",
+        "4",
+    )
+    ref = np.asarray(model.predict(ids, verbose=0))
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), ref, atol=3e-5, rtol=0)  # fp32

@@ -130,7 +130,12 @@ def _zip_kind(fh, head: bytes) -> str | None:
         with zipfile.ZipFile(fh) as zf:
             names = zf.namelist()
     except (zipfile.BadZipFile, ValueError, EOFError, OSError, struct.error):
-        return "torch-zip" if _is_torch_data_pkl(_first_member_name(head)) else None
+        # A damaged archive: its first member still says what it was, so that the reader can
+        # report "truncated" rather than "unknown format".
+        first = _first_member_name(head)
+        if _is_torch_data_pkl(first):
+            return "torch-zip"
+        return "keras" if first in ("metadata.json", "config.json") else None
     if any(_is_torch_data_pkl(n) for n in names):
         return "torch-zip"
     if "config.json" in names and "model.weights.h5" in names:
