@@ -141,7 +141,9 @@ def _cmd_bench(args) -> int:
             print(f"wrote {plot_record(record, png)}")
         return 0
     if args.device != "cpu":
-        pylstm.runtime.check_device(args.device)  # raises with the reason
+        from pylstm.bench.cuda import run_from_args
+
+        return run_from_args(args, "pylstm " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
     if args.plot is not None:
         from pylstm.bench.plot import require_matplotlib
 

@@ -51,20 +51,92 @@ def cuda_compiled() -> bool:
     return importlib.util.find_spec("pylstm._cuda") is not None
 
 
+# The imported pylstm._cuda, or the reason it could not be imported (computed once).
+_cuda_module = None
+_cuda_import_error = None
+
+
+def _preload_cublas() -> bool:
+    """Load libcublas from an nvidia-cublas wheel on ``sys.path`` (for builds whose RPATH does
+    not lead to it, e.g. an in-tree build). Returns whether a library was loaded."""
+    import ctypes
+    import glob
+    import sys
+
+    for entry in sys.path:
+        pattern = os.path.join(entry or ".", "nvidia", "*", "lib", "libcublas.so.*")
+        for path in sorted(glob.glob(pattern), reverse=True):
+            try:
+                ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
+                return True
+            except OSError:
+                continue
+    return False
+
+
+def load_cuda():
+    """Import ``pylstm._cuda`` (once) and return it.
+
+    Raises
+    ------
+    DeviceError
+        This build has no CUDA backend, or it cannot be loaded (a missing cuBLAS, say); the
+        message says why and what to install.
+    """
+    global _cuda_module, _cuda_import_error
+    if _cuda_module is not None:
+        return _cuda_module
+    if not cuda_compiled():
+        raise DeviceError(
+            "this pylstm was built without the CUDA backend (rebuild with nvcc on the PATH, or "
+            "PYLSTM_CUDA=ON to require it)"
+        )
+    if _cuda_import_error is None:
+        try:
+            from . import _cuda
+        except ImportError as exc:
+            retry = "libcublas" in str(exc) and _preload_cublas()
+            try:
+                if not retry:
+                    raise
+                from . import _cuda
+            except ImportError as exc2:
+                hint = (
+                    " (pip install 'pylstm[cuda]' installs the cuBLAS wheel)"
+                    if "libcublas" in str(exc2)
+                    else ""
+                )
+                _cuda_import_error = f"the CUDA backend could not be loaded: {exc2}{hint}"
+        if _cuda_import_error is None:
+            _cuda_module = _cuda
+            return _cuda
+    raise DeviceError(_cuda_import_error)
+
+
+def cuda_status() -> tuple:
+    """``(device names, reason)``: the CUDA devices the backend can use, and when there are none
+    the reason (not compiled, not loadable, no driver, no GPU); ``reason`` is "" otherwise."""
+    if not cuda_compiled():
+        return [], "this pylstm was built without the CUDA backend"
+    try:
+        mod = load_cuda()
+    except DeviceError as exc:
+        return [], str(exc)
+    try:
+        names = list(mod.device_names())
+        return names, "" if names else mod.device_status()
+    except Exception as exc:  # a broken driver: report it, never fail here
+        return [], f"{type(exc).__name__}: {exc}"
+
+
 def cuda_devices() -> list:
     """Names of the CUDA devices the CUDA backend can see (empty without it or without a GPU)."""
-    if not cuda_compiled():
-        return []
-    try:
-        from . import _cuda
-
-        return list(_cuda.device_names())
-    except Exception:  # no driver, no GPU, missing library: no devices
-        return []
+    return cuda_status()[0]
 
 
 def check_device(device: str) -> str:
-    """Normalise ``device`` ("cpu", "cuda", "cuda:N") and check this build can use it.
+    """Normalise ``device`` ("cpu", "cuda", "cuda:N") and check this build and machine can use
+    it. Returns ``"cpu"`` or ``"cuda:N"`` (``"cuda"`` is ``"cuda:0"``).
 
     Raises
     ------
@@ -73,7 +145,8 @@ def check_device(device: str) -> str:
     ValueError
         Unknown device name.
     DeviceError
-        CUDA asked for but not compiled in, or no GPU present.
+        CUDA asked for but not compiled in, not loadable, no driver, no GPU, or no GPU ``N``;
+        the message says which.
     """
     if not isinstance(device, str):
         raise TypeError(f"device must be a string such as 'cpu' or 'cuda', got {device!r}")
@@ -81,14 +154,26 @@ def check_device(device: str) -> str:
     if name == "cpu":
         return "cpu"
     if name == "cuda" or name.startswith("cuda:"):
+        index_text = name[5:] if name.startswith("cuda:") else "0"
+        if not index_text.isdigit():
+            raise ValueError(f"device must be 'cpu' or 'cuda[:N]', got {device!r}")
         if not cuda_compiled():
             raise DeviceError(
                 f"device={device!r}: this pylstm was built without the CUDA backend "
                 "(rebuild with nvcc on the PATH, or PYLSTM_CUDA=ON to require it)"
             )
-        if not cuda_devices():
-            raise DeviceError(f"device={device!r}: no CUDA device is available on this machine")
-        return name
+        names, reason = cuda_status()
+        if not names:
+            raise DeviceError(
+                f"device={device!r}: no CUDA device is available on this machine ({reason})"
+            )
+        index = int(index_text)
+        if index >= len(names):
+            raise DeviceError(
+                f"device={device!r}: there is no CUDA device {index}; this machine has "
+                f"{len(names)} ({', '.join(names)})"
+            )
+        return f"cuda:{index}"
     raise ValueError(f"device must be 'cpu' or 'cuda[:N]', got {device!r}")
 
 
@@ -99,8 +184,10 @@ def info() -> dict:
     -------
     dict
         ``version``, ``simd`` (instruction set in use), ``simd_available``, ``num_threads``,
-        ``cpus``, ``cuda_compiled`` (bool), ``cuda_devices`` (list of names).
+        ``cpus``, ``cuda_compiled`` (bool), ``cuda_devices`` (list of names), ``cuda_status``
+        (why there is no CUDA device; "" when there is one).
     """
+    devices, reason = cuda_status()
     return {
         "version": __version__,
         "simd": simd_level(),
@@ -108,5 +195,6 @@ def info() -> dict:
         "num_threads": get_num_threads(),
         "cpus": _core.available_cpus(),
         "cuda_compiled": cuda_compiled(),
-        "cuda_devices": cuda_devices(),
+        "cuda_devices": devices,
+        "cuda_status": reason,
     }

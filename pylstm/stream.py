@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _core
 from .validation import positive_int
 
 
@@ -32,7 +31,7 @@ class Stream:
                     "which needs the whole sequence; call the model on complete sequences instead"
                 )
         self._model = model
-        self._core = _core.Stream(model.engine._net, self.batch_size, model.batch_first)
+        self._core = model.engine.stream_core(self.batch_size, model.batch_first)
         # The bound C++ methods themselves, so a call does not go through a Python frame.
         self.step = self._core.step
         self.reset = self._core.reset

@@ -7,6 +7,38 @@ import numpy as np
 _FLOAT_KINDS = ("float16", "float32", "float64")
 
 
+# DLPack device types of CUDA memory (kDLCUDA, kDLCUDAManaged).
+_DLPACK_CUDA = (2, 13)
+
+
+def device_array_kind(a):
+    """What kind of CUDA device array ``a`` is: ``"torch"`` (a CUDA tensor), ``"cupy"``,
+    ``"cai"`` (another object with ``__cuda_array_interface__``), ``"dlpack"`` (an object whose
+    ``__dlpack_device__`` is CUDA), or None for anything else (numpy, CPU tensors, lists).
+    Nothing is imported and nothing is copied."""
+    module = type(a).__module__ or ""
+    if module.startswith("torch"):
+        return "torch" if getattr(a, "is_cuda", False) else None
+    if module.startswith("cupy"):
+        return "cupy" if hasattr(a, "__cuda_array_interface__") else None
+    if isinstance(a, (np.ndarray, np.generic, list, tuple, int, float)):
+        return None
+    try:
+        if hasattr(a, "__cuda_array_interface__"):
+            return "cai"
+        dev = getattr(a, "__dlpack_device__", None)
+        if dev is not None and int(dev()[0]) in _DLPACK_CUDA:
+            return "dlpack"
+    except Exception:  # a property that raises: not something we can read
+        return None
+    return None
+
+
+def is_device_array(a) -> bool:
+    """Whether ``a`` lives in CUDA device memory (see :func:`device_array_kind`)."""
+    return device_array_kind(a) is not None
+
+
 def to_numpy(a):
     """numpy view of ``a``; torch tensors (also ones that require grad) are detached first."""
     if hasattr(a, "detach") and hasattr(a, "cpu") and hasattr(a, "numpy"):

@@ -7,7 +7,7 @@ import numpy as np
 
 from ..engine import Engine
 from ..stream import Stream
-from ..validation import as_float_array, as_state, lengths_mask
+from ..validation import as_float_array, as_state, is_device_array, lengths_mask
 
 
 class TorchModel:
@@ -151,6 +151,8 @@ class TorchModel:
         ValueError
             Wrong shapes, sizes or lengths; the message names the argument.
         """
+        if self.engine.is_cuda and is_device_array(x):
+            return self._call_device(x, hx, lengths)
         xt, unbatched = self._time_major(x, "x")
         T, B, _ = xt.shape
         if T == 0:
@@ -165,6 +167,111 @@ class TorchModel:
         if unbatched:
             y = y[:, 0]
         return y, self._format_state(h_n, c_n, unbatched)
+
+    # -- device arrays (CUDA engine) -----------------------------------------------------------
+    def _call_device(self, x, hx, lengths):
+        """``__call__`` for a device array ``x`` on a CUDA engine: outputs are new arrays of the
+        same library, device and dtype (float64 computes as float32), and the work is enqueued
+        on that library's current stream; nothing goes through the host (except ``lengths``,
+        which PyTorch too takes on the host)."""
+        from ..device_arrays import KERNEL_DTYPES, adopt, rows_desc
+
+        x, io = adopt(x)
+        if io.device != self.engine.device_index:
+            raise ValueError(
+                f"x is on cuda:{io.device} but the model is on {self.engine.device}; move one of "
+                "them"
+            )
+        view = io.view(x)
+        if view.dtype not in (*KERNEL_DTYPES, "float64"):
+            raise TypeError(f"x must be float32, float16, bfloat16 or float64, got {view.dtype}")
+        dtype = view.dtype if view.dtype in KERNEL_DTYPES else "float32"
+        if len(view.shape) not in (2, 3):
+            layout = "[B, T, I]" if self.batch_first else "[T, B, I]"
+            raise ValueError(
+                f"x must be 3-D {layout} or 2-D [T, I] (unbatched), got shape {view.shape}"
+            )
+        if view.shape[-1] != self.input_size:
+            raise ValueError(
+                f"x: expected {self.input_size} input features (last axis), got shape {view.shape}"
+            )
+        if view.dtype != dtype or (view.shape[-1] > 1 and view.strides[-1] != 1):
+            x = io.as_type(x, dtype, contiguous=True)
+            view = io.view(x)
+        unbatched = len(view.shape) == 2
+        batch_first = self.batch_first and not unbatched
+        if unbatched:
+            t_axis, b_axis = 0, None
+        else:
+            t_axis, b_axis = (1, 0) if batch_first else (0, 1)
+        xd = rows_desc(view, t_axis, b_axis)
+        T, B = xd[2], xd[3]
+        if T == 0:
+            raise ValueError(f"x: the sequence length must be at least 1, got shape {view.shape}")
+        O = self.engine.output_size
+        y = io.empty((T, O) if unbatched else ((B, T, O) if batch_first else (T, B, O)), dtype)
+        yd = rows_desc(io.view(y), t_axis, b_axis)
+
+        rows = self.engine.state_rows
+        lead = (rows,) if unbatched else (rows, B)
+        h_shape, c_shape = (*lead, self._out), (*lead, self.hidden_size)
+        lstm = self.cell == "lstm"
+        h0 = c0 = None
+        if hx is not None:
+            if lstm:
+                if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+                    raise TypeError("hx for an LSTM must be a tuple (h_0, c_0)")
+                h0 = self._device_state(io, hx[0], "h_0", h_shape, dtype)
+                c0 = self._device_state(io, hx[1], "c_0", c_shape, dtype)
+            else:
+                if isinstance(hx, (tuple, list)):
+                    raise TypeError(
+                        f"hx for a {self.cell.upper()} must be one array h_0, not a tuple"
+                    )
+                h0 = self._device_state(io, hx, "h_0", h_shape, dtype)
+        mask = None
+        if lengths is not None:
+            if unbatched:
+                raise ValueError("lengths needs batched input x (3-D)")
+            mask = io.from_host(lengths_mask(lengths, B, T))
+        h_n = io.empty(h_shape, dtype)
+        c_n = io.empty(c_shape, dtype) if lstm else None
+
+        def ptr(a):
+            return None if a is None else io.view(a).ptr
+
+        self.engine.forward_device(
+            xd,
+            yd,
+            ptr(mask),
+            ptr(h0),
+            ptr(c0),
+            ptr(h_n),
+            ptr(c_n),
+            state_dtype=dtype,
+            stream=io.stream,
+        )
+        return y, ((h_n, c_n) if lstm else h_n)
+
+    @staticmethod
+    def _device_state(io, a, name: str, shape: tuple, dtype: str):
+        """An initial state on the model's device as a contiguous ``dtype`` array of ``shape``
+        (host arrays are copied over; device arrays are used in place when they already are)."""
+        from ..device_arrays import adopt
+
+        if is_device_array(a):
+            a, other = adopt(a)
+            if other.device != io.device or other.lib != io.lib:
+                raise ValueError(f"{name} must be a {io.lib} array on cuda:{io.device}, like x")
+            view = io.view(a)
+            if not view.dtype.startswith(("float", "bfloat")):
+                raise TypeError(f"{name} must be a float array, got dtype {view.dtype}")
+        else:
+            a = io.from_host(as_float_array(a, name))
+            view = io.view(a)
+        if tuple(view.shape) != tuple(shape):
+            raise ValueError(f"{name}: expected shape {tuple(shape)}, got {tuple(view.shape)}")
+        return io.as_type(a, dtype, contiguous=True)
 
     def stream(self, batch_size: int) -> Stream:
         """A :class:`pylstm.stream.Stream` feeding this model chunk by chunk."""

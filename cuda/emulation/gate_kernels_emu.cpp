@@ -1,0 +1,5 @@
+// gate_kernels.cu compiled by the host compiler for the emulation (emulation.hpp first).
+// clang-format off
+#include "emulation.hpp"
+#include "../src/gate_kernels.cu"
+// clang-format on
