@@ -1,4 +1,4 @@
-// Mirrors parse_network() of cpp/bindings/register_network.cpp, which _core keeps private.
+// The layer dicts of pylstm.network.Layer.to_core() -> NetworkDesc; shared by _core and _cuda.
 #include "parse_network.hpp"
 
 #include <pybind11/numpy.h>
@@ -10,7 +10,6 @@
 namespace py = pybind11;
 
 namespace pylstm {
-namespace cuda {
 namespace {
 
 std::vector<float> floats_of(const py::handle& obj, const std::string& what) {
@@ -77,5 +76,4 @@ NetworkDesc parse_network(const py::list& layers) {
   return net;
 }
 
-}  // namespace cuda
 }  // namespace pylstm

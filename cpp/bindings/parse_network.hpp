@@ -1,5 +1,5 @@
-// The canonical network from the list of layer dicts pylstm.network.Layer.to_core() makes (the
-// same input as _core.Network).
+// The canonical network from the list of layer dicts pylstm.network.Layer.to_core() makes: the
+// input of both _core.Network and _cuda.Network.
 #pragma once
 
 #include <pybind11/pybind11.h>
@@ -7,10 +7,8 @@
 #include "pylstm/network.hpp"
 
 namespace pylstm {
-namespace cuda {
 
 // Throws std::invalid_argument / pybind11::type_error naming the layer and field.
 NetworkDesc parse_network(const pybind11::list& layers);
 
-}  // namespace cuda
 }  // namespace pylstm
