@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from child_process import child_env
 
 import pylstm
 from pylstm.runtime import cuda_status
@@ -38,9 +39,16 @@ def test_info_reports_cuda():
         assert "built without the CUDA backend" in info["cuda_status"]
 
 
-def test_import_does_not_load_cuda():
+def test_import_does_not_load_cuda(tmp_path):
     code = "import sys, pylstm; pylstm.from_arrays; print('pylstm._cuda' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = subprocess.run(  # the same pylstm as this process, not the source tree in the cwd
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=child_env(),
+        cwd=tmp_path,
+    )
     assert out.stdout.strip() == "False"
 
 

@@ -20,6 +20,7 @@ import sys
 
 import numpy as np
 import pytest
+from child_process import child_env
 
 import pylstm
 from pylstm import _core
@@ -214,14 +215,15 @@ def test_blocks_of_steps(strategy, monkeypatch):
     ],
     ids=["global-weights", "one-block", "spare-blocks"],
 )
-def test_persistent_plans(env):
+def test_persistent_plans(env, tmp_path):
     """Other splits of the persistent kernel (device properties are read once per process, so
     each runs in a child process)."""
     here = os.path.dirname(__file__)
     code = f"import sys; sys.path.insert(0, {here!r}); import test_cuda_emulation as t; t._plans_child()"
-    out = subprocess.run(
+    out = subprocess.run(  # the same pylstm as this process, not the source tree in the cwd
         [sys.executable, "-c", code],
-        env={**os.environ, **env},
+        env=child_env(env),
+        cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=600,
