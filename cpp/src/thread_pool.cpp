@@ -207,8 +207,12 @@ void ThreadPool::worker_main(int id, uint64_t seen) {
 }
 
 void ThreadPool::run(int want, const std::function<void(const Team&)>& job) {
-  std::unique_lock<std::mutex> running(run_mutex_, std::try_to_lock);
   int size = std::min(want, num_threads());
+  if (size <= 1) {  // small calls (streaming steps): no lock, no system call
+    job(Team{0, 1, nullptr});
+    return;
+  }
+  std::unique_lock<std::mutex> running(run_mutex_, std::try_to_lock);
   // Never more members than CPUs this thread may use (taskset, cgroups): they would share one.
   std::vector<int> cpus = caller_cpus();
   if (!cpus.empty()) size = std::min(size, static_cast<int>(cpus.size()));

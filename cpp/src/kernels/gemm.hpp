@@ -55,7 +55,8 @@ struct PanelArgs {
   int64_t b_stride = 0;          // elements between panels (NC > 1)
   const float* scale = nullptr;  // int8 column scales of the first panel
   int64_t scale_stride = 0;      // floats between the scales of consecutive panels
-  const float* bias = nullptr;   // [NV*VL] (NC == 1 only)
+  const float* bias = nullptr;   // [NV*VL] of the first panel
+  int64_t bias_stride = 0;       // floats between the biases of consecutive panels
   float* c = nullptr;            // first tile, rows ldc apart
   int64_t ldc = 0;
   int64_t c_stride = 0;  // floats between the tiles of consecutive panels
@@ -65,6 +66,8 @@ struct PanelArgs {
     PanelArgs q = *this;
     q.b += u * b_stride;
     if (q.scale) q.scale += u * scale_stride;
+    if (q.bias) q.bias += u * bias_stride;
+    if (q.c) q.c += u * c_stride;
     return q;
   }
   // The same panels, starting `cols` columns further right.
@@ -126,7 +129,7 @@ static inline void micro_kernel(int64_t K, const Rows& a, const PanelArgs<WT>& p
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) {
       const vf scale = p.scale ? load(p.scale + c * p.scale_stride + v * VL) : splat(1.0f);
-      const vf bias = p.bias ? load(p.bias + v * VL) : splat(0.0f);
+      const vf bias = p.bias ? load(p.bias + c * p.bias_stride + v * VL) : splat(0.0f);
 #pragma GCC unroll 24
       for (int i = 0; i < MR; ++i) {
         store(p.c + c * p.c_stride + i * p.ldc + v * VL, acc[c][i][v] * scale + bias);

@@ -33,7 +33,8 @@ PYLSTM_INLINE void lstm_chunk(const PackedLayer& L, const PackedDirection& P, AC
     if (peep) po += load(peep + 2 * L.Hp + j) * c_new;
     const vf o = acts.f(clipped(po, L.clip));
     store(c + j, c_new);
-    store(h_out + j, o * acts.h(c_new));  // C_t is not clipped (ONNX Runtime clips gate inputs only)
+    store(h_out + j,
+          o * acts.h(c_new));  // C_t is not clipped (ONNX Runtime clips gate inputs only)
   }
 }
 

@@ -175,6 +175,33 @@ class LayerRun {
   // xp[d][(step - s0)*B + b] = x(time_of(d, step), b) · W_d + bias_d, for steps [s0, s1).
   void input_projection(int64_t s0, int64_t s1) const {
     const int64_t rows = (s1 - s0) * B_;
+    if (rows == 0) return;  // an empty batch
+    // Panels of every chunk, with their bias, writing the chunk-major xp (chunks one xp chunk
+    // apart, so that several chunks can share a kernel call when there are very few rows).
+    auto panels = [&](int64_t d) {
+      const PackedDirection& P = L_.dirs[d];
+      PanelArgs<WT> p = panels_of<WT>(P.w, 0, L_.I * GU_, GU_);
+      p.bias = P.bias.data();
+      p.bias_stride = GU_;
+      p.c = xp_chunk(d, 0);
+      p.ldc = GU_;
+      p.c_stride = xp_chunk(d, 1) - xp_chunk(d, 0);
+      return p;
+    };
+    auto row_ptr = [&](int64_t d, int64_t r) { return io_.x.row(time_of(d, s0 + r / B_), r % B_); };
+    if (rows <= max_multi_panel_rows<NV>()) {  // e.g. one streaming step: chunks side by side
+      const float* a[max_multi_panel_rows<NV>()];
+      int64_t begin, end;
+      team_.range(L_.D() * L_.chunks, begin, end);
+      for (int64_t item = begin; item < end;) {
+        const int64_t d = item / L_.chunks, u = item % L_.chunks;
+        for (int64_t r = 0; r < rows; ++r) a[r] = row_ptr(d, r);
+        const int64_t run = std::min(end - item, L_.chunks - u);
+        item += multi_panel_kernel<NV>(static_cast<int>(rows), static_cast<int>(run), L_.I,
+                                       ListedRows{a}, panels(d).panel(u));
+      }
+      return;
+    }
     const int64_t block = 16 * MR;
     const int64_t row_blocks = (rows + block - 1) / block;
     const int64_t per_dir = L_.chunks * row_blocks;
@@ -184,20 +211,14 @@ class LayerRun {
       const int64_t d = item / per_dir;
       const int64_t u = (item % per_dir) / row_blocks;
       const int64_t rb = item % row_blocks;
-      const PackedDirection& P = L_.dirs[d];
+      const PanelArgs<WT> chunk = panels(d).panel(u);
       const int64_t r_end = std::min(rows, (rb + 1) * block);
       for (int64_t r0 = rb * block; r0 < r_end; r0 += MR) {
         const int n = static_cast<int>(std::min<int64_t>(MR, r_end - r0));
         const float* a[MR];
-        for (int i = 0; i < n; ++i) {
-          const int64_t r = r0 + i;
-          a[i] = io_.x.row(time_of(d, s0 + r / B_), r % B_);
-        }
-        PanelArgs<WT> p = panels_of<WT>(P.w, 0, L_.I * GU_, GU_).panel(u);
-        p.b_stride = 0;
-        p.bias = P.bias.data() + u * GU_;
-        p.c = xp_chunk(d, u) + r0 * GU_;
-        p.ldc = GU_;
+        for (int i = 0; i < n; ++i) a[i] = row_ptr(d, r0 + i);
+        PanelArgs<WT> p = chunk;
+        p.c += r0 * GU_;
         rows_kernel<NV>(n, L_.I, ListedRows{a}, p);
       }
     }
