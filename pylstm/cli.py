@@ -133,7 +133,10 @@ def _cmd_bench(args) -> int:
 
     if args.from_json:  # re-print (and re-plot) a recorded run; nothing is measured
         record = bench.load_record(args.from_json)
-        bench.print_record(record)
+        if args.markdown:
+            print("\n".join(bench.markdown_lines(record)))
+        else:
+            bench.print_record(record)
         if args.plot is not None:
             from pylstm.bench.plot import plot_record
 
@@ -259,6 +262,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--from-json",
         metavar="FILE",
         help="print (and with --plot, plot) a recorded run instead of measuring",
+    )
+    p.add_argument(
+        "--markdown", action="store_true", help="with --from-json: print the tables as Markdown"
     )
     p.add_argument("--list", action="store_true", help="list the points and exit")
     p.set_defaults(func=_cmd_bench)

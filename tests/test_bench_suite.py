@@ -223,6 +223,19 @@ def test_cli_replots_and_reprints_a_recorded_json(tmp_path):
     assert (tmp_path / "cpu-test.png").stat().st_size > 0  # next to the JSON
 
 
+def test_cli_prints_a_recorded_json_as_markdown(tmp_path):
+    res = bench_cli("--from-json", str(_recorded(tmp_path)), "--markdown", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    table = [line for line in res.stdout.splitlines() if line.startswith("|")]
+    # header, alignment row, 8 grid rows; every row has the header's number of cells
+    assert len(table) == 10, res.stdout
+    cells = {line.replace("\\|", "").count("|") for line in table}
+    assert len(cells) == 1, table
+    assert table[1].startswith("|---|---:|")
+    assert any(line.startswith("| LSTM L=1 B=8 I=32 H=32 T=5 |") for line in table)
+    assert "grid points: pylstm faster than ONNX Runtime on 8 of 8" in res.stdout
+
+
 def test_plot_without_matplotlib_says_what_to_install(monkeypatch, tmp_path):
     from pylstm.bench.plot import plot_record
 

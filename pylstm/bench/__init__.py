@@ -15,7 +15,7 @@ from .configs import (
     quick_configs,
     stream_configs,
 )
-from .report import load_record, print_record
+from .report import load_record, markdown_lines, print_record
 from .runner import run_benchmarks
 
 __all__ = [
@@ -24,6 +24,7 @@ __all__ = [
     "default_configs",
     "filter_configs",
     "load_record",
+    "markdown_lines",
     "precision_configs",
     "print_record",
     "quick_configs",

@@ -185,6 +185,28 @@ def print_record(record: dict, out=sys.stdout) -> None:
         print(line, file=out)
 
 
+def markdown_lines(record: dict) -> list:
+    """A record's tables as Markdown (for the README): one table per section, with its title
+    and footnotes, then the summary."""
+    lines = []
+    for kind, (title, columns, footnotes) in SECTIONS.items():
+        rows = [r for r in record["results"] if r.get("kind", "grid") == kind]
+        if not rows:
+            continue
+        lines += [f"**{title}**", ""]
+        lines.append("| " + " | ".join(h.replace("|", "\\|") for h, _, _, _ in columns) + " |")
+        lines.append("|" + "|".join("---" if i == 0 else "---:" for i in range(len(columns))) + "|")
+        for r in rows:
+            lines.append(
+                "| " + " | ".join(_cell(r, key, spec) for _, key, spec, _ in columns) + " |"
+            )
+        lines += [""] + [f"- {note}" for note in footnotes] + [""]
+    lines += [
+        f"- {line}" for line in summary_lines(record.get("summary") or summarize(record["results"]))
+    ]
+    return lines
+
+
 def load_record(path: str) -> dict:
     """A record written by ``pylstm bench`` (JSON); ValueError if ``path`` holds something else."""
     with open(path) as fh:
