@@ -7,6 +7,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "host_arrays.hpp"
 #include "parse_network.hpp"
 #include "py_network.hpp"
 #include "pylstm/backend.hpp"
@@ -15,27 +16,6 @@
 namespace py = pybind11;
 
 namespace pylstm {
-namespace {
-
-// Optional contiguous float32 array of exactly `count` elements.
-template <typename T>
-T* contiguous_or_null(const py::object& o, int64_t count, const char* name) {
-  if (o.is_none()) return nullptr;
-  auto a = py::cast<py::array>(o);
-  if (!py::isinstance<py::array_t<float>>(a)) {
-    throw py::type_error(std::string(name) + " must be a float32 array");
-  }
-  if (!(a.flags() & py::array::c_style) || a.size() != count) {
-    throw std::invalid_argument(std::string(name) + ": expected a C-contiguous array of " +
-                                std::to_string(count) + " floats");
-  }
-  if constexpr (!std::is_const_v<T>) {
-    if (!a.writeable()) throw std::invalid_argument(std::string(name) + " must be writeable");
-  }
-  return static_cast<T*>(const_cast<void*>(a.data()));
-}
-
-}  // namespace
 
 PyNetwork::PyNetwork(const py::list& layers, const std::string& isa, const std::string& precision)
     : desc_(parse_network(layers)) {

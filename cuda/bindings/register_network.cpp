@@ -10,6 +10,7 @@
 #include <string>
 
 #include "../src/cuda_network.hpp"
+#include "host_arrays.hpp"
 #include "parse_network.hpp"
 #include "register.hpp"
 
@@ -49,23 +50,6 @@ Rows<T> host_rows(const py::array& a, int64_t steps, int64_t batch, int64_t feat
   T* data = static_cast<T*>(const_cast<void*>(a.data()));
   return Rows<T>{data, static_cast<int64_t>(a.strides(0) / sizeof(float)),
                  static_cast<int64_t>(a.strides(1) / sizeof(float))};
-}
-
-template <typename T>
-T* host_block(const py::object& o, int64_t count, const char* name) {
-  if (o.is_none()) return nullptr;
-  auto a = py::cast<py::array>(o);
-  if (!py::isinstance<py::array_t<float>>(a)) {
-    throw py::type_error(std::string(name) + " must be a float32 array");
-  }
-  if (!(a.flags() & py::array::c_style) || a.size() != count) {
-    throw std::invalid_argument(std::string(name) + ": expected a C-contiguous array of " +
-                                std::to_string(count) + " floats");
-  }
-  if constexpr (!std::is_const_v<T>) {
-    if (!a.writeable()) throw std::invalid_argument(std::string(name) + " must be writeable");
-  }
-  return static_cast<T*>(const_cast<void*>(a.data()));
 }
 
 // (ptr, dtype, T, B, F, stride_t, stride_b): a device [T, B, F] array, feature axis contiguous.
@@ -125,10 +109,10 @@ class PyCudaNetwork {
       args.mask = static_cast<const uint8_t*>(m.data());
     }
     const int64_t B = args.batch;
-    args.h0 = host_block<const float>(h0, net_->h_floats() * B, "h0");
-    args.c0 = host_block<const float>(c0, net_->c_floats() * B, "c0");
-    args.h_n = host_block<float>(h_n, net_->h_floats() * B, "h_n");
-    args.c_n = host_block<float>(c_n, net_->c_floats() * B, "c_n");
+    args.h0 = contiguous_or_null<const float>(h0, net_->h_floats() * B, "h0");
+    args.c0 = contiguous_or_null<const float>(c0, net_->c_floats() * B, "c0");
+    args.h_n = contiguous_or_null<float>(h_n, net_->h_floats() * B, "h_n");
+    args.c_n = contiguous_or_null<float>(c_n, net_->c_floats() * B, "c_n");
     py::gil_scoped_release release;
     net_->forward_host(args);
   }
