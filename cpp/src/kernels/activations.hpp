@@ -11,9 +11,14 @@ namespace PYLSTM_ISA {
 // e^x for x in float range; saturates at e^88.3 and e^-87.3 (no inf, no denormals).
 PYLSTM_INLINE vf v_exp(vf x) {
   x = vmin(vmax(x, splat(-87.3f)), splat(88.3f));
-  // x = n*ln2 + r with |r| <= ln2/2; n rounded to nearest with the 1.5*2^23 trick.
-  const vf magic = splat(12582912.0f);
-  vf n = (x * 1.44269504088896341f + magic) - magic;
+  // x = n*ln2 + r with |r| <= ln2/2; n = x/ln2 rounded to nearest.
+#if defined(__AVX512F__) && PYLSTM_VL == 16
+  const vf n = (vf)_mm512_roundscale_ps((__m512)(x * 1.44269504088896341f),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+#else
+  const vf magic = splat(12582912.0f);  // 1.5*2^23: adding it rounds to an integer
+  const vf n = (x * 1.44269504088896341f + magic) - magic;
+#endif
   vf r = x - n * 0.693359375f;  // ln2 split in a short high part...
   r = r - n * -2.12194440e-4f;  // ...and the rest, so r is exact enough
   // e^r = 1 + r + r^2 q(r): degree-6 polynomial fitted for relative error (max 1.1e-8 on
@@ -25,10 +30,15 @@ PYLSTM_INLINE vf v_exp(vf x) {
   p = p * r + 4.9999981152e-01f;
   p = p * r + 1.0f;
   p = p * r + 1.0f;
+  // times 2^n: one instruction with AVX-512, else built in the exponent bits
+#if defined(__AVX512F__) && PYLSTM_VL == 16
+  return (vf)_mm512_scalef_ps((__m512)p, (__m512)n);
+#else
   vi e = (__builtin_convertvector(n, vi) + 127) << 23;
   vf scale;
   std::memcpy(&scale, &e, sizeof scale);
   return p * scale;
+#endif
 }
 
 // log(x) for x > 0 (finite): x = m * 2^e with m in [sqrt(1/2), sqrt(2)), then

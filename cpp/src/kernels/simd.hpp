@@ -51,8 +51,30 @@ PYLSTM_INLINE vf splat(float s) {
   return v;
 #endif
 }
-PYLSTM_INLINE vf vmin(vf a, vf b) { return a < b ? a : b; }
-PYLSTM_INLINE vf vmax(vf a, vf b) { return a > b ? a : b; }
+// a < b ? a : b and a > b ? a : b (b where either is NaN), as one instruction: the compiler
+// lowers the vector ternary to a compare and a blend.
+PYLSTM_INLINE vf vmin(vf a, vf b) {
+#if defined(__AVX512F__) && PYLSTM_VL == 16
+  return (vf)_mm512_min_ps((__m512)a, (__m512)b);
+#elif defined(__AVX__) && PYLSTM_VL == 8
+  return (vf)_mm256_min_ps((__m256)a, (__m256)b);
+#elif defined(__SSE__) && PYLSTM_VL == 4
+  return (vf)_mm_min_ps((__m128)a, (__m128)b);
+#else
+  return a < b ? a : b;
+#endif
+}
+PYLSTM_INLINE vf vmax(vf a, vf b) {
+#if defined(__AVX512F__) && PYLSTM_VL == 16
+  return (vf)_mm512_max_ps((__m512)a, (__m512)b);
+#elif defined(__AVX__) && PYLSTM_VL == 8
+  return (vf)_mm256_max_ps((__m256)a, (__m256)b);
+#elif defined(__SSE__) && PYLSTM_VL == 4
+  return (vf)_mm_max_ps((__m128)a, (__m128)b);
+#else
+  return a > b ? a : b;
+#endif
+}
 PYLSTM_INLINE vf vabs(vf a) {
   vi bits;
   std::memcpy(&bits, &a, sizeof a);

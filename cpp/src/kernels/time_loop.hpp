@@ -28,6 +28,8 @@ namespace PYLSTM_ISA {
 constexpr int kRecRows = 48;
 static_assert(kRecRows % max_rows<4>() == 0 && kRecRows % max_rows<3>() == 0, "tile heights");
 constexpr int kRecFloats = kRecRows * 4 * VL;
+// LSTM rows whose gates are computed together (lstm_cell.hpp): 2 measured as fast as 3 or 4.
+constexpr int kGateRows = 2;
 
 // Rows of the batch per work item: the whole batch when there are enough (direction, chunk)
 // items to keep every thread busy, else the batch is cut so that there are.
@@ -53,9 +55,10 @@ static inline PanelArgs<WT> panels_of(const WeightPanels& wp, int64_t col, int64
   return p;
 }
 
-// C = A · panel_u for chunks u in [u0, u1) and `rows` rows of A, then fn(u, i, c_row) for each
-// product row (NV vectors). Few rows: several chunks per kernel call; many rows: one chunk at a
-// time, in blocks of kRecRows rows. `first` describes chunk 0's panel.
+// C = A · panel_u for chunks u in [u0, u1) and `rows` rows of A, then fn(u, i0, n, c) for each
+// block of product rows: rows [i0, i0 + n) of chunk u, row i at c + (i - i0) * NV * VL. Few
+// rows: several chunks per kernel call; many rows: one chunk at a time, in blocks of kRecRows
+// rows. `first` describes chunk 0's panel.
 template <int NV, typename WT, typename RowFn>
 static inline void sweep_chunks(int64_t u0, int64_t u1, int64_t rows, const StridedRows& a,
                                 int64_t K, const PanelArgs<WT>& first, RowFn fn) {
@@ -72,9 +75,7 @@ static inline void sweep_chunks(int64_t u0, int64_t u1, int64_t rows, const Stri
     for (int64_t u = u0; u < u1;) {
       const int n =
           multi_panel_kernel<NV>(static_cast<int>(rows), static_cast<int>(u1 - u), K, a, chunk(u));
-      for (int c = 0; c < n; ++c) {
-        for (int64_t i = 0; i < rows; ++i) fn(u + c, i, rec + c * rows * W + i * W);
-      }
+      for (int c = 0; c < n; ++c) fn(u + c, int64_t{0}, rows, rec + c * rows * W);
       u += n;
     }
     return;
@@ -83,9 +84,17 @@ static inline void sweep_chunks(int64_t u0, int64_t u1, int64_t rows, const Stri
     for (int64_t r0 = 0; r0 < rows; r0 += kRecRows) {
       const int64_t n = std::min<int64_t>(kRecRows, rows - r0);
       panel_product<NV>(n, K, a.from(r0), chunk(u));
-      for (int64_t i = 0; i < n; ++i) fn(u, r0 + i, rec + i * W);
+      fn(u, r0, n, static_cast<const float*>(rec));
     }
   }
+}
+
+// A block callback for sweep_chunks<NV> from a per-row one: fn(u, i, c_row) for each row.
+template <int NV, typename RowFn>
+static inline auto each_row(RowFn fn) {
+  return [fn](int64_t u, int64_t i0, int64_t n, const float* c) {
+    for (int64_t i = 0; i < n; ++i) fn(u, i0 + i, c + i * NV * VL);
+  };
 }
 
 template <CellKind CELL, typename WT>
@@ -328,8 +337,8 @@ class LayerRun {
       float* h_new = hn + b * hs_ + unit0;
       if constexpr (CELL == CellKind::LSTM) {
         float* c = c_buf(d) + b * L_.Hp + unit0;
-        lstm_chunk(L_, P, acts, unit0, x, rr, c,
-                   projected() ? aux_buf(d) + b * L_.Hp + unit0 : h_new);
+        float* h_out = lstm_out(d, b, unit0, h_new);
+        lstm_rows<1>(L_, P, acts, unit0, &x, &rr, &c, &h_out);
       } else if constexpr (CELL == CellKind::GRU) {
         const float* h_old = hp + b * hs_ + unit0;
         if (gru_two_phase()) {
@@ -343,12 +352,56 @@ class LayerRun {
       }
       if (!two_phase) emit(d, t, b, unit0, std::min(L_.U, L_.H - unit0), h_new);
     };
+    // LSTM: kGateRows valid rows at a time (see lstm_rows)
+    auto rows = [&](int64_t u, int64_t i0, int64_t n, const float* rr) {
+      constexpr int64_t W = NV * VL;
+      int64_t i = 0;
+      if constexpr (CELL == CellKind::LSTM) {
+        constexpr int R = kGateRows;
+        const int64_t unit0 = u * L_.U;
+        for (; i + R <= n; i += R) {
+          const int64_t b0 = m0 + i0 + i;
+          bool all_valid = true;
+          for (int k = 0; k < R; ++k) all_valid = all_valid && valid(t, b0 + k);
+          if (!all_valid) {
+            for (int k = 0; k < R; ++k) row(u, i0 + i + k, rr + (i + k) * W);
+            continue;
+          }
+          const float* x[R];
+          const float* rec[R];
+          float* c[R];
+          float* h_new[R];
+          float* h_out[R];
+          for (int k = 0; k < R; ++k) {
+            const int64_t b = b0 + k;
+            x[k] = xp_chunk(d, u) + (xrow0 + b) * GU_;
+            rec[k] = rr + (i + k) * W;
+            c[k] = c_buf(d) + b * L_.Hp + unit0;
+            h_new[k] = hn + b * hs_ + unit0;
+            h_out[k] = lstm_out(d, b, unit0, h_new[k]);
+          }
+          lstm_rows<R>(L_, P, acts, unit0, x, rec, c, h_out);
+          if (!two_phase) {
+            for (int k = 0; k < R; ++k) {
+              emit(d, t, b0 + k, unit0, std::min(L_.U, L_.H - unit0), h_new[k]);
+            }
+          }
+        }
+      }
+      for (; i < n; ++i) row(u, i0 + i, rr + i * W);
+    };
     const PanelArgs<WT> r = panels_of<WT>(P.r, 0, L_.Hout * GU_, GU_);
     if (gru_two_phase()) {  // r and z only: n needs r*h first
-      sweep_chunks<2>(u0, u1, m1 - m0, a, L_.Hout, r, row);
+      sweep_chunks<2>(u0, u1, m1 - m0, a, L_.Hout, r, each_row<2>(row));
     } else {
-      sweep_chunks<NV>(u0, u1, m1 - m0, a, L_.Hout, r, row);
+      sweep_chunks<NV>(u0, u1, m1 - m0, a, L_.Hout, r, rows);
     }
+  }
+
+  // Where an LSTM row's o * h(c') goes: the new state, or with a projection the buffer it
+  // projects from.
+  float* lstm_out(int64_t d, int64_t b, int64_t unit0, float* h_new) const {
+    return projected() ? aux_buf(d) + b * L_.Hp + unit0 : h_new;
   }
 
   // LSTM projection: h' = proj · (o * h(c')) for output chunks [u0, u1) (Up outputs each).
@@ -359,7 +412,7 @@ class LayerRun {
     float* hn = h_buf(d, par ^ 1);
     const StridedRows a{aux_buf(d) + m0 * L_.Hp, L_.Hp};
     sweep_chunks<4>(u0, u1, m1 - m0, a, L_.H, panels_of<WT>(P.proj, 0, L_.H * L_.Up, L_.Up),
-                    [&](int64_t u, int64_t i, const float* hr) {
+                    each_row<4>([&](int64_t u, int64_t i, const float* hr) {
                       const int64_t b = m0 + i, col0 = u * L_.Up;
                       if (!valid(t, b)) {
                         carry(d, step, b, col0, L_.Up);
@@ -367,7 +420,7 @@ class LayerRun {
                       }
                       std::memcpy(hn + b * hs_ + col0, hr, L_.Up * sizeof(float));
                       emit(d, t, b, col0, std::min(L_.Up, L_.P - col0), hr);
-                    });
+                    }));
   }
 
   // GRU with the reset before the recurrent product, second phase: n from Rn·(r*h).
@@ -380,7 +433,7 @@ class LayerRun {
     const StridedRows a{rh_buf(d) + m0 * hs_, hs_};
     with_acts(CELL, P, [&](auto acts) {
       sweep_chunks<1>(u0, u1, m1 - m0, a, L_.Hout, panels_of<WT>(P.r, 2 * L_.U, L_.Hout * GU_, GU_),
-                      [&](int64_t u, int64_t i, const float* rn) {
+                      each_row<1>([&](int64_t u, int64_t i, const float* rn) {
                         const int64_t b = m0 + i, unit0 = u * L_.U;
                         if (!valid(t, b)) {
                           carry(d, step, b, unit0, L_.U);
@@ -391,7 +444,7 @@ class LayerRun {
                                             rn, aux_buf(d) + b * L_.Hp + unit0,
                                             hp + b * hs_ + unit0, h_new);
                         emit(d, t, b, unit0, std::min(L_.U, L_.H - unit0), h_new);
-                      });
+                      }));
     });
   }
 };
