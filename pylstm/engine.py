@@ -14,6 +14,21 @@ from . import _core
 from .network import Layer, check_stack
 from .runtime import check_device, load_cuda, simd_level
 
+# Outputs start on a cache line. Threads write the columns of a row side by side; where a row
+# starts off a line boundary (numpy's allocations start 16 bytes into one), two threads share
+# the line at their boundary and it bounces between their cores at every step: measured, a 2-thread
+# LSTM with H=64 at B=64 took 40% longer.
+_CACHE_LINE_BYTES = 64
+
+
+def empty_output(shape) -> np.ndarray:
+    """An uninitialised float32 array of ``shape`` whose data starts on a 64-byte boundary."""
+    n = int(np.prod(shape))
+    buf = np.empty(n + _CACHE_LINE_BYTES // 4, np.float32)
+    skip = (-buf.ctypes.data % _CACHE_LINE_BYTES) // 4
+    return buf[skip : skip + n].reshape(shape)
+
+
 #: Weight precisions of the CPU engine.
 PRECISIONS = ("fp32", "bf16", "int8")
 #: Precisions of the CUDA engine (weights and activations; sums and the LSTM cell state float32).
@@ -220,7 +235,7 @@ class CudaStreamCore:
                 "(this stream's batch_size and the model's input size), got "
                 f"{batch} sequences of {features}"
             )
-        y_tm = np.empty((steps, batch, self._engine.output_size), np.float32)
+        y_tm = empty_output((steps, batch, self._engine.output_size))
         if steps > 0:
             h_n = np.empty_like(self._h)
             c_n = self._c.copy()

@@ -73,3 +73,20 @@ def test_ten_thousand_calls_do_not_grow_memory():
     grown = rss_bytes() - before
     # 10,000 calls: anything per call that leaked even 100 bytes would show as >= 1 MB
     assert grown < 1 << 20, f"RSS grew by {grown} bytes"
+
+
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_outputs_start_on_a_cache_line(batch_first):
+    """Threads write the columns of an output row side by side; a row that starts on a cache line
+    keeps them off each other's lines (pylstm.engine.empty_output). Outputs stay ordinary
+    writeable C-contiguous arrays."""
+    module = torch.nn.LSTM(8, 64, batch_first=batch_first)
+    model = pylstm.from_torch(module)
+    x = np.random.default_rng(0).standard_normal((5, 3, 8), dtype=np.float32)
+    for _ in range(4):  # numpy's own allocations start 16 bytes into a line
+        y, _ = model(x)
+        assert y.ctypes.data % 64 == 0
+        assert y.flags.c_contiguous and y.flags.writeable and y.shape == (5, 3, 64)
+    with torch.no_grad():
+        want = module(torch.from_numpy(x))[0].numpy()
+    np.testing.assert_allclose(y, want, rtol=0, atol=3e-6)  # float32 summation order

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..engine import empty_output
 from ..errors import FormatError, UnsupportedError
 from ..formats.keras_config import TensorRef
 from ..formats.keras_layers import Embedding, TensorOp
@@ -241,7 +242,7 @@ class KerasStream:
 def _engine_run(engine, x, mask, h0, c0):
     """One engine over batch-first x ``[B, T, I]``; returns y ``[B, T, D*H]``, h_n, c_n."""
     B, T, _ = x.shape
-    y = np.empty((B, T, engine.output_size), np.float32)
+    y = empty_output((B, T, engine.output_size))
     layer = engine.layers[0]
     shape = (layer.num_directions, B, layer.hidden_size)
     h_n = np.zeros(shape, np.float32)

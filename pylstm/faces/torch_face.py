@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..engine import Engine
+from ..engine import Engine, empty_output
 from ..stream import Stream
 from ..validation import as_float_array, as_state, is_device_array, lengths_mask
 
@@ -100,10 +100,10 @@ class TorchModel:
         """xt: [T, B, I] float32 view. Returns (y in the requested layout, h_n, c_n)."""
         T, B, _ = xt.shape
         if batch_first:
-            y = np.empty((B, T, self.engine.output_size), np.float32)
+            y = empty_output((B, T, self.engine.output_size))
             y_tm = y.transpose(1, 0, 2)
         else:
-            y = y_tm = np.empty((T, B, self.engine.output_size), np.float32)
+            y = y_tm = empty_output((T, B, self.engine.output_size))
         h_n, c_n = self._zero_state(B)
         self.engine.forward(xt, y_tm, mask, h0, c0, h_n, c_n)
         return y, h_n, c_n

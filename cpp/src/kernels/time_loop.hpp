@@ -309,9 +309,11 @@ class LayerRun {
                       int64_t par, int64_t xrow0) const {
     const PackedDirection& P = L_.dirs[d];
     const float* hp = h_buf(d, par);
-    // Half of h_prev was just written by other threads: ask for all its lines at once rather
-    // than missing on them one by one inside the product.
-    for (int64_t b = m0; b < std::min(m1, m0 + 4); ++b) {
+    // Half of h_prev was just written by other threads: ask for its lines at once rather than
+    // missing on them one by one inside the product (up to 32 KB: what L1 can hold meanwhile).
+    const int64_t lines_per_row = (L_.Hout + 15) / 16;
+    const int64_t ahead = std::max<int64_t>(1, 512 / lines_per_row);
+    for (int64_t b = m0; b < std::min(m1, m0 + ahead); ++b) {
       for (int64_t k = 0; k < L_.Hout; k += 16) __builtin_prefetch(hp + b * hs_ + k);
     }
     with_acts(CELL, P,
