@@ -9,6 +9,7 @@
 // batch size: a sequence gives the same bits alone or in a batch).
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 
 #include "kernels/simd.hpp"
@@ -60,6 +61,10 @@ struct PanelArgs {
   float* c = nullptr;            // first tile, rows ldc apart
   int64_t ldc = 0;
   int64_t c_stride = 0;  // floats between the tiles of consecutive panels
+  // Memory to pull into L2 meanwhile, one 64-byte line per k: the next panel, so that the
+  // panels of a large layer, which stream from L3 every step, arrive while this one is used.
+  const char* prefetch = nullptr;
+  int64_t prefetch_lines = 0;
 
   // The panels from the u-th on.
   PanelArgs panel(int64_t u) const {
@@ -97,6 +102,7 @@ static inline void micro_kernel(int64_t K, const Rows& a, const PanelArgs<WT>& p
   // weight vector is used once), whichever is fewer, so that nothing spills.
   constexpr bool kHoldWeights = NC == 1 && NV <= MR;
   for (int64_t k = 0; k < K; ++k) {
+    if (k < p.prefetch_lines) __builtin_prefetch(p.prefetch + k * 64, 0, 2);
     if constexpr (kHoldWeights) {
       vf bv[NV];
       const WT* bk = p.b + k * p.ldb;
@@ -202,10 +208,18 @@ static inline void panel_product(int64_t rows, int64_t K, const Rows& a_rows,
     }
   }
   constexpr int MR = max_rows<NV>();
-  for (int64_t r0 = 0; r0 < rows; r0 += MR) {
+  const int64_t tiles = (rows + MR - 1) / MR;
+  const int64_t prefetch_per_tile = (p.prefetch_lines + tiles - 1) / tiles;
+  for (int64_t r0 = 0, tile = 0; r0 < rows; r0 += MR, ++tile) {
     const int n = static_cast<int>(rows - r0 < MR ? rows - r0 : MR);
     PanelArgs<WT> q = p;
     q.c += r0 * p.ldc;
+    if (p.prefetch) {  // the tiles share the prefetching
+      const int64_t first = tile * prefetch_per_tile;
+      q.prefetch = p.prefetch + first * 64;
+      q.prefetch_lines =
+          std::max<int64_t>(0, std::min(prefetch_per_tile, p.prefetch_lines - first));
+    }
     rows_kernel<NV>(n, K, a_rows.from(r0), q);
   }
 }

@@ -83,7 +83,12 @@ static inline void sweep_chunks(int64_t u0, int64_t u1, int64_t rows, const Stri
   for (int64_t u = u0; u < u1; ++u) {
     for (int64_t r0 = 0; r0 < rows; r0 += kRecRows) {
       const int64_t n = std::min<int64_t>(kRecRows, rows - r0);
-      panel_product<NV>(n, K, a.from(r0), chunk(u));
+      PanelArgs<WT> p = chunk(u);
+      if (r0 == 0 && u + 1 < u1) {  // the next chunk's panel, during the first rows of this one
+        p.prefetch = reinterpret_cast<const char*>(first.panel(u + 1).b);
+        p.prefetch_lines = K * first.ldb * static_cast<int64_t>(sizeof(WT)) / 64;
+      }
+      panel_product<NV>(n, K, a.from(r0), p);
       fn(u, r0, n, static_cast<const float*>(rec));
     }
   }
