@@ -57,7 +57,7 @@ def measure(
     min_rounds: int = 3,
     max_rounds: int = 200,
     max_burst: int = 20,
-    burst_s: float = 0.003,
+    burst_s: float = 0.01,
     quiet_s: float = 0.05,
     warm_s: float = 0.02,
 ) -> Timings:
