@@ -343,9 +343,7 @@ class LayerRun {
       const float* x = xp_chunk(d, u) + (xrow0 + b) * GU_;
       float* h_new = hn + b * hs_ + unit0;
       if constexpr (CELL == CellKind::LSTM) {
-        float* c = c_buf(d) + b * L_.Hp + unit0;
-        float* h_out = lstm_out(d, b, unit0, h_new);
-        lstm_rows<1>(L_, P, acts, unit0, &x, &rr, &c, &h_out);
+        lstm_group<1>(acts, P, d, u, b, xrow0, hn, &rr);
       } else if constexpr (CELL == CellKind::GRU) {
         const float* h_old = hp + b * hs_ + unit0;
         if (gru_two_phase()) {
@@ -365,7 +363,6 @@ class LayerRun {
       int64_t i = 0;
       if constexpr (CELL == CellKind::LSTM) {
         constexpr int R = kGateRows;
-        const int64_t unit0 = u * L_.U;
         for (; i + R <= n; i += R) {
           const int64_t b0 = m0 + i0 + i;
           bool all_valid = true;
@@ -374,23 +371,13 @@ class LayerRun {
             for (int k = 0; k < R; ++k) row(u, i0 + i + k, rr + (i + k) * W);
             continue;
           }
-          const float* x[R];
           const float* rec[R];
-          float* c[R];
-          float* h_new[R];
-          float* h_out[R];
-          for (int k = 0; k < R; ++k) {
-            const int64_t b = b0 + k;
-            x[k] = xp_chunk(d, u) + (xrow0 + b) * GU_;
-            rec[k] = rr + (i + k) * W;
-            c[k] = c_buf(d) + b * L_.Hp + unit0;
-            h_new[k] = hn + b * hs_ + unit0;
-            h_out[k] = lstm_out(d, b, unit0, h_new[k]);
-          }
-          lstm_rows<R>(L_, P, acts, unit0, x, rec, c, h_out);
+          for (int k = 0; k < R; ++k) rec[k] = rr + (i + k) * W;
+          lstm_group<R>(acts, P, d, u, b0, xrow0, hn, rec);
           if (!two_phase) {
             for (int k = 0; k < R; ++k) {
-              emit(d, t, b0 + k, unit0, std::min(L_.U, L_.H - unit0), h_new[k]);
+              const int64_t unit0 = u * L_.U;
+              emit(d, t, b0 + k, unit0, std::min(L_.U, L_.H - unit0), hn + (b0 + k) * hs_ + unit0);
             }
           }
         }
@@ -405,10 +392,22 @@ class LayerRun {
     }
   }
 
-  // Where an LSTM row's o * h(c') goes: the new state, or with a projection the buffer it
-  // projects from.
-  float* lstm_out(int64_t d, int64_t b, int64_t unit0, float* h_new) const {
-    return projected() ? aux_buf(d) + b * L_.Hp + unit0 : h_new;
+  // LSTM gates of chunk u for R consecutive valid rows from b0 (products rec[k]): updates c and
+  // writes o * h(c') to the new state, or with a projection to the buffer it projects from.
+  template <int R, typename ACTS>
+  void lstm_group(ACTS acts, const PackedDirection& P, int64_t d, int64_t u, int64_t b0,
+                  int64_t xrow0, float* hn, const float* const* rec) const {
+    const int64_t unit0 = u * L_.U;
+    const float* x[R];
+    float* c[R];
+    float* h_out[R];
+    for (int k = 0; k < R; ++k) {
+      const int64_t b = b0 + k;
+      x[k] = xp_chunk(d, u) + (xrow0 + b) * GU_;
+      c[k] = c_buf(d) + b * L_.Hp + unit0;
+      h_out[k] = projected() ? aux_buf(d) + b * L_.Hp + unit0 : hn + b * hs_ + unit0;
+    }
+    lstm_rows<R>(L_, P, acts, unit0, x, rec, c, h_out);
   }
 
   // LSTM projection: h' = proj · (o * h(c')) for output chunks [u0, u1) (Up outputs each).
