@@ -1,4 +1,4 @@
-// Checked access to optional host float32 arrays passed from Python (state blocks): shared by
+// Checked access to host float32 arrays passed from Python (sequences, state blocks): shared by
 // _core and _cuda.
 #pragma once
 
@@ -8,6 +8,8 @@
 #include <stdexcept>
 #include <string>
 #include <type_traits>
+
+#include "pylstm/backend.hpp"
 
 namespace pylstm {
 
@@ -30,6 +32,35 @@ T* contiguous_or_null(const pybind11::object& o, int64_t count, const char* name
     if (!a.writeable()) throw std::invalid_argument(std::string(name) + " must be writeable");
   }
   return static_cast<T*>(const_cast<void*>(a.data()));
+}
+
+// A [T, B, F] float32 array whose last axis is contiguous, as Rows (writeable unless T is
+// const). Throws pybind11::type_error / std::invalid_argument naming the argument.
+template <typename T>
+Rows<T> rows_of(const pybind11::array& a, int64_t steps, int64_t batch, int64_t features,
+                const char* name) {
+  namespace py = pybind11;
+  if (!py::isinstance<py::array_t<float>>(a)) {
+    throw py::type_error(std::string(name) + " must be a float32 array");
+  }
+  if (a.ndim() != 3 || a.shape(0) != steps || a.shape(1) != batch || a.shape(2) != features) {
+    throw std::invalid_argument(std::string(name) + ": wrong shape");
+  }
+  if (a.size() == 0) {
+    return Rows<T>{nullptr, 0, 0};  // nothing to read or write (numpy gives 0 strides)
+  }
+  if (features > 1 && a.strides(2) != static_cast<py::ssize_t>(sizeof(float))) {
+    throw std::invalid_argument(std::string(name) + ": the feature axis must be contiguous");
+  }
+  if (a.strides(0) % sizeof(float) || a.strides(1) % sizeof(float)) {
+    throw std::invalid_argument(std::string(name) + ": strides must be whole floats");
+  }
+  if constexpr (!std::is_const_v<T>) {
+    if (!a.writeable()) throw std::invalid_argument(std::string(name) + " must be writeable");
+  }
+  T* data = static_cast<T*>(const_cast<void*>(a.data()));
+  return Rows<T>{data, static_cast<int64_t>(a.strides(0) / sizeof(float)),
+                 static_cast<int64_t>(a.strides(1) / sizeof(float))};
 }
 
 }  // namespace pylstm

@@ -11,12 +11,6 @@
 
 namespace pylstm {
 
-// A [T, B, F] float32 array whose last axis is contiguous, as Rows (checked; throws
-// std::invalid_argument / pybind11::type_error naming `name`).
-template <typename T>
-Rows<T> rows_of(const pybind11::array& a, int64_t steps, int64_t batch, int64_t features,
-                const char* name);
-
 // A canonical network (list of layer dicts, see pylstm/network.py) packed for the CPU.
 class PyNetwork {
  public:

@@ -52,35 +52,6 @@ void PyNetwork::forward(const py::array& x, const py::array& y, const py::object
   backend_->forward(args);
 }
 
-// A [T, B, F] float32 array whose last axis is contiguous, as Rows.
-template <typename T>
-Rows<T> rows_of(const py::array& a, int64_t steps, int64_t batch, int64_t features,
-                const char* name) {
-  if (!py::isinstance<py::array_t<float>>(a)) {
-    throw py::type_error(std::string(name) + " must be a float32 array");
-  }
-  if (a.ndim() != 3 || a.shape(0) != steps || a.shape(1) != batch || a.shape(2) != features) {
-    throw std::invalid_argument(std::string(name) + ": wrong shape");
-  }
-  if (a.size() == 0)
-    return Rows<T>{nullptr, 0, 0};  // nothing to read or write (numpy gives 0 strides)
-  if (features > 1 && a.strides(2) != static_cast<py::ssize_t>(sizeof(float))) {
-    throw std::invalid_argument(std::string(name) + ": the feature axis must be contiguous");
-  }
-  if (a.strides(0) % sizeof(float) || a.strides(1) % sizeof(float)) {
-    throw std::invalid_argument(std::string(name) + ": strides must be whole floats");
-  }
-  if constexpr (!std::is_const_v<T>) {
-    if (!a.writeable()) throw std::invalid_argument(std::string(name) + " must be writeable");
-  }
-  T* data = static_cast<T*>(const_cast<void*>(a.data()));
-  return Rows<T>{data, static_cast<int64_t>(a.strides(0) / sizeof(float)),
-                 static_cast<int64_t>(a.strides(1) / sizeof(float))};
-}
-
-template Rows<const float> rows_of(const py::array&, int64_t, int64_t, int64_t, const char*);
-template Rows<float> rows_of(const py::array&, int64_t, int64_t, int64_t, const char*);
-
 void register_network(py::module_& m) {
   py::class_<PyNetwork>(m, "Network")
       .def(py::init<const py::list&, const std::string&, const std::string&>(), py::arg("layers"),

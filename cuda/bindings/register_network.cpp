@@ -27,31 +27,6 @@ DType parse_dtype(const std::string& s, const char* what) {
   throw py::type_error(std::string(what) + " must be float32, float16 or bfloat16, got " + s);
 }
 
-// A host [T, B, F] float32 array with a contiguous last axis, as Rows.
-template <typename T>
-Rows<T> host_rows(const py::array& a, int64_t steps, int64_t batch, int64_t features,
-                  const char* name) {
-  if (!py::isinstance<py::array_t<float>>(a)) {
-    throw py::type_error(std::string(name) + " must be a float32 array");
-  }
-  if (a.ndim() != 3 || a.shape(0) != steps || a.shape(1) != batch || a.shape(2) != features) {
-    throw std::invalid_argument(std::string(name) + ": wrong shape");
-  }
-  if (a.size() == 0) return Rows<T>{nullptr, 0, 0};
-  if (features > 1 && a.strides(2) != static_cast<py::ssize_t>(sizeof(float))) {
-    throw std::invalid_argument(std::string(name) + ": the feature axis must be contiguous");
-  }
-  if (a.strides(0) % sizeof(float) || a.strides(1) % sizeof(float)) {
-    throw std::invalid_argument(std::string(name) + ": strides must be whole floats");
-  }
-  if constexpr (!std::is_const_v<T>) {
-    if (!a.writeable()) throw std::invalid_argument(std::string(name) + " must be writeable");
-  }
-  T* data = static_cast<T*>(const_cast<void*>(a.data()));
-  return Rows<T>{data, static_cast<int64_t>(a.strides(0) / sizeof(float)),
-                 static_cast<int64_t>(a.strides(1) / sizeof(float))};
-}
-
 // (ptr, dtype, T, B, F, stride_t, stride_b): a device [T, B, F] array, feature axis contiguous.
 struct RowsDesc {
   DeviceRows rows;
@@ -98,8 +73,8 @@ class PyCudaNetwork {
     args.steps = x.shape(0);
     args.batch = x.shape(1);
     check_sizes(args.steps, args.batch);
-    args.x = host_rows<const float>(x, args.steps, args.batch, net_->input_size(), "x");
-    args.y = host_rows<float>(y, args.steps, args.batch, net_->output_size(), "y");
+    args.x = rows_of<const float>(x, args.steps, args.batch, net_->input_size(), "x");
+    args.y = rows_of<float>(y, args.steps, args.batch, net_->output_size(), "y");
     if (!mask.is_none()) {
       auto m = py::cast<py::array>(mask);
       if (!py::isinstance<py::array_t<uint8_t>>(m) || !(m.flags() & py::array::c_style) ||

@@ -109,6 +109,28 @@ __device__ __forceinline__ void stage_state(const CT* src, int src_ld, int K, in
   }
 }
 
+// acc[bb] += w[k] * hs[bb][k] over one group of V weights (16 bytes of CT, k = group*V ...),
+// for the NB staged state rows, in k order.
+template <typename CT, int NB>
+__device__ __forceinline__ void accumulate_group(uint4 packed, const float* hs, int hs_ld,
+                                                 int group, float (&acc)[NB]) {
+  constexpr int V = Widen<CT>::V;
+  float w[V];
+  Widen<CT>::run(packed, w);
+#pragma unroll
+  for (int bb = 0; bb < NB; ++bb) {
+    const float4* hv = reinterpret_cast<const float4*>(hs + bb * hs_ld + group * V);
+#pragma unroll
+    for (int q = 0; q < V / 4; ++q) {
+      const float4 h4 = hv[q];
+      acc[bb] = fmaf(w[4 * q], h4.x, acc[bb]);
+      acc[bb] = fmaf(w[4 * q + 1], h4.y, acc[bb]);
+      acc[bb] = fmaf(w[4 * q + 2], h4.z, acc[bb]);
+      acc[bb] = fmaf(w[4 * q + 3], h4.w, acc[bb]);
+    }
+  }
+}
+
 // Products of weight rows with the state, for weights in shared memory. The weights are stored
 // k-group-major: wT[kg][row][V] holds w[row][kg*V .. kg*V + V) (V = 16 bytes of CT), `nra` rows
 // per group. Thread t takes row t % n and every KS-th k-group from t / n: its weight loads are
@@ -138,20 +160,7 @@ __device__ __forceinline__ void products_smem(const CT* src, int src_ld, int K, 
 #pragma unroll
         for (int bb = 0; bb < NB; ++bb) acc[bb] = 0.0f;
         for (int kg = ks; kg < groups; kg += KS) {
-          float w[V];
-          Widen<CT>::run(w4[static_cast<size_t>(kg) * nra], w);
-#pragma unroll
-          for (int bb = 0; bb < NB; ++bb) {
-            const float4* hv = reinterpret_cast<const float4*>(hs + bb * hs_ld + kg * V);
-#pragma unroll
-            for (int q = 0; q < V / 4; ++q) {
-              const float4 h4 = hv[q];
-              acc[bb] = fmaf(w[4 * q], h4.x, acc[bb]);
-              acc[bb] = fmaf(w[4 * q + 1], h4.y, acc[bb]);
-              acc[bb] = fmaf(w[4 * q + 2], h4.z, acc[bb]);
-              acc[bb] = fmaf(w[4 * q + 3], h4.w, acc[bb]);
-            }
-          }
+          accumulate_group<CT, NB>(w4[static_cast<size_t>(kg) * nra], hs, hs_ld, kg, acc);
         }
 #pragma unroll
         for (int bb = 0; bb < NB; ++bb) part[(ks * n + row) * NB + bb] = acc[bb];
@@ -194,20 +203,7 @@ __device__ __forceinline__ void products_global(const CT* src, int src_ld, int K
 #pragma unroll
       for (int bb = 0; bb < NB; ++bb) acc[bb] = 0.0f;
       for (int c = lane; c < chunks; c += 32) {
-        float w[V];
-        Widen<CT>::run(__ldg(w4 + c), w);
-#pragma unroll
-        for (int bb = 0; bb < NB; ++bb) {
-          const float4* hv = reinterpret_cast<const float4*>(hs + bb * hs_ld + c * V);
-#pragma unroll
-          for (int q = 0; q < V / 4; ++q) {
-            const float4 h4 = hv[q];
-            acc[bb] = fmaf(w[4 * q], h4.x, acc[bb]);
-            acc[bb] = fmaf(w[4 * q + 1], h4.y, acc[bb]);
-            acc[bb] = fmaf(w[4 * q + 2], h4.z, acc[bb]);
-            acc[bb] = fmaf(w[4 * q + 3], h4.w, acc[bb]);
-          }
-        }
+        accumulate_group<CT, NB>(__ldg(w4 + c), hs, hs_ld, c, acc);
       }
 #pragma unroll
       for (int bb = 0; bb < NB; ++bb) acc[bb] = warp_sum(acc[bb]);
