@@ -58,6 +58,20 @@ DEFAULT_ACTIVATIONS = {
     "GRU": ("Sigmoid", "Tanh"),
     "RNN": ("Tanh",),
 }
+# The specification's eleven activation functions, spelled as in its text.
+ACTIVATION_NAMES = [
+    "Relu",
+    "Tanh",
+    "Sigmoid",
+    "Affine",
+    "LeakyRelu",
+    "ThresholdedRelu",
+    "ScaledTanh",
+    "HardSigmoid",
+    "Elu",
+    "Softsign",
+    "Softplus",
+]
 # name -> (takes alpha, takes beta)
 TAKES = {
     "relu": (False, False),

@@ -22,7 +22,7 @@ import pytest
 
 onnx = pytest.importorskip("onnx")
 
-from onnx_oracle import assert_close, make_model, random_case, reference
+from onnx_oracle import ACTIVATION_NAMES, assert_close, make_model, random_case, reference
 
 from pylstm.formats.onnx import from_onnx_model
 
@@ -158,21 +158,6 @@ def test_lstm_clip_gates_only_when_cell_stays_within_clip():
         assert max(np.abs(want[2]).max(), 1) < 50
         for name, g, w in zip(("Y", "Y_h", "Y_c"), got, want):
             assert_close(g, w, atol=ATOL, what=f"{name} of {what}")
-
-
-ACTIVATION_NAMES = [
-    "Relu",
-    "Tanh",
-    "Sigmoid",
-    "Affine",
-    "LeakyRelu",
-    "ThresholdedRelu",
-    "ScaledTanh",
-    "HardSigmoid",
-    "Elu",
-    "Softsign",
-    "Softplus",
-]
 
 
 @pytest.mark.parametrize("op", ["LSTM", "GRU", "RNN"])

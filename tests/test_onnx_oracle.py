@@ -21,7 +21,14 @@ import pytest
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
-from onnx_oracle import INPUT_NAMES, assert_close, make_model, random_case, reference
+from onnx_oracle import (
+    ACTIVATION_NAMES,
+    INPUT_NAMES,
+    assert_close,
+    make_model,
+    random_case,
+    reference,
+)
 
 ATOL = 3e-5
 T, B, I, H = 5, 3, 4, 5
@@ -95,27 +102,12 @@ def test_variants(op, attrs, case_kw):
         )
 
 
-ACTIVATIONS = [
-    "Relu",
-    "Tanh",
-    "Sigmoid",
-    "Affine",
-    "LeakyRelu",
-    "ThresholdedRelu",
-    "ScaledTanh",
-    "HardSigmoid",
-    "Elu",
-    "Softsign",
-    "Softplus",
-]
-
-
 @pytest.mark.parametrize("op", ["LSTM", "GRU", "RNN"])
 def test_every_activation_and_alpha_beta_rules(op):
     """Each function in every slot; alpha/beta given, partly given, or left to the defaults."""
     rng = np.random.default_rng(3)
     per = {"LSTM": 3, "GRU": 2, "RNN": 1}[op]
-    for name, params in itertools.product(ACTIVATIONS, ("none", "some", "all")):
+    for name, params in itertools.product(ACTIVATION_NAMES, ("none", "some", "all")):
         attrs = {"activations": [name] * per + ["Tanh"] * per, "direction": "bidirectional"}
         if params != "none":
             attrs["activation_alpha"] = [0.7, 0.4, 0.9, 0.6, 0.8, 0.5][

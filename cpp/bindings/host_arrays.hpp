@@ -63,4 +63,35 @@ Rows<T> rows_of(const pybind11::array& a, int64_t steps, int64_t batch, int64_t 
                  static_cast<int64_t>(a.strides(1) / sizeof(float))};
 }
 
+// The arguments of a forward over host arrays, checked: x [T, B, input_size], y [T, B,
+// output_size] (written), mask uint8 [T, B] or None, states contiguous (h_floats / c_floats
+// per sequence) or None.
+inline ForwardArgs host_forward_args(const pybind11::array& x, const pybind11::array& y,
+                                     const pybind11::object& mask, const pybind11::object& h0,
+                                     const pybind11::object& c0, const pybind11::object& h_n,
+                                     const pybind11::object& c_n, int64_t input_size,
+                                     int64_t output_size, int64_t h_floats, int64_t c_floats) {
+  namespace py = pybind11;
+  if (x.ndim() != 3) throw std::invalid_argument("x must be 3-D [T, B, I]");
+  ForwardArgs args;
+  args.steps = x.shape(0);
+  args.batch = x.shape(1);
+  args.x = rows_of<const float>(x, args.steps, args.batch, input_size, "x");
+  args.y = rows_of<float>(y, args.steps, args.batch, output_size, "y");
+  if (!mask.is_none()) {
+    auto m = py::cast<py::array>(mask);
+    if (!py::isinstance<py::array_t<uint8_t>>(m) || !(m.flags() & py::array::c_style) ||
+        m.size() != args.steps * args.batch) {
+      throw std::invalid_argument("mask must be a C-contiguous uint8 array [T, B]");
+    }
+    args.mask = static_cast<const uint8_t*>(m.data());
+  }
+  const int64_t B = args.batch;
+  args.h0 = contiguous_or_null<const float>(h0, h_floats * B, "h0");
+  args.c0 = contiguous_or_null<const float>(c0, c_floats * B, "c0");
+  args.h_n = contiguous_or_null<float>(h_n, h_floats * B, "h_n");
+  args.c_n = contiguous_or_null<float>(c_n, c_floats * B, "c_n");
+  return args;
+}
+
 }  // namespace pylstm

@@ -29,25 +29,8 @@ PyNetwork::PyNetwork(const py::list& layers, const std::string& isa, const std::
 void PyNetwork::forward(const py::array& x, const py::array& y, const py::object& mask,
                         const py::object& h0, const py::object& c0, const py::object& h_n,
                         const py::object& c_n) const {
-  if (x.ndim() != 3) throw std::invalid_argument("x must be 3-D [T, B, I]");
-  ForwardArgs args;
-  args.steps = x.shape(0);
-  args.batch = x.shape(1);
-  args.x = rows_of<const float>(x, args.steps, args.batch, desc_.input_size(), "x");
-  args.y = rows_of<float>(y, args.steps, args.batch, desc_.output_size(), "y");
-  if (!mask.is_none()) {
-    auto m = py::cast<py::array>(mask);
-    if (!py::isinstance<py::array_t<uint8_t>>(m) || !(m.flags() & py::array::c_style) ||
-        m.size() != args.steps * args.batch) {
-      throw std::invalid_argument("mask must be a C-contiguous uint8 array [T, B]");
-    }
-    args.mask = static_cast<const uint8_t*>(m.data());
-  }
-  const int64_t B = args.batch;
-  args.h0 = contiguous_or_null<const float>(h0, h_floats_ * B, "h0");
-  args.c0 = contiguous_or_null<const float>(c0, c_floats_ * B, "c0");
-  args.h_n = contiguous_or_null<float>(h_n, h_floats_ * B, "h_n");
-  args.c_n = contiguous_or_null<float>(c_n, c_floats_ * B, "c_n");
+  const ForwardArgs args = host_forward_args(x, y, mask, h0, c0, h_n, c_n, desc_.input_size(),
+                                             desc_.output_size(), h_floats_, c_floats_);
   py::gil_scoped_release release;
   backend_->forward(args);
 }

@@ -68,26 +68,10 @@ class PyCudaNetwork {
 
   void forward(const py::array& x, const py::array& y, const py::object& mask, const py::object& h0,
                const py::object& c0, const py::object& h_n, const py::object& c_n) {
-    if (x.ndim() != 3) throw std::invalid_argument("x must be 3-D [T, B, I]");
-    ForwardArgs args;
-    args.steps = x.shape(0);
-    args.batch = x.shape(1);
-    check_sizes(args.steps, args.batch);
-    args.x = rows_of<const float>(x, args.steps, args.batch, net_->input_size(), "x");
-    args.y = rows_of<float>(y, args.steps, args.batch, net_->output_size(), "y");
-    if (!mask.is_none()) {
-      auto m = py::cast<py::array>(mask);
-      if (!py::isinstance<py::array_t<uint8_t>>(m) || !(m.flags() & py::array::c_style) ||
-          m.size() != args.steps * args.batch) {
-        throw std::invalid_argument("mask must be a C-contiguous uint8 array [T, B]");
-      }
-      args.mask = static_cast<const uint8_t*>(m.data());
-    }
-    const int64_t B = args.batch;
-    args.h0 = contiguous_or_null<const float>(h0, net_->h_floats() * B, "h0");
-    args.c0 = contiguous_or_null<const float>(c0, net_->c_floats() * B, "c0");
-    args.h_n = contiguous_or_null<float>(h_n, net_->h_floats() * B, "h_n");
-    args.c_n = contiguous_or_null<float>(c_n, net_->c_floats() * B, "c_n");
+    if (x.ndim() == 3) check_sizes(x.shape(0), x.shape(1));  // before the other checks
+    const ForwardArgs args =
+        host_forward_args(x, y, mask, h0, c0, h_n, c_n, net_->input_size(), net_->output_size(),
+                          net_->h_floats(), net_->c_floats());
     py::gil_scoped_release release;
     net_->forward_host(args);
   }
