@@ -1,4 +1,5 @@
-"""The ``pylstm`` command: ``info``, ``run`` (batch inference from files) and ``bench``."""
+"""The pylstm command: info, run (batch inference from files) and bench (timings against ONNX
+Runtime and PyTorch). Kept as plain text: it is also the text of ``pylstm --help``."""
 
 from __future__ import annotations
 
@@ -23,20 +24,32 @@ def _cmd_info(args) -> int:
     print(f"  SIMD level     {info['simd']} (available: {', '.join(info['simd_available'])})")
     print(f"  threads        {info['num_threads']} of {info['cpus']} CPUs")
     print(f"  CUDA compiled  {'yes' if info['cuda_compiled'] else 'no'}")
-    devices = ", ".join(info["cuda_devices"]) or "none"
+    devices = ", ".join(info["cuda_devices"])
+    if not devices:  # say why: not compiled, not loadable, no driver, no GPU
+        reason = info.get("cuda_status") or "no device found"
+        devices = f"none ({reason})"
     print(f"  CUDA devices   {devices}")
     return 0
 
 
 class ProgressBar:
-    """A one-line progress bar on stderr: done/total, rate and time left."""
+    """Progress on stderr: done/total, rate and time left.
 
-    def __init__(self, total: int, unit: str, enabled: bool, stream=sys.stderr):
-        self.total, self.unit, self.enabled, self.stream = total, unit, enabled, stream
+    On a terminal the bar redraws one line in place (``\\r``); anywhere else (a log file, a pipe,
+    CI) nothing is drawn while running and :meth:`close` writes one summary line.
+    """
+
+    def __init__(self, total: int, unit: str, enabled: bool, stream=None):
+        self.stream = sys.stderr if stream is None else stream
+        self.total, self.unit, self.enabled = total, unit, enabled
+        isatty = getattr(self.stream, "isatty", None)
+        self.live = enabled and bool(isatty and isatty())
         self.start = time.perf_counter()
+        self.done = 0
 
     def update(self, done: int) -> None:
-        if not self.enabled:
+        self.done = done
+        if not self.live:
             return
         elapsed = time.perf_counter() - self.start
         rate = done / elapsed if elapsed > 0 else 0.0
@@ -49,6 +62,18 @@ class ProgressBar:
         )
         if done >= self.total:
             self.stream.write("\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        """Off a terminal: one line, ``ran done/total unit in S s (R unit/s)``."""
+        if not self.enabled or self.live:
+            return
+        elapsed = time.perf_counter() - self.start
+        rate = self.done / elapsed if elapsed > 0 else 0.0
+        self.stream.write(
+            f"ran {self.done}/{self.total} {self.unit} in {elapsed:.1f} s "
+            f"({rate:,.1f} {self.unit}/s)\n"
+        )
         self.stream.flush()
 
 
@@ -107,6 +132,7 @@ def _cmd_run(args) -> int:
         bar.update(stop)
     if y_file is None:
         raise ValueError(f"{args.input}: no sequences to run (N = 0)")
+    bar.close()
     y_file.flush()
     if not args.quiet:
         print(f"wrote {args.output} {y_file.shape} float32", file=sys.stderr)
@@ -127,6 +153,30 @@ def _outputs(model, chunk, lengths):
     return out[0] if isinstance(out, (list, tuple)) else out
 
 
+def _output_paths(args, device: str) -> tuple:
+    """``(json_path or None, png or None)`` for a run: ``--json`` / ``--no-json``, ``--plot
+    [PNG]`` and ``--output-dir`` (default: :func:`pylstm.bench.runner.results_dir`)."""
+    from pylstm.bench.runner import default_record_path
+
+    json_path = args.json
+    if json_path is None and not args.no_json:
+        json_path = default_record_path(device, args.output_dir)
+    png = args.plot
+    if png == "":  # --plot without a path: next to the record (or where it would have gone)
+        png = os.path.splitext(json_path or default_record_path(device, args.output_dir))[0]
+        png += ".png"
+    return json_path, png
+
+
+def _write_plot(record: dict, png: str) -> None:
+    from pylstm.bench.plot import plot_record
+
+    folder = os.path.dirname(os.path.abspath(png))
+    os.makedirs(folder, exist_ok=True)
+    plot_record(record, png)
+    print(f"wrote {png}")
+
+
 def _cmd_bench(args) -> int:
     import pylstm
     from pylstm import bench
@@ -138,19 +188,28 @@ def _cmd_bench(args) -> int:
         else:
             bench.print_record(record)
         if args.plot is not None:
-            from pylstm.bench.plot import plot_record
-
-            png = args.plot or os.path.splitext(args.from_json)[0] + ".png"
-            print(f"wrote {plot_record(record, png)}")
+            png = args.plot
+            if not png:  # next to the record, or in --output-dir
+                stem = os.path.splitext(os.path.basename(args.from_json))[0] + ".png"
+                folder = args.output_dir or os.path.dirname(args.from_json)
+                png = os.path.join(folder, stem)
+            _write_plot(record, png)
         return 0
-    if args.device != "cpu":
-        from pylstm.bench.cuda import run_from_args
-
-        return run_from_args(args, "pylstm " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
-    if args.plot is not None:
+    if args.plot is not None and not args.list:
         from pylstm.bench.plot import require_matplotlib
 
         require_matplotlib()  # fail now, not after the whole run
+    command = "pylstm " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    if args.device != "cpu":
+        from pylstm.bench.cuda import run_from_args
+
+        if args.list:
+            return run_from_args(args, command)
+        args.json, png = _output_paths(args, "cuda")
+        status = run_from_args(args, command)
+        if png and args.json:
+            _write_plot(bench.load_record(args.json), png)
+        return status
     sections = set(args.sections or ("grid", "precision", "stream"))
     axes = {"cells": args.cell, "batches": args.batch, "hidden_sizes": args.hidden}
     grid = bench.quick_configs() if args.quick else bench.default_configs()
@@ -170,16 +229,7 @@ def _cmd_bench(args) -> int:
     if not (grid or precision or streams):
         print("pylstm bench: no configuration matches the filters", file=sys.stderr)
         return 2
-    json_path = args.json
-    if json_path is None and not args.no_json:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        json_path = os.path.join("bench", "results", f"cpu-{stamp}.json")
-    png = args.plot
-    if png == "":  # --plot without a path: next to the JSON record
-        if not json_path:
-            print("pylstm bench: --plot without a path needs the JSON record", file=sys.stderr)
-            return 2
-        png = os.path.splitext(json_path)[0] + ".png"
+    json_path, png = _output_paths(args, "cpu")
     budget = args.budget if args.budget is not None else (0.15 if args.quick else 2.0)
     record = bench.run_benchmarks(
         grid,
@@ -189,24 +239,73 @@ def _cmd_bench(args) -> int:
         precision_configs=precision,
         quick_ceiling=args.quick,
         json_path=json_path,
-        command="pylstm " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        command=command,
     )
     if png:
-        from pylstm.bench.plot import plot_record
-
-        print(f"wrote {plot_record(record, png)}")
+        _write_plot(record, png)
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pylstm", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+DESCRIPTION = """\
+pylstm: fast, framework-exact inference for LSTM, GRU and RNN models.
+'pylstm COMMAND --help' describes each command's options."""
 
-    p = sub.add_parser("info", help="version, SIMD level, threads, CUDA")
-    p.add_argument("--json", action="store_true", help="print as JSON")
+EXAMPLES = """\
+examples:
+  pylstm info
+  pylstm run model.pt inputs.npy -o outputs.npy --batch-size 128
+  pylstm bench --quick --plot"""
+
+RUN_DESCRIPTION = """\
+Run MODEL on every sequence of INPUT (a .npy file [N, T, I], or [N, T] integer
+token ids for a Keras model that starts with an Embedding) in batches and write
+its first output, float32, to OUTPUT (.npy). PyTorch state dicts are read
+batch-first here. On a terminal a progress bar shows on stderr; elsewhere (a
+log file, a pipe) one summary line is written at the end."""
+
+BENCH_DESCRIPTION = """\
+Time pylstm, ONNX Runtime and PyTorch side by side (interleaved calls, the same
+threads, medians): whole sequences (the grid), reduced-precision weights and
+streaming, with the measured GEMM ceiling. The filters apply to every section.
+
+Where results go: the JSON record is written to the user data folder,
+$XDG_DATA_HOME/pylstm/bench (by default ~/.local/share/pylstm/bench), named
+cpu-<date>.json, unless --output-dir DIR or --json FILE says otherwise; --plot
+without a file name puts the PNG next to the record. Every file written is
+printed ("wrote PATH")."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from pylstm.runtime import __version__
+
+    raw = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(
+        prog="pylstm", description=DESCRIPTION, epilog=EXAMPLES, formatter_class=raw
+    )
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"pylstm {__version__}",
+        help="print the version and exit",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser(
+        "info",
+        help="version, SIMD level, threads, CUDA (or why not)",
+        description="Print the version, the SIMD level in use, the thread count and whether "
+        "CUDA can be used; when no CUDA device is usable, the reason (not compiled, no "
+        "driver, no GPU).",
+    )
+    p.add_argument("--json", action="store_true", help="print pylstm.info() as JSON")
     p.set_defaults(func=_cmd_info)
 
-    p = sub.add_parser("run", help="batch inference: MODEL on INPUT.npy -> OUTPUT.npy")
+    p = sub.add_parser(
+        "run",
+        help="batch inference: MODEL file on INPUT.npy -> OUTPUT.npy",
+        description=RUN_DESCRIPTION,
+        formatter_class=raw,
+    )
     p.add_argument(
         "model", help="a PyTorch or Keras model file (.pt, .pth, .safetensors, .keras, .h5)"
     )
@@ -219,20 +318,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--time-major", action="store_true", help="input and output are [T, N, ...]")
     p.add_argument("--prefix", help="module prefix inside a larger state dict")
     p.add_argument("--nonlinearity", choices=["tanh", "relu"], help="for RNN state dicts")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     p.add_argument("--threads", type=int, help="threads to use (default: all CPUs)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress bar and no summary lines"
+    )
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser(
         "bench",
-        help="time pylstm against ONNX Runtime and PyTorch",
-        description="Time pylstm, ONNX Runtime and PyTorch side by side (interleaved calls, same "
-        "threads, medians): the grid of whole sequences, reduced precision and streaming, with "
-        "the measured GEMM ceiling. Filters apply to every section.",
+        help="time pylstm against ONNX Runtime and PyTorch on this machine",
+        description=BENCH_DESCRIPTION,
+        formatter_class=raw,
     )
     p.add_argument("--quick", action="store_true", help="a few points, small budgets: < 1 minute")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda (against cuDNN)")
     p.add_argument("--threads", type=int, help="threads for every engine (default: all CPUs)")
     p.add_argument("--cell", nargs="+", choices=["lstm", "gru"], help="only these cells")
     p.add_argument("--batch", nargs="+", type=int, help="only these batch sizes")
@@ -249,14 +349,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds of timing per point (default 2; 0.15 with --quick); slow points take "
         "at least 3 rounds",
     )
-    p.add_argument("--json", help="write the record here (default bench/results/cpu-<date>.json)")
+    p.add_argument(
+        "--output-dir",
+        metavar="DIR",
+        help="folder for the record and the plot (default $XDG_DATA_HOME/pylstm/bench, "
+        "~/.local/share/pylstm/bench)",
+    )
+    p.add_argument(
+        "--json", metavar="FILE", help="write the record to FILE (default DIR/cpu-<date>.json)"
+    )
     p.add_argument("--no-json", action="store_true", help="do not write a JSON record")
     p.add_argument(
         "--plot",
         nargs="?",
         const="",
         metavar="PNG",
-        help="draw latency against batch size (needs matplotlib); without PNG, next to the JSON",
+        help="also draw the speed-up ratios, one panel per section (needs matplotlib); "
+        "without PNG, next to the record",
     )
     p.add_argument(
         "--from-json",

@@ -14,6 +14,7 @@ Grid and precision entries hold ``<engine>_ms``; stream entries ``<engine>_us``;
 from __future__ import annotations
 
 import datetime
+import os
 import sys
 import time
 
@@ -34,6 +35,21 @@ from .peers import (
 from .report import Table, header_lines, summarize, summary_lines, write_record
 from .streaming import measure_stream
 from .timing import measure
+
+
+def results_dir() -> str:
+    """Where ``pylstm bench`` writes its records unless told otherwise: ``pylstm/bench`` in the
+    user's data folder, ``$XDG_DATA_HOME`` (an absolute path) or else ``~/.local/share``."""
+    base = os.environ.get("XDG_DATA_HOME", "")
+    if not os.path.isabs(base):  # unset, empty or relative: the XDG default
+        base = os.path.join(os.path.expanduser("~"), ".local", "share")
+    return os.path.join(base, "pylstm", "bench")
+
+
+def default_record_path(device: str = "cpu", folder: str | None = None) -> str:
+    """``<folder>/<device>-<YYYYmmdd-HHMMSS>.json``; ``folder`` defaults to :func:`results_dir`."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return os.path.join(folder or results_dir(), f"{device}-{stamp}.json")
 
 
 def _timed_entry(kind: str, cfg: BenchConfig, pylstm_s: float, timings, ceiling) -> dict:
@@ -221,10 +237,12 @@ def list_configs(configs: list, out=sys.stdout) -> None:
 
 __all__ = [
     "BenchConfig",
+    "default_record_path",
     "list_configs",
     "machine_description",
     "measure",
     "measure_grid_point",
     "measure_precision_point",
+    "results_dir",
     "run_benchmarks",
 ]
