@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from itertools import product
+from pathlib import Path
 
 import pytest
 from child_process import child_env
@@ -209,8 +210,56 @@ def test_plot_from_a_recorded_json(tmp_path):
     from pylstm.bench.report import load_record
 
     png = tmp_path / "direct.png"
-    plot_record(load_record(str(_recorded(tmp_path))), str(png))
+    assert plot_record(load_record(str(_recorded(tmp_path))), str(png)) == ["grid"]
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_draws_a_panel_per_section_with_ratios(tmp_path):
+    """Every section whose entries carry speed-up ratios is drawn, also kinds the plot does not
+    know (a section added later); entries without ratios are left out."""
+    pytest.importorskip("matplotlib")
+    from pylstm.bench.plot import plot_record, ratio_panels
+
+    record = json.loads(_recorded(tmp_path).read_text())
+    extra = [
+        {"kind": "precision", "name": "LSTM L=1 B=1 I=16 H=16 T=5", "precision": "int8",
+         "speedup_vs_onnxruntime": 2.0, "speedup_vs_torch": 3.0},
+        {"kind": "stream", "name": "GRU stream B=1 I=8 H=8 (1 step/call)",
+         "speedup_vs_onnxruntime": 7.5, "speedup_vs_torch": 0.8},
+        {"kind": "service", "name": "idle gaps", "speedup_vs_onnxruntime": 1.3},
+        {"kind": "neighbours", "name": "4 processes", "speedup_vs_someengine": 0.9},
+        {"kind": "notes_only", "name": "no ratio here", "pylstm_ms": 1.0},
+    ]  # fmt: skip
+    record["results"] += extra
+    png = tmp_path / "sections.png"
+    drawn = plot_record(record, str(png))
+    assert drawn == ["grid", "precision", "stream", "service", "neighbours"]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    panels = ratio_panels(record)
+    assert [kind for kind, _, _ in panels] == drawn  # 8 grid rows: one panel
+    (_, title, rows), *_ = [p for p in panels if p[0] == "precision"]
+    assert "precision" in title.lower() and len(rows) == 1
+    with pytest.raises(ValueError, match="nothing to plot"):
+        plot_record({"results": extra[-1:]}, str(tmp_path / "none.png"))
+
+
+def test_plot_of_the_recorded_run_draws_every_section(tmp_path):
+    """The README's recorded run: the grid (one panel per cell: 45 rows), precision and
+    streaming, every row of the record in a panel."""
+    pytest.importorskip("matplotlib")
+    from pylstm.bench.plot import plot_record, ratio_panels
+    from pylstm.bench.report import load_record
+
+    path = Path(__file__).parent.parent / "bench" / "results" / "cpu-20261123.json"
+    if not path.exists():
+        pytest.skip("the recorded run is not in this checkout")
+    record = load_record(str(path))
+    panels = ratio_panels(record)
+    assert [title.split(": ")[-1] for kind, title, _ in panels if kind == "grid"] == ["LSTM", "GRU"]
+    assert sum(len(rows) for _, _, rows in panels) == len(record["results"])
+    png = tmp_path / "recorded.png"
+    assert plot_record(record, str(png)) == ["grid", "precision", "stream"]
+    assert png.stat().st_size > 10_000
 
 
 def test_cli_replots_and_reprints_a_recorded_json(tmp_path):

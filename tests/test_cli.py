@@ -1,5 +1,7 @@
-"""The pylstm command: info, run (batch inference from files) and bench (quick, filtered)."""
+"""The pylstm command: --version, plain-text help, info, run (batch inference from files, the
+progress bar only on a terminal) and bench (quick, filtered; where it writes its files)."""
 
+import io
 import json
 import os
 import subprocess
@@ -8,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from child_process import child_env
 
 import pylstm
 
@@ -16,7 +19,7 @@ torch = pytest.importorskip("torch")
 ATOL = 3e-5  # fp32 agreement with torch, unit-scale outputs
 
 
-def cli(*args, check=True, cwd=None):
+def cli(*args, check=True, cwd=None, env=None):
     # cwd away from the source tree, so the installed package is the one imported
     return subprocess.run(
         [sys.executable, "-m", "pylstm.cli", *args],
@@ -24,7 +27,33 @@ def cli(*args, check=True, cwd=None):
         text=True,
         check=check,
         cwd=cwd or Path(__file__).parent,
+        env=child_env(env),
     )
+
+
+def test_version():
+    res = cli("--version")
+    assert res.stdout.strip() == f"pylstm {pylstm.__version__}"
+
+
+@pytest.mark.parametrize("command", [[], ["info"], ["run"], ["bench"]])
+def test_help_is_plain_text(command):
+    text = cli(*command, "--help").stdout
+    assert "usage: pylstm" in text
+    for markup in ("``", ":func:", ":class:", ":data:", ".. "):
+        assert markup not in text, (markup, text)
+    if command == ["bench"]:  # says where its files go
+        assert "~/.local/share/pylstm/bench" in text and "--output-dir" in text
+
+
+def test_info_says_why_there_is_no_cuda_device():
+    info = pylstm.info()
+    text = cli("info").stdout
+    if info["cuda_devices"]:
+        assert f"CUDA devices   {', '.join(info['cuda_devices'])}" in text
+    else:
+        assert info["cuda_status"]  # the reason is known...
+        assert f"CUDA devices   none ({info['cuda_status']})" in text  # ...and printed
 
 
 def test_info_json():
@@ -60,7 +89,10 @@ def test_run_matches_torch_with_lengths_and_batches(tmp_path, time_major):
         str(tmp_path / "len.npy"),
         *extra,
     )
-    assert "23/23" in res.stderr  # the progress bar reached the end
+    # stderr is a pipe, not a terminal: no bar redrawn with \r, one summary line at the end
+    assert "\r" not in res.stderr
+    (summary,) = [line for line in res.stderr.splitlines() if "23/23" in line]
+    assert summary.startswith("ran 23/23 seq in ")
     y = np.load(tmp_path / "y.npy")
     if time_major:
         y = y.transpose(1, 0, 2)
@@ -99,16 +131,96 @@ def test_run_reports_bad_input(tmp_path):
     assert res.returncode == 1 and "missing.pt" in res.stderr
 
 
-def test_bench_quick_filtered_writes_json(tmp_path):
+def test_progress_bar_redraws_only_on_a_terminal():
+    from pylstm.cli import ProgressBar
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    for stream, live in ((Terminal(), True), (io.StringIO(), False)):
+        bar = ProgressBar(10, "seq", enabled=True, stream=stream)
+        for done in (4, 8, 10):
+            bar.update(done)
+        bar.close()
+        text = stream.getvalue()
+        assert ("\r" in text) == live, text
+        assert text.count("\n") == 1 and "10/10 seq" in text
+    quiet = io.StringIO()
+    bar = ProgressBar(10, "seq", enabled=False, stream=quiet)
+    bar.update(10)
+    bar.close()
+    assert quiet.getvalue() == ""
+
+
+def test_bench_quick_filtered_writes_json_to_the_data_folder(tmp_path):
+    """Without --json or --output-dir, the record and the plot go to $XDG_DATA_HOME/pylstm/bench,
+    not into the current directory, and both paths are printed."""
     pytest.importorskip("onnxruntime")
-    out = tmp_path / "bench.json"
-    res = cli("bench", "--quick", "--cell", "gru", "--threads", "1", "--json", str(out))
+    pytest.importorskip("matplotlib")
+    cwd, data = tmp_path / "cwd", tmp_path / "data"
+    cwd.mkdir()
+    res = cli(
+        "bench",
+        "--quick",
+        "--cell",
+        "gru",
+        "--threads",
+        "1",
+        "--budget",
+        "0.05",
+        "--plot",
+        cwd=cwd,
+        env={"XDG_DATA_HOME": str(data)},
+    )
     assert "GRU" in res.stdout
+    assert list(cwd.iterdir()) == []  # nothing written where it ran
+    (out,) = (data / "pylstm" / "bench").glob("cpu-*.json")
+    assert f"wrote {out}" in res.stdout
+    assert f"wrote {out.with_suffix('.png')}" in res.stdout
+    assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
     record = json.loads(out.read_text())
     assert record["threads"] == 1 and record["machine"]["cpu"]
     (row,) = record["results"]
     assert row["pylstm_ms"] > 0 and row["torch_ms"] > 0 and row["onnxruntime_ms"] > 0
     assert row["max_abs_diff"] < 1e-4  # the engines agree before their times are compared
+
+
+def test_bench_output_paths(monkeypatch, tmp_path):
+    """Where a run writes: --json FILE exactly; --output-dir DIR; else the XDG data folder
+    (~/.local/share when XDG_DATA_HOME is unset or relative); --plot alone next to the record."""
+    from pylstm.bench.runner import results_dir
+    from pylstm.cli import _output_paths, build_parser
+
+    def paths(*argv):
+        return _output_paths(build_parser().parse_args(["bench", *argv]), "cpu")
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    assert results_dir() == str(tmp_path / "xdg" / "pylstm" / "bench")
+    record, png = paths("--plot")
+    assert os.path.dirname(record) == results_dir() and png == record[: -len(".json")] + ".png"
+    assert os.path.basename(record).startswith("cpu-") and record.endswith(".json")
+    record, png = paths("--output-dir", str(tmp_path / "out"), "--plot", "p.png")
+    assert os.path.dirname(record) == str(tmp_path / "out") and png == "p.png"
+    assert paths("--json", "r.json", "--plot") == ("r.json", "r.png")
+    assert paths("--json", "r.json") == ("r.json", None)
+    record, png = paths("--no-json", "--plot")
+    assert record is None and os.path.dirname(png) == results_dir()
+    for unset in ("", "relative/path"):
+        monkeypatch.setenv("XDG_DATA_HOME", unset)
+        monkeypatch.setenv("HOME", str(tmp_path / "home"))
+        assert results_dir() == str(tmp_path / "home" / ".local" / "share" / "pylstm" / "bench")
+
+
+def test_bench_replot_into_output_dir(tmp_path):
+    pytest.importorskip("matplotlib")
+    recorded = Path(__file__).parent.parent / "bench" / "results" / "cpu-20261123.json"
+    if not recorded.exists():
+        pytest.skip("the recorded run is not in this checkout")
+    res = cli("bench", "--from-json", str(recorded), "--plot", "--output-dir", str(tmp_path))
+    png = tmp_path / "cpu-20261123.png"
+    assert f"wrote {png}" in res.stdout
+    assert png.read_bytes()[:4] == b"\x89PNG"
 
 
 def test_run_keras_file_with_token_ids(tmp_path):
