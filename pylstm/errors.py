@@ -19,3 +19,8 @@ class UnsupportedError(NotImplementedError):
 class DeviceError(RuntimeError):
     """A device was asked for that this build or this machine cannot provide (e.g. ``device="cuda"``
     without the CUDA backend compiled, or without a GPU). The message says why."""
+
+
+class BatcherClosed(RuntimeError):
+    """A :class:`pylstm.StreamBatcher` was closed: raised by calls that were pending at
+    ``close()`` and by calls made after it."""

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .validation import positive_int
+from .engine import empty_output
+from .validation import as_float_array, positive_int
 
 
 class Stream:
@@ -62,6 +63,49 @@ class Stream:
     def reset(self) -> None:  # replaced per instance by the C++ method
         """Forget the carried state (back to zeros)."""
         self._core.reset()
+
+    # -- the stream protocol (pylstm/stream_state.py) -------------------------------------------
+    def open_state(self, batch_size: int):
+        """Zero :class:`~pylstm.stream_state.StreamState` of ``batch_size`` sequences: ``h``
+        ``[B, rows, Hout]`` (and ``c`` ``[B, rows, H]`` for LSTM), rows = layers x directions."""
+        from .stream_state import engine_open_state
+
+        return engine_open_state(self._model, positive_int(batch_size, "batch_size"))
+
+    def step_state(self, chunk, state):
+        """Run ``chunk`` (as :meth:`step` takes it, for ``state.batch_size`` sequences) from
+        ``state``; returns ``(outputs, new_state)``. This stream's own state is not used."""
+        from .stream_state import engine_step
+
+        engine, model = self._model.engine, self._model
+        x = as_float_array(chunk, "chunk")
+        if x.ndim not in (2, 3) or x.shape[-1] != engine.input_size:
+            raise ValueError(
+                f"chunk: expected [B, {engine.input_size}] or a 3-D chunk of steps, got shape "
+                f"{x.shape}"
+            )
+        one_step = x.ndim == 2
+        xt = x[None] if one_step else (x.transpose(1, 0, 2) if model.batch_first else x)
+        if xt.shape[1] != state.batch_size:
+            raise ValueError(
+                f"chunk: expected {state.batch_size} sequences (the state's), got shape {x.shape}"
+            )
+        y = empty_output((xt.shape[0], xt.shape[1], engine.output_size))
+        new = engine_step(engine, xt, y, state)
+        if one_step:
+            return y[0], new
+        return (y.transpose(1, 0, 2).copy() if model.batch_first else y), new
+
+    def get_state(self):
+        """A copy of this stream's carried state as a
+        :class:`~pylstm.stream_state.StreamState` (``[B, rows, H]`` arrays)."""
+        from .stream_state import StreamState, engine_state_names
+
+        h_shape, c_shape = self._model._state_shapes(self.batch_size)
+        arrays = [self._core.h.reshape(h_shape).transpose(1, 0, 2).copy()]
+        if self._model.cell == "lstm":
+            arrays.append(self._core.c.reshape(c_shape).transpose(1, 0, 2).copy())
+        return StreamState(engine_state_names(self._model), arrays)
 
     @property
     def state(self):

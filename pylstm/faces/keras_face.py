@@ -238,6 +238,45 @@ class KerasStream:
         """Forget the carried state (back to zeros)."""
         self._carry.clear()
 
+    # -- the stream protocol (pylstm/stream_state.py) -------------------------------------------
+    def open_state(self, batch_size: int):
+        """Zero :class:`~pylstm.stream_state.StreamState` of ``batch_size`` sequences: per
+        recurrent layer ``h`` ``[B, 1, H]``, ``c`` ``[B, 1, H]`` (LSTM) and the last output
+        ``y`` ``[B, H]`` (which masked steps at the start of the next chunk repeat)."""
+        from ..stream_state import keras_open_state
+
+        return keras_open_state(self._model, positive_int(batch_size, "batch_size"))
+
+    def step_state(self, chunk, state, mask=None):
+        """Run ``chunk`` (as :meth:`step` takes it, ``[B, t, F]`` or ``[B, t]`` token ids, for
+        ``state.batch_size`` sequences) from ``state``; returns ``(outputs, new_state)``.
+        This stream's own state is not used."""
+        from ..stream_state import keras_carry_from_state, keras_state_from_carry
+
+        model = self._model
+        x = model._input(chunk)
+        if x.shape[0] != state.batch_size:
+            raise ValueError(
+                f"chunk: expected {state.batch_size} sequences (the state's), got shape {x.shape}"
+            )
+        carry = keras_carry_from_state(model, state)
+        out = model._run(x, model._mask(mask, x), carry, stream=True)
+        return out, keras_state_from_carry(model, carry, state.names)
+
+    def get_state(self):
+        """A copy of this stream's carried state as a :class:`~pylstm.stream_state.StreamState`."""
+        from ..stream_state import keras_state_from_carry
+
+        state = self.open_state(self.batch_size)
+        if not self._carry:
+            return state
+        carry = {k: v for k, v in self._carry.items()}
+        for node in self._model._recurrent:  # layers not run yet keep zeros
+            key = (node.layer, node.index)
+            if key not in carry:
+                return state  # (a stream has run every layer after its first chunk)
+        return keras_state_from_carry(self._model, carry, state.names).copy()
+
 
 def _engine_run(engine, x, mask, h0, c0):
     """One engine over batch-first x ``[B, T, I]``; returns y ``[B, T, D*H]``, h_n, c_n."""

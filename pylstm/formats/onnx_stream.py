@@ -113,3 +113,44 @@ class OnnxStream:
                 self._remembered[name] = feeds[name]
         values = self._model._graph.run(feeds, self.output_names, self._context)
         return [self._model._own(n, v) for n, v in zip(self.output_names, values)]
+
+    # -- the stream protocol (pylstm/stream_state.py) -------------------------------------------
+    def open_state(self, batch_size: int):
+        """Zero :class:`~pylstm.stream_state.StreamState` of ``batch_size`` sequences: per
+        recurrent node ``h`` ``[B, D, H]`` and, for LSTM, ``c`` ``[B, D, H]``."""
+        from ..stream_state import onnx_open_state
+        from ..validation import positive_int
+
+        return onnx_open_state(self._model, positive_int(batch_size, "batch_size"))
+
+    def step_state(self, chunk, state):
+        """Run ``chunk`` (a dict of feeds, or an array for the one time input; every input of
+        the graph must be given, batched for ``state.batch_size`` sequences) from ``state``;
+        returns ``(outputs, new_state)``. This stream's own state is not used."""
+        from ..stream_state import onnx_state_from_states, onnx_states_from_state
+
+        if not isinstance(chunk, dict):
+            if len(self._time_inputs) != 1:
+                raise TypeError(
+                    f"this model has the time inputs {self._time_inputs}: pass a dict of feeds"
+                )
+            chunk = {self._time_inputs[0]: chunk}
+        feeds = self._model.check_feeds(chunk)
+        context = StreamContext(state.batch_size)
+        context.states = onnx_states_from_state(self._model, state)
+        values = self._model._graph.run(feeds, self.output_names, context)
+        outs = [self._model._own(n, v) for n, v in zip(self.output_names, values)]
+        return outs, onnx_state_from_states(self._model, context.states, state.names)
+
+    def get_state(self):
+        """A copy of this stream's carried state as a :class:`~pylstm.stream_state.StreamState`
+        (zeros for nodes that have not run yet or started from a fed initial state)."""
+        from ..stream_state import onnx_state_from_states
+
+        state = self.open_state(self.batch_size)
+        states = dict(self._context.states)
+        if len(states) != len(self._model.recurrent_nodes) or any(
+            h is None for h, _ in states.values()
+        ):
+            return state
+        return onnx_state_from_states(self._model, states, state.names).copy()
