@@ -1,10 +1,11 @@
 """PEP 517 build backend of pylstm: setuptools' own, plus one build requirement that depends on
-the machine. When a CUDA compiler is on the PATH (and PYLSTM_CUDA is not OFF), the CUDA backend
-(pylstm._cuda) is compiled, which needs cuBLAS headers and libraries; a toolkit without them gets
-them from NVIDIA's cuBLAS wheel for the same CUDA major version, installed into the isolated
-build environment only (pyproject.toml: ``build-backend = "pylstm_build"``,
+the machine. When the CUDA backend (pylstm._cuda) is built (:func:`cuda_decision`), it needs
+cuBLAS headers and libraries; a toolkit without them gets them from NVIDIA's cuBLAS wheel for the
+same CUDA major version (about 500 MB with its dependencies), installed into the isolated build
+environment only (pyproject.toml: ``build-backend = "pylstm_build"``,
 ``backend-path = ["build_backend"]``). At run time cuBLAS comes from the ``cuda`` extra
-(``pip install 'pylstm[cuda]'``) or the toolkit.
+(``pip install 'pylstm[cuda]'``) or the toolkit. setup.py asks :func:`cuda_decision` too, so the
+download and the compilation follow one decision.
 """
 
 from __future__ import annotations
@@ -49,10 +50,44 @@ def _toolkit_has_cublas(nvcc: str) -> bool:
     return False
 
 
+def _nvidia_driver_present() -> bool:
+    """Whether this machine has an NVIDIA driver (a GPU the CUDA backend could run on)."""
+    import ctypes.util
+
+    if os.path.exists("/proc/driver/nvidia/version"):
+        return True
+    return ctypes.util.find_library("cuda") is not None
+
+
+def cuda_decision() -> tuple:
+    """``("ON" | "OFF", reason)``: whether this build compiles the CUDA backend.
+
+    ``PYLSTM_CUDA=ON`` builds it (and fails without nvcc), ``OFF`` never does. ``AUTO`` (the
+    default) builds it when nvcc is found *and* this machine has an NVIDIA driver: compiling it
+    adds minutes and a large cuBLAS download, useless where no GPU can run it. Wheels meant for
+    GPU machines are built with ``PYLSTM_CUDA=ON``.
+    """
+    mode = os.environ.get("PYLSTM_CUDA", "AUTO").strip().upper() or "AUTO"
+    if mode not in ("AUTO", "ON", "OFF"):
+        raise ValueError(f"PYLSTM_CUDA must be AUTO, ON or OFF, got {mode!r}")
+    if mode == "OFF":
+        return "OFF", "PYLSTM_CUDA=OFF"
+    if mode == "ON":
+        return "ON", "PYLSTM_CUDA=ON"
+    if _nvcc() is None:
+        return "OFF", "no CUDA compiler (nvcc) on the PATH; PYLSTM_CUDA=ON to require it"
+    if not _nvidia_driver_present():
+        return "OFF", (
+            "nvcc found but no NVIDIA driver on this machine; PYLSTM_CUDA=ON builds it anyway "
+            "(adds a few minutes and a ~500 MB cuBLAS download)"
+        )
+    return "ON", "nvcc and an NVIDIA driver found; PYLSTM_CUDA=OFF skips it"
+
+
 def cublas_requirement() -> list:
     """``["nvidia-cublas..."]`` when this build compiles the CUDA backend and the toolkit lacks
     cuBLAS; ``[]`` otherwise."""
-    if os.environ.get("PYLSTM_CUDA", "AUTO").strip().upper() == "OFF":
+    if cuda_decision()[0] == "OFF":
         return []
     nvcc = _nvcc()
     if nvcc is None or _toolkit_has_cublas(nvcc):

@@ -4,6 +4,30 @@ Build a model with :func:`from_torch`, :func:`from_keras`, :func:`load` (PyTorch
 ONNX files), :func:`from_onnx` or :func:`from_arrays`, then call it like the object it came from. See README.md for the quick starts and the supported features.
 """
 
+
+
+def _engine_missing(exc: ImportError) -> ImportError:
+    """The error for an ``import pylstm`` that finds no compiled engine next to this file."""
+    import glob
+    import os
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    if glob.glob(os.path.join(here, "_core*")):  # built, but it does not load here
+        return ImportError(f"pylstm's compiled engine in {here} does not load: {exc}")
+    return ImportError(
+        f"pylstm's compiled engine (pylstm/_core) is missing from {here}. This looks like "
+        "pylstm's source folder, which has no engine until it is built; when Python starts in "
+        f"{os.path.dirname(here)} it shadows an installed pylstm. Run Python from another "
+        "folder (the tests: `pytest` from the repository root works too), or build in place "
+        "with `pip install -e .`."
+    )
+
+
+try:
+    from . import _core  # noqa: F401  (the compiled engine)
+except ImportError as _exc:
+    raise _engine_missing(_exc) from None
+
 from .errors import DeviceError, FormatError, UnsupportedError
 from .faces.keras_face import KerasModel, KerasStream
 from .faces.onnx_face import OnnxModel

@@ -1,0 +1,16 @@
+"""Test-session set-up shared by every test file.
+
+``python -m pytest`` puts the current folder first on ``sys.path``; from the repository root that
+is pylstm's source folder, which has no compiled engine unless it was built in place
+(``pip install -e .``). Then the installed pylstm is the one to test: the root is taken off
+``sys.path`` before any test imports pylstm.
+"""
+
+import glob
+import os
+import sys
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+if not glob.glob(os.path.join(_ROOT, "pylstm", "_core*")):
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _ROOT]
