@@ -28,7 +28,8 @@ try:
 except ImportError as _exc:
     raise _engine_missing(_exc) from None
 
-from .errors import DeviceError, FormatError, UnsupportedError
+from .batcher import BatchedStream, StreamBatcher
+from .errors import BatcherClosed, DeviceError, FormatError, UnsupportedError
 from .faces.keras_face import KerasModel, KerasStream
 from .faces.onnx_face import OnnxModel
 from .faces.torch_face import TorchModel
@@ -40,9 +41,12 @@ from .loading import load
 from .network import Activation, Direction, Layer, reorder_gates
 from .runtime import __version__, get_num_threads, info, set_num_threads
 from .stream import Stream
+from .stream_state import StreamState
 
 __all__ = [
     "Activation",
+    "BatchedStream",
+    "BatcherClosed",
     "DeviceError",
     "Direction",
     "FormatError",
@@ -51,6 +55,8 @@ __all__ = [
     "Layer",
     "OnnxModel",
     "Stream",
+    "StreamBatcher",
+    "StreamState",
     "TorchModel",
     "UnsupportedError",
     "__version__",
