@@ -29,9 +29,18 @@ def load(path, *, device: str = "cpu", precision: str = "fp32", **options):
     Parameters
     ----------
     path : str or os.PathLike
+        The file. Its format is read from its content: a PyTorch state dict (zip or legacy
+        ``torch.save``, ``torch.jit.save`` archives, ``.safetensors``), a Keras file
+        (``.keras``, ``.h5``, ``.weights.h5`` with ``config=``) or an ``.onnx`` model.
     device : str
-    precision : {"fp32", "bf16", "int8"}
-        Storage of the weights (see :class:`pylstm.engine.Engine`); compute stays float32.
+        Where the model runs: ``"cpu"`` (the default), ``"cuda"`` (the first GPU) or
+        ``"cuda:N"``. CUDA needs pylstm built with its CUDA backend and a visible GPU;
+        ``pylstm info`` (or :func:`pylstm.info`, ``cuda_status``) says whether and why not.
+    precision : str
+        How the weights are stored. On the CPU ``"fp32"`` (default), ``"bf16"`` (halves the
+        bytes each step reads) or ``"int8"`` (one scale per gate row; a quarter), with inputs,
+        states and sums in float32. On CUDA ``"fp32"``, ``"fp16"`` or ``"bf16"``: weights and
+        activations in that type on the GPU, sums and the LSTM cell state in float32.
     **options
         PyTorch state dicts (``.pt``/``.pth`` zip or legacy, ``.safetensors``):
         ``prefix="encoder."`` selects the recurrent module in a larger state dict (required
@@ -44,7 +53,10 @@ def load(path, *, device: str = "cpu", precision: str = "fp32", **options):
     Returns
     -------
     TorchModel
-        For PyTorch files: ``model(x, hx=None, *, lengths=None)``.
+        For PyTorch files: ``model(x, hx=None, *, lengths=None)``. Every model takes inputs
+        of float16, bfloat16 (torch tensors, ``ml_dtypes`` arrays), float32 or float64,
+        converted to float32 (integer token ids for Keras models that start with an
+        ``Embedding``).
     OnnxModel
         For ``.onnx`` files (no options): ``model.run(output_names, feeds)`` as
         ``onnxruntime.InferenceSession.run``.
@@ -60,9 +72,21 @@ def load(path, *, device: str = "cpu", precision: str = "fp32", **options):
         Unreadable, truncated, corrupt or hostile file; the message names the file and the
         tensor or layer it failed on.
     TypeError
-        An option that does not apply to the file's format.
+        An option that does not apply to the file's format; ``device`` or ``precision`` not a
+        string.
     pylstm.errors.UnsupportedError (a NotImplementedError)
-        A format this version does not read yet.
+        A format this version does not read yet, or a layer, operator or attribute it does not
+        run (the message names it).
+    pylstm.DeviceError (a RuntimeError)
+        ``device`` names CUDA and this build has no CUDA backend, the backend cannot be loaded,
+        or there is no GPU (or no GPU ``N``); the message says which.
+    ValueError
+        ``device`` is not ``"cpu"``, ``"cuda"`` or ``"cuda:N"``, ``precision`` is not one the
+        device offers (``"fp16"`` is CUDA-only, ``"int8"`` CPU-only), a state dict holding
+        several recurrent modules without ``prefix=``, a ``prefix`` that matches none, or a bad
+        ``nonlinearity``.
+    ImportError
+        An ``.onnx`` file without the ``onnx`` package installed.
     """
     from .formats.safetensors_file import read_safetensors
     from .formats.torch import layers_from_state_dict

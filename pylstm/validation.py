@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+#: Input dtypes accepted (converted to float32); bfloat16 arrives as float32 from to_numpy.
 _FLOAT_KINDS = ("float16", "float32", "float64")
 
 
@@ -40,26 +41,46 @@ def is_device_array(a) -> bool:
 
 
 def to_numpy(a):
-    """numpy view of ``a``; torch tensors (also ones that require grad) are detached first."""
+    """numpy view of ``a``; torch tensors (also ones that require grad) are detached first.
+
+    bfloat16, which numpy does not have (a torch ``bfloat16`` tensor, or an ``ml_dtypes``
+    bfloat16 array), comes back as float32: every bfloat16 value is exactly a float32 value."""
     if hasattr(a, "detach") and hasattr(a, "cpu") and hasattr(a, "numpy"):
-        a = a.detach().cpu().numpy()
-    return np.asarray(a)
+        a = a.detach().cpu()
+        if str(getattr(a, "dtype", "")) == "torch.bfloat16":
+            a = a.float()
+        a = a.numpy()
+    arr = np.asarray(a)
+    if arr.dtype.name == "bfloat16":
+        arr = arr.astype(np.float32)
+    return arr
 
 
 def as_float_array(a, name: str) -> np.ndarray:
     """``a`` as float32 whose last axis is contiguous (copying only when needed).
 
+    Parameters
+    ----------
+    a : array_like
+        float16, bfloat16 (torch tensors, ``ml_dtypes`` arrays), float32 or float64: numpy
+        arrays (strided is fine), CPU torch tensors (also ones that require grad), nested lists.
+    name : str
+        The argument's name, for error messages.
+
     Raises
     ------
     TypeError
-        ``a`` is not an array of float16/32/64 (integers, booleans, objects, complex).
+        ``a`` is not an array of float16, bfloat16, float32 or float64 (integers, booleans,
+        objects, complex, ragged lists).
     """
     try:
         arr = to_numpy(a)
     except Exception as exc:  # ragged lists, unconvertible objects
         raise TypeError(f"{name} must be an array of floats: {exc}") from None
     if arr.dtype.name not in _FLOAT_KINDS:
-        raise TypeError(f"{name} must be float32 or float64, got dtype {arr.dtype}")
+        raise TypeError(
+            f"{name} must be float16, bfloat16, float32 or float64, got dtype {arr.dtype}"
+        )
     if arr.dtype != np.float32:
         arr = arr.astype(np.float32)
     if arr.ndim and arr.shape[-1] > 1 and arr.strides[-1] != 4:

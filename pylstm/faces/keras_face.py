@@ -153,11 +153,14 @@ class KerasModel:
 
         Parameters
         ----------
-        x : array
-            ``[B, T, F]`` float32/float64 (batch first, as Keras), or ``[B, T]`` integer token
-            ids when the model starts with an ``Embedding``. Torch tensors are accepted.
-        mask : array of bool, shape ``[B, T]``, optional
-            A mask for the input, as ``keras_model(x, mask=mask)`` (False = skipped step).
+        x : array_like
+            ``[B, T, F]`` of float16, bfloat16, float32 or float64 (batch first, as Keras),
+            converted to float32; or ``[B, T]`` integer token ids when the model starts with an
+            ``Embedding`` (:attr:`takes_token_ids`). A numpy array, a torch tensor (bfloat16
+            too), an ``ml_dtypes`` bfloat16 array or nested lists.
+        mask : array_like of bool, shape ``[B, T]``, optional
+            A mask for the input, as ``keras_model(x, mask=mask)`` (False = skipped step); any
+            dtype, read as bool.
 
         Returns
         -------
@@ -169,7 +172,8 @@ class KerasModel:
         Raises
         ------
         TypeError
-            Float input to a model that takes token ids, or integer input to one that does not.
+            Float input to a model that takes token ids, integer input to one that does not,
+            or a dtype not listed above.
         ValueError
             Wrong shapes, out-of-range token ids, a batch size that differs from the one a
             stateful layer holds.
@@ -185,7 +189,21 @@ class KerasModel:
     reset_state = reset_states
 
     def stream(self, batch_size: int) -> KerasStream:
-        """A :class:`KerasStream`: the model fed chunk by chunk, state carried over."""
+        """A :class:`KerasStream`: the model fed chunk by chunk, state carried over.
+
+        Parameters
+        ----------
+        batch_size : int
+            The number of sequences ``B`` every chunk holds.
+
+        Raises
+        ------
+        TypeError
+            ``batch_size`` is not an int.
+        ValueError
+            ``batch_size`` < 1, or a layer runs backwards in time (``Bidirectional``,
+            ``go_backwards``), which needs whole sequences.
+        """
         return KerasStream(self, batch_size)
 
 
@@ -217,14 +235,22 @@ class KerasStream:
 
         Parameters
         ----------
-        chunk : array
-            ``[B, t, F]`` floats (``[B, t]`` token ids for Embedding models).
-        mask : array of bool ``[B, t]``, optional
+        chunk : array_like
+            ``[B, t, F]`` of float16, bfloat16, float32 or float64 (``[B, t]`` integer token
+            ids for Embedding models), as :meth:`KerasModel.__call__` takes ``x``.
+        mask : array_like of bool ``[B, t]``, optional
 
         Returns
         -------
-        ndarray or list of ndarray
+        ndarray or list of ndarray, float32
             As ``model(chunk)`` would return, with the state of the previous chunks.
+
+        Raises
+        ------
+        TypeError
+            A dtype :meth:`KerasModel.__call__` refuses.
+        ValueError
+            Wrong shapes, or not ``batch_size`` sequences.
         """
         x = self._model._input(chunk)
         if x.shape[0] != self.batch_size:

@@ -118,7 +118,27 @@ class OnnxModel:
         return names
 
     def check_feeds(self, input_feed, *, required=True) -> dict:
-        """Feeds checked against the declared inputs: names, element kinds and shapes."""
+        """Feeds checked against the declared inputs: names, element kinds and shapes.
+
+        Parameters
+        ----------
+        input_feed : dict of str to array_like
+            As :meth:`run` takes it.
+        required : bool
+            Every graph input must be fed (False: a subset may be).
+
+        Returns
+        -------
+        dict of str to ndarray
+            The feeds cast to their declared types.
+
+        Raises
+        ------
+        TypeError
+            ``input_feed`` is not a dict, or a feed of the wrong element kind.
+        ValueError
+            Unknown or missing input names, wrong ranks or fixed sizes.
+        """
         if not isinstance(input_feed, Mapping):
             raise TypeError(
                 f"input_feed must be a dict of input name -> array, got {type(input_feed).__name__}"
@@ -144,9 +164,11 @@ class OnnxModel:
         ----------
         output_names : list of str or None
             Outputs to return, in this order; None (or empty) for all, in graph order.
-        input_feed : dict of str to array
-            One array per graph input (numpy, array-likes, torch CPU tensors). Float inputs
-            take float16/32/64 and integer inputs any integer type (cast to the declared type).
+        input_feed : dict of str to array_like
+            One array per graph input (numpy, array-likes, torch CPU tensors, ``ml_dtypes``
+            arrays). Float inputs take float16, bfloat16, float32 or float64 and integer inputs
+            any integer type, cast to the declared type (bfloat16 inputs are fed as float32,
+            numpy having no bfloat16).
         run_options : ignored
             Accepted for compatibility with ONNX Runtime.
 
@@ -185,11 +207,27 @@ class OnnxModel:
         """A stream that runs the model chunk by chunk of time steps, carrying every recurrent
         node's state between chunks (see :class:`pylstm.formats.onnx_stream.OnnxStream`).
 
+        Parameters
+        ----------
+        batch_size : int
+            The number of sequences every chunk holds.
+        output_names : list of str, optional
+            Outputs each step returns (default: all, in graph order).
+
+        Returns
+        -------
+        OnnxStream
+            ``stream.step(feeds)`` takes the feeds of :meth:`run` (the same dtypes) for a chunk
+            of time steps.
+
         Raises
         ------
+        TypeError
+            ``batch_size`` is not an int, ``output_names`` a string.
         ValueError
-            The graph cannot be streamed (a reverse or bidirectional recurrent node, or an
-            operator that mixes time steps); the message says which node and why.
+            ``batch_size`` < 1, an unknown output name, or a graph that cannot be streamed (a
+            reverse or bidirectional recurrent node, or an operator that mixes time steps); the
+            message says which node and why.
         """
         from ..formats.onnx_stream import OnnxStream
 

@@ -129,27 +129,38 @@ class TorchModel:
 
         Parameters
         ----------
-        x : array, float32 or float64
-            ``[T, B, I]`` (``[B, T, I]`` when ``batch_first``), or ``[T, I]`` unbatched.
-        hx : array or (array, array), optional
-            Initial state: ``h_0`` ``[num_layers*D, B, Hout]`` (and ``c_0``
-            ``[num_layers*D, B, H]`` for LSTM); zeros when omitted.
+        x : array_like of float16, bfloat16, float32 or float64
+            ``[T, B, I]`` (``[B, T, I]`` when ``batch_first``), or ``[T, I]`` unbatched. A
+            numpy array (any strides), a CPU torch tensor (bfloat16 too; one that requires grad
+            is detached) or nested lists; converted to float32. On a CUDA model also a CUDA
+            device array (torch, CuPy, ``__cuda_array_interface__``, DLPack) of float16,
+            bfloat16, float32 or float64, used in place on the device.
+        hx : array_like or (array_like, array_like), optional
+            Initial state, the same dtypes as ``x``: ``h_0`` ``[num_layers*D, B, Hout]`` (and
+            ``c_0`` ``[num_layers*D, B, H]`` for LSTM; without the ``B`` axis for unbatched
+            ``x``); zeros when omitted. ``D`` is 2 when bidirectional, ``Hout`` is
+            ``proj_size`` or ``hidden_size``.
         lengths : sequence of int, optional
-            Valid length of each sequence (``1..T``). Same result as
-            ``pack_padded_sequence(x, lengths, enforce_sorted=False)`` -> module ->
-            ``pad_packed_sequence(total_length=T)``.
+            Valid length of each sequence (``1..T``), integers (numpy, torch or a list). Same
+            result as ``pack_padded_sequence(x, lengths, enforce_sorted=False)`` -> module ->
+            ``pad_packed_sequence(total_length=T)``: outputs past a length are 0 and ``h_n``
+            is the state at the last valid step.
 
         Returns
         -------
         output : ndarray, float32, ``[T, B, D*Hout]`` (``[B, T, D*Hout]`` batch-first)
+            A numpy array; for a device array ``x`` on a CUDA model, an array of ``x``'s
+            library on its device, in ``x``'s dtype (float64 input is computed in float32).
         h_n : ndarray ``[num_layers*D, B, Hout]``, or ``(h_n, c_n)`` for LSTM
 
         Raises
         ------
         TypeError
-            Non-float input or state, integer-valued lengths of the wrong type.
+            ``x`` or ``hx`` not of a float dtype listed above (integers, booleans, complex,
+            objects), ``lengths`` not integers.
         ValueError
-            Wrong shapes, sizes or lengths; the message names the argument.
+            Wrong shapes, sizes or lengths (outside ``1..T``), ``T = 0``, a device array on
+            another GPU than the model; the message names the argument.
         """
         if self.engine.is_cuda and is_device_array(x):
             return self._call_device(x, hx, lengths)
@@ -274,5 +285,24 @@ class TorchModel:
         return io.as_type(a, dtype, contiguous=True)
 
     def stream(self, batch_size: int) -> Stream:
-        """A :class:`pylstm.stream.Stream` feeding this model chunk by chunk."""
+        """A :class:`pylstm.stream.Stream` feeding this model chunk by chunk.
+
+        Parameters
+        ----------
+        batch_size : int
+            The number of sequences ``B`` every chunk holds.
+
+        Returns
+        -------
+        Stream
+            ``stream.step(chunk)`` takes ``[t, B, I]`` (``[B, t, I]`` batch-first) of the dtypes
+            :meth:`__call__` takes and returns that chunk's outputs.
+
+        Raises
+        ------
+        TypeError
+            ``batch_size`` is not an int.
+        ValueError
+            ``batch_size`` < 1.
+        """
         return Stream(self, batch_size)

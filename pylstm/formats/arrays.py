@@ -26,13 +26,34 @@ def from_arrays(
     batch_first : bool
         Input and output are ``[B, T, F]`` instead of ``[T, B, F]``.
     device : str
-    precision : {"fp32", "bf16", "int8"}
-        Storage of the weights (see :class:`pylstm.engine.Engine`); compute stays float32.
+        Where the model runs: ``"cpu"`` (the default), ``"cuda"`` (the first GPU) or
+        ``"cuda:N"``. CUDA needs pylstm built with its CUDA backend and a visible GPU;
+        ``pylstm info`` (or :func:`pylstm.info`, ``cuda_status``) says whether and why not.
+    precision : str
+        How the weights are stored. On the CPU ``"fp32"`` (default), ``"bf16"`` (halves the
+        bytes each step reads) or ``"int8"`` (one scale per gate row; a quarter), with inputs,
+        states and sums in float32. On CUDA ``"fp32"``, ``"fp16"`` or ``"bf16"``: weights and
+        activations in that type on the GPU, sums and the LSTM cell state in float32.
 
     Returns
     -------
     TorchModel
-        Called as ``model(x, hx=None, *, lengths=None)`` like a ``torch.nn.LSTM``.
+        Called as ``model(x, hx=None, *, lengths=None)`` like a ``torch.nn.LSTM``. Inputs of
+        float16, bfloat16 (torch tensors, ``ml_dtypes`` arrays), float32 or float64 are
+        converted to float32.
+
+    Raises
+    ------
+    TypeError
+        An element of ``layers`` is not a :class:`pylstm.Layer`; ``device`` or ``precision``
+        not a string.
+    ValueError
+        Layers that do not stack (the next layer's input size is not the previous one's
+        output size, or they differ in cell, direction count or sizes), ``device`` not
+        ``"cpu"``, ``"cuda"`` or ``"cuda:N"``, ``precision`` not one the device offers.
+    pylstm.DeviceError (a RuntimeError)
+        ``device`` names CUDA and this build has no CUDA backend, the backend cannot be loaded,
+        or there is no GPU (or no GPU ``N``); the message says which.
 
     Examples
     --------

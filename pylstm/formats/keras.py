@@ -123,8 +123,15 @@ def load_keras(path, *, device="cpu", precision="fp32", **options):
         ``.keras`` (Keras 3, or tf.keras >= 2.13), ``.h5`` written by ``model.save`` (Keras 3 or
         tf.keras 2), or a weights file (``.weights.h5``, or a tf.keras 2 ``save_weights`` ``.h5``)
         with ``config=``.
-    device, precision : str
-        See :class:`pylstm.engine.Engine`.
+    device : str
+        Where the model runs: ``"cpu"`` (the default), ``"cuda"`` (the first GPU) or
+        ``"cuda:N"``. CUDA needs pylstm built with its CUDA backend and a visible GPU;
+        ``pylstm info`` (or :func:`pylstm.info`, ``cuda_status``) says whether and why not.
+    precision : str
+        How the weights are stored. On the CPU ``"fp32"`` (default), ``"bf16"`` (halves the
+        bytes each step reads) or ``"int8"`` (one scale per gate row; a quarter), with inputs,
+        states and sums in float32. On CUDA ``"fp32"``, ``"fp16"`` or ``"bf16"``: weights and
+        activations in that type on the GPU, sums and the LSTM cell state in float32.
     config : str, os.PathLike or dict, optional
         The architecture (a ``model.to_json()`` file) for weights-only files.
     keras_version : str, optional
@@ -134,14 +141,26 @@ def load_keras(path, *, device="cpu", precision="fp32", **options):
     Returns
     -------
     KerasModel
+        ``model(x)`` returns what the Keras model returns. Inputs of float16, bfloat16
+        (torch tensors, ``ml_dtypes`` arrays), float32 or float64 are converted to float32.
 
     Raises
     ------
     FileNotFoundError
-    pylstm.FormatError
+        No such file.
+    pylstm.FormatError (a ValueError)
         Unreadable, truncated or inconsistent files (the message names the file and layer).
-    pylstm.UnsupportedError
+    pylstm.UnsupportedError (a NotImplementedError)
         A layer or option pylstm does not run (the message names the layer class).
+    pylstm.DeviceError (a RuntimeError)
+        ``device`` names CUDA and this build has no CUDA backend, the backend cannot be loaded,
+        or there is no GPU (or no GPU ``N``); the message says which.
+    ValueError
+        ``device`` is not ``"cpu"``, ``"cuda"`` or ``"cuda:N"``, or ``precision`` is not one
+        the device offers (``"fp16"`` is CUDA-only, ``"int8"`` CPU-only).
+    TypeError
+        ``device`` or ``precision`` is not a string, an option that Keras files do not take,
+        or ``config=`` with a ``.keras`` file.
     """
     unknown = sorted(set(options) - _OPTIONS)
     if unknown:
@@ -228,19 +247,36 @@ def from_keras(obj, *, device="cpu", precision="fp32") -> KerasModel:
     obj : keras.Model, keras.Sequential, or a recurrent layer
         A Keras 3 (or tf.keras 2) ``Sequential`` or functional model with one input, or a
         built ``LSTM``, ``GRU``, ``SimpleRNN``, ``RNN`` or ``Bidirectional`` layer.
-    device, precision : str
-        See :class:`pylstm.engine.Engine`.
+    device : str
+        Where the model runs: ``"cpu"`` (the default), ``"cuda"`` (the first GPU) or
+        ``"cuda:N"``. CUDA needs pylstm built with its CUDA backend and a visible GPU;
+        ``pylstm info`` (or :func:`pylstm.info`, ``cuda_status``) says whether and why not.
+    precision : str
+        How the weights are stored. On the CPU ``"fp32"`` (default), ``"bf16"`` (halves the
+        bytes each step reads) or ``"int8"`` (one scale per gate row; a quarter), with inputs,
+        states and sums in float32. On CUDA ``"fp32"``, ``"fp16"`` or ``"bf16"``: weights and
+        activations in that type on the GPU, sums and the LSTM cell state in float32.
 
     Returns
     -------
     KerasModel
-        ``model(x)`` returns what ``obj(x)`` returns, as numpy.
+        ``model(x)`` returns what ``obj(x)`` returns, as numpy. Inputs of float16, bfloat16
+        (torch tensors, ``ml_dtypes`` arrays), float32 or float64 are converted to float32.
 
     Raises
     ------
-    pylstm.UnsupportedError
+    pylstm.UnsupportedError (a NotImplementedError)
         A layer pylstm does not run, or an object that is not a Keras model or recurrent layer
         (the message names its class).
+    pylstm.DeviceError (a RuntimeError)
+        ``device`` names CUDA and this build has no CUDA backend, the backend cannot be loaded,
+        or there is no GPU (or no GPU ``N``); the message says which.
+    ValueError
+        A recurrent layer that has no weights yet (not built); ``device`` is not ``"cpu"``,
+        ``"cuda"`` or ``"cuda:N"``, or ``precision`` is not one the device offers (``"fp16"``
+        is CUDA-only, ``"int8"`` CPU-only).
+    TypeError
+        ``device`` or ``precision`` is not a string.
     """
     cls = type(obj).__name__
     get_config = getattr(obj, "get_config", None)

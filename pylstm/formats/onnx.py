@@ -165,9 +165,48 @@ def build_model(model, *, base_dir: str, device="cpu", precision="fp32", source=
 
 
 def from_onnx_model(model, *, base_dir: str = ".", device="cpu", precision="fp32"):
-    """An :class:`OnnxModel` from an ``onnx.ModelProto`` or its serialized bytes (in memory).
+    """An :class:`OnnxModel` from an ``onnx.ModelProto`` or its serialized bytes (in memory);
+    ``pylstm.from_onnx``.
 
-    External data, if any, is read relative to ``base_dir``.
+    Parameters
+    ----------
+    model : onnx.ModelProto, bytes, bytearray or memoryview
+        The model, parsed or serialized.
+    base_dir : str
+        The folder external data (if any) is read from; nothing outside it is read.
+    device : str
+        Where the model runs: ``"cpu"`` (the default), ``"cuda"`` (the first GPU) or
+        ``"cuda:N"``. CUDA needs pylstm built with its CUDA backend and a visible GPU;
+        ``pylstm info`` (or :func:`pylstm.info`, ``cuda_status``) says whether and why not.
+    precision : str
+        How the weights are stored. On the CPU ``"fp32"`` (default), ``"bf16"`` (halves the
+        bytes each step reads) or ``"int8"`` (one scale per gate row; a quarter), with inputs,
+        states and sums in float32. On CUDA ``"fp32"``, ``"fp16"`` or ``"bf16"``: weights and
+        activations in that type on the GPU, sums and the LSTM cell state in float32.
+
+    Returns
+    -------
+    OnnxModel
+        ``model.run(output_names, feeds)`` as ``onnxruntime.InferenceSession.run``. Float
+        feeds may be float16, bfloat16 (torch tensors, ``ml_dtypes`` arrays), float32 or
+        float64.
+
+    Raises
+    ------
+    ImportError
+        The ``onnx`` package is not installed.
+    pylstm.FormatError (a ValueError)
+        Bytes that are not a readable ONNX model, or missing or corrupt external data.
+    pylstm.UnsupportedError (a NotImplementedError)
+        An operator, attribute or element type pylstm does not run; names it.
+    pylstm.DeviceError (a RuntimeError)
+        ``device`` names CUDA and this build has no CUDA backend, the backend cannot be loaded,
+        or there is no GPU (or no GPU ``N``); the message says which.
+    ValueError
+        ``device`` is not ``"cpu"``, ``"cuda"`` or ``"cuda:N"``, or ``precision`` is not one
+        the device offers (``"fp16"`` is CUDA-only, ``"int8"`` CPU-only).
+    TypeError
+        ``device`` or ``precision`` is not a string.
     """
     if isinstance(model, (bytes, bytearray, memoryview)):
         onnx = import_onnx()
@@ -186,25 +225,44 @@ def load_onnx(path, *, device="cpu", precision="fp32", **options):
     Parameters
     ----------
     path : str or os.PathLike
+        The ``.onnx`` file; external data is read from its folder only.
     device : str
-    precision : {"fp32", "bf16", "int8"}
-        Storage of the recurrent weights; compute stays float32.
+        Where the model runs: ``"cpu"`` (the default), ``"cuda"`` (the first GPU) or
+        ``"cuda:N"``. CUDA needs pylstm built with its CUDA backend and a visible GPU;
+        ``pylstm info`` (or :func:`pylstm.info`, ``cuda_status``) says whether and why not.
+    precision : str
+        How the weights are stored. On the CPU ``"fp32"`` (default), ``"bf16"`` (halves the
+        bytes each step reads) or ``"int8"`` (one scale per gate row; a quarter), with inputs,
+        states and sums in float32. On CUDA ``"fp32"``, ``"fp16"`` or ``"bf16"``: weights and
+        activations in that type on the GPU, sums and the LSTM cell state in float32.
     **options
         None are accepted for ONNX files (TypeError otherwise).
 
     Returns
     -------
     OnnxModel
-        ``model.run(output_names, feeds)`` as ``onnxruntime.InferenceSession.run``.
+        ``model.run(output_names, feeds)`` as ``onnxruntime.InferenceSession.run``. Float
+        feeds may be float16, bfloat16 (torch tensors, ``ml_dtypes`` arrays), float32 or
+        float64.
 
     Raises
     ------
+    FileNotFoundError
+        No such file.
     ImportError
         The ``onnx`` package is not installed.
-    FormatError
+    pylstm.FormatError (a ValueError)
         Unreadable, truncated or corrupt file, or missing external data; names the file.
-    UnsupportedError
+    pylstm.UnsupportedError (a NotImplementedError)
         An operator, attribute or element type pylstm does not run; names it.
+    pylstm.DeviceError (a RuntimeError)
+        ``device`` names CUDA and this build has no CUDA backend, the backend cannot be loaded,
+        or there is no GPU (or no GPU ``N``); the message says which.
+    ValueError
+        ``device`` is not ``"cpu"``, ``"cuda"`` or ``"cuda:N"``, or ``precision`` is not one
+        the device offers (``"fp16"`` is CUDA-only, ``"int8"`` CPU-only).
+    TypeError
+        Any option (ONNX files take none); ``device`` or ``precision`` not a string.
     """
     if options:
         raise TypeError(

@@ -25,24 +25,46 @@ _FIRST_KEY = re.compile(r"^(?P<prefix>.*?)weight_ih_l0$")
 def from_torch(module, *, device: str = "cpu", precision: str = "fp32") -> TorchModel:
     """Build a model from a live ``torch.nn.LSTM``, ``GRU`` or ``RNN``.
 
+    The weights are copied (widened to float32 whatever the module's dtype), so later changes
+    to ``module`` do not reach the model.
+
     Parameters
     ----------
     module : torch.nn.LSTM | torch.nn.GRU | torch.nn.RNN
         Any constructor options (``num_layers``, ``bidirectional``, ``bias``, ``batch_first``,
-        ``proj_size``, ``nonlinearity``). Dropout is ignored (inference).
+        ``proj_size``, ``nonlinearity``), on any device and of any float dtype. Dropout is
+        ignored (inference).
     device : str
-    precision : {"fp32", "bf16", "int8"}
-        Storage of the weights (see :class:`pylstm.engine.Engine`); compute stays float32.
+        Where the model runs: ``"cpu"`` (the default), ``"cuda"`` (the first GPU) or
+        ``"cuda:N"``. CUDA needs pylstm built with its CUDA backend and a visible GPU;
+        ``pylstm info`` (or :func:`pylstm.info`, ``cuda_status``) says whether and why not.
+    precision : str
+        How the weights are stored. On the CPU ``"fp32"`` (default), ``"bf16"`` (halves the
+        bytes each step reads) or ``"int8"`` (one scale per gate row; a quarter), with inputs,
+        states and sums in float32. On CUDA ``"fp32"``, ``"fp16"`` or ``"bf16"``: weights and
+        activations in that type on the GPU, sums and the LSTM cell state in float32.
 
     Returns
     -------
     TorchModel
         ``model(x, hx=None, *, lengths=None)`` returns what ``module`` returns, as numpy.
+        Inputs of float16, bfloat16 (torch tensors, ``ml_dtypes`` arrays), float32 or
+        float64 are converted to float32.
 
     Raises
     ------
-    UnsupportedError
+    pylstm.UnsupportedError (a NotImplementedError)
         ``module`` is not one of the three recurrent modules (the message names its class).
+    pylstm.FormatError (a ValueError)
+        A weight holds NaN or infinity (the message names the tensor).
+    pylstm.DeviceError (a RuntimeError)
+        ``device`` names CUDA and this build has no CUDA backend, the backend cannot be loaded,
+        or there is no GPU (or no GPU ``N``); the message says which.
+    ValueError
+        ``device`` is not ``"cpu"``, ``"cuda"`` or ``"cuda:N"``, or ``precision`` is not one
+        the device offers (``"fp16"`` is CUDA-only, ``"int8"`` CPU-only).
+    TypeError
+        ``device`` or ``precision`` is not a string.
     """
     mode = getattr(module, "mode", None)
     if (
