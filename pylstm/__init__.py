@@ -28,6 +28,7 @@ try:
 except ImportError as _exc:
     raise _engine_missing(_exc) from None
 
+from ._capi import get_include
 from .batcher import BatchedStream, StreamBatcher
 from .errors import BatcherClosed, DeviceError, FormatError, UnsupportedError
 from .faces.keras_face import KerasModel, KerasStream
@@ -64,6 +65,7 @@ __all__ = [
     "from_keras",
     "from_onnx",
     "from_torch",
+    "get_include",
     "get_num_threads",
     "info",
     "load",

@@ -6,4 +6,5 @@ PYBIND11_MODULE(_core, m) {
   pylstm::register_network(m);
   pylstm::register_runtime(m);
   pylstm::register_stream(m);
+  pylstm::register_capi(m);
 }

@@ -29,6 +29,7 @@ class PyNetwork {
   int64_t h_floats() const { return h_floats_; }
   int64_t c_floats() const { return c_floats_; }
   std::shared_ptr<const Backend> backend() const { return backend_; }
+  const NetworkDesc& desc() const { return desc_; }
   size_t workspace_bytes(int64_t T, int64_t B) const { return backend_->workspace_bytes(T, B); }
 
  private:
@@ -36,5 +37,22 @@ class PyNetwork {
   std::shared_ptr<const Backend> backend_;
   int64_t h_floats_ = 0, c_floats_ = 0;
 };
+
+// What the C API (register_capi.cpp) uses of a _core.Stream: its step on rows and its carried
+// state in place, no Python objects (so callable without the GIL). Not thread-safe: one caller
+// at a time per stream, as for step() from Python.
+class RawStream {
+ public:
+  virtual ~RawStream() = default;
+  // x: [steps, B, I] rows, y: [steps, B, O] rows (written); steps >= 1; the state carries over.
+  virtual void step_rows(int64_t steps, Rows<const float> x, Rows<float> y) = 0;
+  virtual int64_t batch() const = 0;
+  // The carried state: h_floats() * B and c_floats() * B floats of the stream's network.
+  virtual float* h_state() = 0;
+  virtual float* c_state() = 0;
+};
+
+// The RawStream of a _core.Stream object, or nullptr for any other object.
+RawStream* raw_stream(const pybind11::handle& core);
 
 }  // namespace pylstm

@@ -7,4 +7,5 @@ namespace pylstm {
 void register_network(pybind11::module_& m);
 void register_runtime(pybind11::module_& m);
 void register_stream(pybind11::module_& m);
+void register_capi(pybind11::module_& m);  // the C API capsule _C_API (pylstm_capi.h)
 }  // namespace pylstm

@@ -30,7 +30,7 @@ py::array float32_array(const py::handle& chunk) {
   return py::array_t<float, py::array::forcecast>::ensure(a);
 }
 
-class PyStream {
+class PyStream : public RawStream {
  public:
   PyStream(const PyNetwork& net, int64_t batch, bool batch_first)
       : backend_(net.backend()),
@@ -76,26 +76,35 @@ class PyStream {
     shape.back() = output_size_;
     py::array_t<float> y(shape);
 
-    ForwardArgs args;
-    args.steps = steps;
-    args.batch = batch;
     const int64_t sb = x.strides(b_axis) / static_cast<int64_t>(sizeof(float));
     const int64_t st = one_step ? 0 : x.strides(t_axis) / static_cast<int64_t>(sizeof(float));
-    args.x = Rows<const float>{static_cast<const float*>(x.data()), st, sb};
     const int64_t yb = y.strides(b_axis) / static_cast<int64_t>(sizeof(float));
     const int64_t yt = one_step ? 0 : y.strides(t_axis) / static_cast<int64_t>(sizeof(float));
-    args.y = Rows<float>{y.mutable_data(), yt, yb};
+    if (steps > 0) {
+      py::gil_scoped_release release;
+      step_rows(steps, Rows<const float>{static_cast<const float*>(x.data()), st, sb},
+                Rows<float>{y.mutable_data(), yt, yb});
+    }
+    return std::move(y);
+  }
+
+  // RawStream (the C API): no Python objects, callable without the GIL.
+  void step_rows(int64_t steps, Rows<const float> x, Rows<float> y) override {
+    ForwardArgs args;
+    args.steps = steps;
+    args.batch = batch_;
+    args.x = x;
+    args.y = y;
     args.h0 = h_[cur_].data();
     args.c0 = c_[cur_].data();
     args.h_n = h_[1 - cur_].data();
     args.c_n = c_[1 - cur_].data();
-    if (steps > 0) {
-      py::gil_scoped_release release;
-      backend_->forward(args);
-      cur_ = 1 - cur_;
-    }
-    return std::move(y);
+    backend_->forward(args);
+    cur_ = 1 - cur_;
   }
+  int64_t batch() const override { return batch_; }
+  float* h_state() override { return h_[cur_].data(); }
+  float* c_state() override { return c_[cur_].data(); }
 
   void reset() {
     std::fill(h_[cur_].begin(), h_[cur_].end(), 0.f);
@@ -122,6 +131,10 @@ class PyStream {
 };
 
 }  // namespace
+
+RawStream* raw_stream(const py::handle& core) {
+  return py::isinstance<PyStream>(core) ? &py::cast<PyStream&>(core) : nullptr;
+}
 
 void register_stream(py::module_& m) {
   py::class_<PyStream>(m, "Stream")
