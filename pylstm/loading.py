@@ -21,7 +21,7 @@ def _check_options(options: dict, allowed: set, kind: str) -> None:
         )
 
 
-def load(path, *, device: str = "cpu", precision: str = "fp32", **options):
+def load(path, *, device: str = "cpu", precision: str = "fp32", max_bytes=None, **options):
     """Load a model from a file written by a framework, without that framework installed.
 
     The format is recognised from the file's content (the suffix only breaks ties for ONNX).
@@ -49,6 +49,12 @@ def load(path, *, device: str = "cpu", precision: str = "fp32", **options):
         Keras files: ``config="model.json"`` (the architecture, ``model.to_json()``) for a
         ``.weights.h5``; ``keras_version="2"`` or ``"3"`` when the file does not say which Keras
         wrote it (it decides defaults such as hard_sigmoid's definition).
+    max_bytes : int, optional
+        The most bytes reading the file may inflate, declare or allocate (zip members,
+        tensor and string sizes, pickled objects; for ONNX also the largest value one
+        operator may produce at run time). Default ``max(256 MiB, min(64 x file size, 4 GiB),
+        4 x file size)`` (``pylstm.formats.limits``); a file over it raises ``FormatError``
+        naming the limit.
 
     Returns
     -------
@@ -88,6 +94,14 @@ def load(path, *, device: str = "cpu", precision: str = "fp32", **options):
     ImportError
         An ``.onnx`` file without the ``onnx`` package installed.
     """
+    from .formats.limits import load_limit
+
+    with load_limit(max_bytes):
+        return _load(path, device=device, precision=precision, **options)
+
+
+def _load(path, *, device, precision, **options):
+    """:func:`load` once the ``max_bytes`` limit is in place."""
     from .formats.safetensors_file import read_safetensors
     from .formats.torch import layers_from_state_dict
     from .formats.torch_pickle import read_torch_file

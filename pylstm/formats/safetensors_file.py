@@ -159,6 +159,46 @@ def _check_entry(entry, name: str, path: str, data_len: int) -> tuple:
     return numpy_type, kind, tuple(shape), begin
 
 
+def _check_metadata(metadata, path: str) -> None:
+    """``__metadata__``, when present, must map strings to strings (as the safetensors library
+    requires)."""
+    if metadata is None:
+        return
+    if not isinstance(metadata, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
+    ):
+        raise FormatError(f"{path}: safetensors __metadata__ must map strings to strings")
+
+
+def _check_layout(entries, header: dict, path: str, data_len: int) -> None:
+    """The tensors, sorted by offset, must tile the data buffer exactly: the first starts at 0,
+    each starts where the previous ends (no overlap, no gap) and the last ends at the end of the
+    file. These are the safetensors library's own rules; a file breaking them is refused there.
+
+    Raises
+    ------
+    FormatError
+        Naming the first tensor that overlaps or leaves a gap, or the unused bytes at the end.
+    """
+    spans = sorted(
+        (tuple(header[key]["data_offsets"]), key) for key, _ in entries
+    )
+    position = 0
+    for (begin, end), key in spans:
+        if begin != position:
+            how = "overlaps the tensor before it" if begin < position else "leaves a gap before it"
+            raise FormatError(
+                f"{path}: tensor {key!r}: data_offsets [{begin}, {end}] {how} (expected it "
+                f"to start at {position}); safetensors tensors must tile the data buffer"
+            )
+        position = end
+    if position != data_len:
+        raise FormatError(
+            f"{path}: the tensors cover {position} bytes of the {data_len}-byte data buffer; "
+            "safetensors files have no unused bytes after the last tensor"
+        )
+
+
 def _read_tensor(fh, numpy_type: str, kind: str, shape: tuple, start: int) -> np.ndarray:
     """Read one tensor's bytes straight into a new array and convert it.
 
@@ -237,6 +277,8 @@ def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
             for key, entry in header.items()
             if key != "__metadata__"
         ]
+        _check_metadata(header.get("__metadata__"), name)
+        _check_layout(entries, header, name, data_len)
         arrays = {}
         for key, (numpy_type, kind, shape, begin) in entries:
             try:

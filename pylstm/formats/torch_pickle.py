@@ -30,7 +30,8 @@ import numpy as np
 from pylstm.errors import FormatError
 from pylstm.formats.safe_pickle import MALFORMED, unpickle, unpickle_from_stream
 from pylstm.formats.sniff import TORCH_LEGACY_MAGIC, check_regular_file, is_torch_legacy_header
-from pylstm.formats.torch_tensors import budget, flatten, materialize
+from pylstm.formats.limits import Budget, max_bytes_for, read_zip_member
+from pylstm.formats.torch_tensors import flatten, materialize, walk_limit
 
 __all__ = ["read_torch_file"]
 
@@ -70,7 +71,7 @@ def _archive_prefix(zf: zipfile.ZipFile, path: str) -> str:
     return prefixes[0]
 
 
-def _read_member(zf: zipfile.ZipFile, name: str, path: str, archive_size: int) -> bytes:
+def _read_member(zf: zipfile.ZipFile, name: str, path: str, archive_size: int, budget) -> bytes:
     """Read one archive member whole (which also checks its CRC), refusing lying sizes.
 
     Parameters
@@ -83,6 +84,8 @@ def _read_member(zf: zipfile.ZipFile, name: str, path: str, archive_size: int) -
         For messages.
     archive_size : int
         Size of the file, to judge the sizes the member claims.
+    budget : pylstm.formats.limits.Budget
+        Bytes the members of this file may still inflate to (``max_bytes``).
 
     Returns
     -------
@@ -91,7 +94,7 @@ def _read_member(zf: zipfile.ZipFile, name: str, path: str, archive_size: int) -
     Raises
     ------
     FormatError
-        The member claims more bytes than the file could hold, or is corrupt.
+        The member claims more bytes than the file could hold or the limit allows, or is corrupt.
     """
     info = zf.getinfo(name)
     if info.compress_size > archive_size or (
@@ -100,14 +103,10 @@ def _read_member(zf: zipfile.ZipFile, name: str, path: str, archive_size: int) -
         raise FormatError(f"{path}: archive member {name!r} claims more bytes than the file holds")
     if info.file_size > _MAX_DEFLATE_RATIO * info.compress_size + 4096:
         raise FormatError(f"{path}: archive member {name!r} claims an impossible size")
-    with zf.open(info) as member:
-        data = member.read()
-    if len(data) != info.file_size:
-        raise FormatError(f"{path}: archive member {name!r} is truncated")
-    return data
+    return read_zip_member(zf, name, budget)
 
 
-def _zip_byteorder(zf: zipfile.ZipFile, prefix: str, path: str, archive_size: int) -> bool:
+def _zip_byteorder(zf: zipfile.ZipFile, prefix: str, path: str, archive_size: int, budget) -> bool:
     """Whether the archive's ``byteorder`` record says big-endian (absent means little).
 
     Raises
@@ -118,7 +117,7 @@ def _zip_byteorder(zf: zipfile.ZipFile, prefix: str, path: str, archive_size: in
     name = prefix + "byteorder"
     if not _has_member(zf, name):
         return False
-    value = _read_member(zf, name, path, archive_size).strip()
+    value = _read_member(zf, name, path, archive_size, budget).strip()
     if value not in (b"little", b"big"):
         raise FormatError(f"{path}: unknown byteorder record {value[:20]!r}")
     return value == b"big"
@@ -147,16 +146,18 @@ def _read_zip(fh, path: str, file_size: int) -> dict:
     """
     try:
         zf = zipfile.ZipFile(fh)
-    except MALFORMED as exc:
+    except (*MALFORMED, OSError) as exc:  # OSError: offsets before the start of the file
         raise FormatError(
             f"{path}: starts like a zip archive (torch.save) but is truncated or corrupt ({exc})"
         ) from None
     with zf:
+        limit = max_bytes_for(file_size)
+        inflated = Budget(path, limit)
         prefix = _archive_prefix(zf, path)
-        big_endian = _zip_byteorder(zf, prefix, path, file_size)
-        data = _read_member(zf, prefix + "data.pkl", path, file_size)
+        big_endian = _zip_byteorder(zf, prefix, path, file_size, inflated)
+        data = _read_member(zf, prefix + "data.pkl", path, file_size, inflated)
         obj, storages = unpickle(data, path, "data.pkl")
-        entries = flatten(obj, path)
+        entries = flatten(obj, path, max_items=walk_limit(len(data)))
 
         def load_storage(key: str, nbytes: int, tensor_name: str):
             member = f"{prefix}data/{key}"
@@ -164,7 +165,7 @@ def _read_zip(fh, path: str, file_size: int) -> dict:
                 raise FormatError(
                     f"{path}: tensor {tensor_name!r}: storage record {member!r} is missing"
                 )
-            raw = _read_member(zf, member, path, file_size)
+            raw = _read_member(zf, member, path, file_size, inflated)
             if len(raw) < nbytes:
                 raise FormatError(
                     f"{path}: tensor {tensor_name!r}: storage {member!r} holds {len(raw)} bytes, "
@@ -172,7 +173,7 @@ def _read_zip(fh, path: str, file_size: int) -> dict:
                 )
             return memoryview(raw)[:nbytes]
 
-        return materialize(entries, storages, load_storage, big_endian, path, budget(file_size))
+        return materialize(entries, storages, load_storage, big_endian, path, limit)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -276,9 +277,10 @@ def _read_legacy(fh, path: str, file_size: int) -> dict:
     """
     big_endian = _legacy_header(fh, path, file_size)
     obj, storages = unpickle_from_stream(fh, file_size, path, "the saved object")
+    pickled = fh.tell()
     keys, _ = unpickle_from_stream(fh, file_size, path, "the storage key list")
     table = _legacy_storage_table(fh, keys, storages, big_endian, path, file_size)
-    entries = flatten(obj, path)
+    entries = flatten(obj, path, max_items=walk_limit(pickled))
 
     def load_storage(key: str, nbytes: int, tensor_name: str) -> bytes:
         if key not in table:
@@ -288,7 +290,7 @@ def _read_legacy(fh, path: str, file_size: int) -> dict:
         fh.seek(table[key])
         return fh.read(nbytes)
 
-    return materialize(entries, storages, load_storage, big_endian, path, budget(file_size))
+    return materialize(entries, storages, load_storage, big_endian, path, max_bytes_for(file_size))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -335,7 +337,7 @@ def read_torch_file(path: str | os.PathLike) -> dict[str, np.ndarray]:
                 return _read_zip(fh, name, file_size)
         except FormatError:
             raise
-        except MALFORMED as exc:
+        except (*MALFORMED, OSError) as exc:  # OSError: seeks to offsets a corrupt zip gives
             raise FormatError(f"{name}: malformed torch file: {exc}") from None
     raise FormatError(
         f"{name}: not a torch.save file (neither a zip archive with <folder>/data.pkl "

@@ -15,14 +15,14 @@ import numpy as np
 from pylstm.errors import FormatError
 from pylstm.formats.torch_objects import DType, TensorRecord
 
-__all__ = ["budget", "flatten", "materialize"]
+__all__ = ["budget", "flatten", "materialize", "walk_limit"]
 
 _MAX_DEPTH = 64
-_MAX_RESCANNED = 5_000_000
-# Expanded (stride-0) or overlapping views may legitimately need more memory than the file holds,
-# but a lying file must not make us allocate without bound: tensors may total at most this much.
-_OUTPUT_BUDGET_BASE = 1 << 30
-_OUTPUT_BUDGET_PER_FILE_BYTE = 16
+# Walking a pickled object graph visits each container item once per reference to the
+# container; without shared containers that is at most one item per pickle byte. Shared
+# containers (memo references) can multiply it: the walk may visit at most this many items.
+_WALK_PER_PICKLE_BYTE = 4
+_WALK_FLOOR = 100_000
 
 
 _WALKED = (dict, list, tuple, TensorRecord)
@@ -46,7 +46,12 @@ def _child_name(prefix: str, key, path: str) -> str:
     return f"{prefix}.{key}" if prefix else key
 
 
-def flatten(obj, path: str) -> list:
+def walk_limit(pickle_bytes: int) -> int:
+    """Most container items :func:`flatten` may visit for a pickle of ``pickle_bytes`` bytes."""
+    return _WALK_FLOOR + _WALK_PER_PICKLE_BYTE * max(int(pickle_bytes), 0)
+
+
+def flatten(obj, path: str, max_items: int = _WALK_FLOOR) -> list:
     """List the tensors of a (nested) dict as ``(dotted name, TensorRecord)`` in pickle order.
 
     Dicts, lists and tuples are walked (list items are named by their index); every other leaf
@@ -58,6 +63,9 @@ def flatten(obj, path: str) -> list:
         The unpickled top-level object.
     path : str
         For messages.
+    max_items : int
+        Most container items the walk may visit (:func:`walk_limit`); shared containers
+        count once per reference.
 
     Returns
     -------
@@ -78,7 +86,7 @@ def flatten(obj, path: str) -> list:
         )
     found, names = [], set()
     stack = [("", obj, 0)]
-    expanded, rescanned = set(), 0
+    walked = 0
     while stack:
         prefix, node, depth = stack.pop()
         if isinstance(node, TensorRecord):
@@ -89,13 +97,14 @@ def flatten(obj, path: str) -> list:
             continue
         if depth >= _MAX_DEPTH:
             raise FormatError(f"{path}: containers nested deeper than {_MAX_DEPTH} (or a cycle)")
-        # Walking each container once costs at most one pickle opcode per item; a container
-        # shared by many references (memo) is walked again for each: bound that extra work.
-        if id(node) in expanded:
-            rescanned += len(node)
-            if rescanned > _MAX_RESCANNED:
-                raise FormatError(f"{path}: the pickled object graph is too large to walk")
-        expanded.add(id(node))
+        # A container shared by many references (memo) is walked again for each: bound the
+        # total work by the pickle's size, so that a small pickle cannot make a long walk.
+        walked += len(node)
+        if walked > max_items:
+            raise FormatError(
+                f"{path}: the pickled object graph is too large to walk (more than {max_items} "
+                "container items, counting shared containers once per reference)"
+            )
         items = node.items() if isinstance(node, dict) else enumerate(node)
         children = [(key, value) for key, value in items if isinstance(value, _WALKED)]
         for key, value in reversed(children):
@@ -260,10 +269,9 @@ def materialize(entries, storages, load_storage, big_endian, path, budget) -> di
     """
     total = sum(_out_nbytes(record) for _, record in entries)
     if total > budget:
-        raise FormatError(
-            f"{path}: the tensors would take {total} bytes, more than the {budget} "
-            "allowed for a file of this size"
-        )
+        from pylstm.formats.limits import over_limit
+
+        raise over_limit(path, "the tensors", total, budget)
     by_storage: dict = {}
     for name, record in entries:
         by_storage.setdefault(record.storage.key, []).append((name, record))
@@ -278,5 +286,7 @@ def materialize(entries, storages, load_storage, big_endian, path, budget) -> di
 
 
 def budget(file_size: int) -> int:
-    """Most bytes of arrays a file of ``file_size`` bytes may expand to."""
-    return _OUTPUT_BUDGET_BASE + _OUTPUT_BUDGET_PER_FILE_BYTE * file_size
+    """Most bytes of arrays a file of ``file_size`` bytes may expand to (``max_bytes``)."""
+    from pylstm.formats.limits import max_bytes_for
+
+    return max_bytes_for(file_size)
