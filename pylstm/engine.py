@@ -110,6 +110,20 @@ class Engine:
         # Rows of the state arrays: one per (layer, direction).
         self.state_rows = sum(layer.num_directions for layer in layers)
 
+    def __reduce__(self):
+        """Pickles as the canonical layers, device and precision (see :mod:`pylstm.pickling`)."""
+        from .pickling import layer_state, reduce
+
+        layers = [layer_state(layer) for layer in self.layers]
+        return reduce(self, {"layers": layers, "device": self.device, "precision": self.precision})
+
+    @classmethod
+    def _from_state(cls, state: dict) -> Engine:
+        from .pickling import layer_from_state, receiving_device
+
+        layers = [layer_from_state(s) for s in state["layers"]]
+        return cls(layers, receiving_device(state["device"]), state["precision"])
+
     @property
     def backend(self) -> str:
         """The code path in use, e.g. ``"cpu/avx512"`` or ``"cuda:0/fp16 (NVIDIA H100 ...)"``."""
@@ -248,6 +262,14 @@ class CudaStreamCore:
     def reset(self) -> None:
         self._h[:] = 0.0
         self._c[:] = 0.0
+
+    def set_state(self, h, c) -> None:
+        """Replace the carried state with flat arrays shaped as :attr:`h` and :attr:`c`."""
+        for name, src, dst in (("h", h, self._h), ("c", c, self._c)):
+            arr = np.asarray(src, np.float32).reshape(-1)
+            if arr.size != dst.size:
+                raise ValueError(f"{name}: expected {dst.size} float32 values, got {arr.size}")
+            dst[:] = arr
 
     @property
     def h(self) -> np.ndarray:

@@ -37,6 +37,24 @@ class Stream:
         self.step = self._core.step
         self.reset = self._core.reset
 
+    def __reduce__(self):
+        """Pickles as its model, batch size and carried state (see :mod:`pylstm.pickling`)."""
+        from .pickling import reduce
+
+        state = {
+            "model": self._model,
+            "batch_size": self.batch_size,
+            "h": self._core.h,
+            "c": self._core.c,
+        }
+        return reduce(self, state)
+
+    @classmethod
+    def _from_state(cls, state: dict) -> Stream:
+        stream = cls(state["model"], state["batch_size"])
+        stream._core.set_state(state["h"], state["c"])
+        return stream
+
     def step(self, chunk) -> np.ndarray:  # replaced per instance by the C++ method
         """Run the next time steps.
 

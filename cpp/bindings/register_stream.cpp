@@ -111,6 +111,13 @@ class PyStream : public RawStream {
     std::fill(c_[cur_].begin(), c_[cur_].end(), 0.f);
   }
 
+  // Replaces the carried state (as `h` and `c` return it: float32, h_floats / c_floats values);
+  // used to restore an unpickled stream.
+  void set_state(const py::handle& h, const py::handle& c) {
+    load_state(h, h_[cur_], "h");
+    load_state(c, c_[cur_], "c");
+  }
+
   // Copies of the carried state, [rows, B, Hout] and [rows, B, H] flattened per batch.
   py::array_t<float> h() const { return copy_of(h_[cur_]); }
   py::array_t<float> c() const { return copy_of(c_[cur_]); }
@@ -122,6 +129,16 @@ class PyStream : public RawStream {
   int64_t input_size_, output_size_, h_floats_, c_floats_;
   std::vector<float> h_[2], c_[2];
   int cur_ = 0;
+
+  static void load_state(const py::handle& src, std::vector<float>& dst, const char* name) {
+    auto a = py::array_t<float, py::array::c_style | py::array::forcecast>::ensure(src);
+    if (!a || static_cast<size_t>(a.size()) != dst.size()) {
+      throw std::invalid_argument(std::string(name) + ": expected " + std::to_string(dst.size()) +
+                                  " float32 values (this stream's state), got " +
+                                  (a ? std::to_string(a.size()) : std::string("no array")));
+    }
+    std::copy(a.data(), a.data() + a.size(), dst.begin());
+  }
 
   static py::array_t<float> copy_of(const std::vector<float>& v) {
     py::array_t<float> out(static_cast<py::ssize_t>(v.size()));
@@ -144,6 +161,8 @@ void register_stream(py::module_& m) {
            "Run the next time steps of the chunk ([B, I] for one step, or [t, B, I] / [B, t, I]) "
            "and return their outputs in the same layout; the state carries over.")
       .def("reset", &PyStream::reset, "Forget the carried state (back to zeros).")
+      .def("set_state", &PyStream::set_state, py::arg("h"), py::arg("c"),
+           "Replace the carried state with flat float32 arrays shaped as `h` and `c` return.")
       .def_property_readonly("h", &PyStream::h)
       .def_property_readonly("c", &PyStream::c);
 }

@@ -80,6 +80,20 @@ class KerasModel:
                     f"{ref.layer!r}, which does not exist"
                 )
 
+    def __reduce__(self):
+        """Pickles as its graph of layers (their weights, recurrent ones as canonical engines)
+        and the state of stateful layers (see :mod:`pylstm.pickling`)."""
+        from ..pickling import reduce
+
+        state = {"spec": self.spec, "ops": self.ops, "name": self.name, "state": self._state}
+        return reduce(self, state)
+
+    @classmethod
+    def _from_state(cls, state: dict) -> KerasModel:
+        model = cls(state["spec"], state["ops"], name=state["name"])
+        model._state = state["state"]
+        return model
+
     def __repr__(self):
         layers = ", ".join(type(self.ops[n.layer]).__name__ for n in self.spec.nodes)
         return f"pylstm.KerasModel({self.name!r}: {layers})"
@@ -229,6 +243,19 @@ class KerasStream:
                 )
         self._model = model
         self._carry: dict = {}
+
+    def __reduce__(self):
+        """Pickles as its model, batch size and carried state (see :mod:`pylstm.pickling`)."""
+        from ..pickling import reduce
+
+        state = {"model": self._model, "batch_size": self.batch_size, "carry": self._carry}
+        return reduce(self, state)
+
+    @classmethod
+    def _from_state(cls, state: dict) -> KerasStream:
+        stream = cls(state["model"], state["batch_size"])
+        stream._carry = state["carry"]
+        return stream
 
     def step(self, chunk, mask=None):
         """Run the next time steps.

@@ -86,6 +86,26 @@ class OnnxModel:
         self.device = device
         self.recurrent_nodes = [n.run for n in graph.nodes if n.recurrent]
 
+    def __reduce__(self):
+        """Pickles as its graph: the nodes, the constants they read at run time and each
+        recurrent node's canonical engine (see :mod:`pylstm.pickling`)."""
+        from ..pickling import reduce
+
+        state = {
+            "graph": self._graph,
+            "inputs": self._inputs,
+            "outputs": self._outputs,
+            "source": self.source,
+        }
+        return reduce(self, state)
+
+    @classmethod
+    def _from_state(cls, state: dict) -> OnnxModel:
+        graph = state["graph"]
+        engines = [n.run.engine for n in graph.nodes if n.recurrent]
+        device = engines[0].device if engines else "cpu"
+        return cls(graph, state["inputs"], state["outputs"], source=state["source"], device=device)
+
     def __repr__(self):
         ops = ", ".join(f"{r.op}" for r in self.recurrent_nodes) or "no recurrent nodes"
         return (

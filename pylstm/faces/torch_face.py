@@ -50,6 +50,16 @@ class TorchModel:
         self.device = engine.device
         self._out = first.output_size
 
+    def __reduce__(self):
+        """Pickles as its engine's canonical layers and options (see :mod:`pylstm.pickling`)."""
+        from ..pickling import reduce
+
+        return reduce(self, {"engine": self.engine, "batch_first": self.batch_first})
+
+    @classmethod
+    def _from_state(cls, state: dict) -> TorchModel:
+        return cls(state["engine"], batch_first=state["batch_first"])
+
     def __repr__(self):
         extra = f", proj_size={self.proj_size}" if self.proj_size else ""
         return (

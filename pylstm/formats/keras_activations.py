@@ -178,12 +178,38 @@ def numpy_activation(value, keras_major: int, where: str):
         An activation not in the list (the message lists the supported ones).
     """
     name = activation_name(value, where)
-    if name == "hard_sigmoid":
-        slope = hard_sigmoid_slope(keras_major)
-        return lambda x: np.clip(slope * x + 0.5, 0.0, 1.0)
-    if name not in _NUMPY:
+    if name != "hard_sigmoid" and name not in _NUMPY:
         raise UnsupportedError(
             f"{where}: activation {name!r} is not supported; supported: hard_sigmoid, "
             f"{', '.join(sorted(_NUMPY))}"
         )
-    return _NUMPY[name]
+    return NumpyActivation(name, keras_major)
+
+
+class NumpyActivation:
+    """A Keras activation by name, ``f(x) -> y`` on numpy arrays; pickles as its name (no code).
+
+    Parameters
+    ----------
+    name : str
+        ``hard_sigmoid`` or a key of the supported activations.
+    keras_major : int
+        Decides what ``hard_sigmoid`` means.
+    """
+
+    def __init__(self, name: str, keras_major: int):
+        self.name, self.keras_major = name, keras_major
+        if name == "hard_sigmoid":
+            self._slope = hard_sigmoid_slope(keras_major)
+            self._fn = self._hard_sigmoid
+        else:
+            self._fn = _NUMPY[name]
+
+    def _hard_sigmoid(self, x):
+        return np.clip(self._slope * x + 0.5, 0.0, 1.0)
+
+    def __call__(self, x):
+        return self._fn(x)
+
+    def __reduce__(self):
+        return NumpyActivation, (self.name, self.keras_major)

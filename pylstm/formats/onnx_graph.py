@@ -242,15 +242,22 @@ def _trim(values: list) -> list:
 
 
 def _numpy_runner(node: Node):
-    fn = OPS[node.op_type]
+    return NumpyRunner(node)
 
-    def run(*args):
+
+class NumpyRunner:
+    """Runs ``node`` with its numpy operator; pickles as the node (the operator is looked up by
+    its op type, never pickled)."""
+
+    def __init__(self, node: Node):
+        self.node = node
+
+    def __call__(self, *args):
+        node = self.node
         try:
-            outs = fn(node, *args)
+            outs = OPS[node.op_type](node, *args)
         except UnsupportedError:
             raise
         except (ValueError, IndexError, TypeError, KeyError) as exc:  # AxisError is both
             raise ValueError(f"{node.describe()}: {exc}") from None
         return [np.asarray(o) for o in outs]
-
-    return run

@@ -72,6 +72,26 @@ class OnnxStream:
         self._time_inputs = [n for n, a in self.input_axes.items() if a is not None]
         self.reset()
 
+    def __reduce__(self):
+        """Pickles as its model, options and carried states (see :mod:`pylstm.pickling`)."""
+        from ..pickling import reduce
+
+        state = {
+            "model": self._model,
+            "batch_size": self.batch_size,
+            "output_names": self.output_names,
+            "states": self._context.states,
+            "remembered": self._remembered,
+        }
+        return reduce(self, state)
+
+    @classmethod
+    def _from_state(cls, state: dict) -> OnnxStream:
+        stream = cls(state["model"], state["batch_size"], state["output_names"])
+        stream._context.states = state["states"]
+        stream._remembered = state["remembered"]
+        return stream
+
     def reset(self) -> None:
         """Forget the carried states and the remembered non-time inputs."""
         self._context = StreamContext(self.batch_size)
