@@ -96,7 +96,9 @@ typedef struct pylstm_capi {
   int (*model_forward)(const pylstm_model* model, const pylstm_forward_args* args);
 
   /* With the GIL held. `stream`: model.stream(B) of such a model (runs without the GIL), or a
-   * pylstm.StreamBatcher stream (B = 1; each call takes the GIL inside: it waits for the batch). */
+   * StreamBatcher(model).open() stream of one (B = 1, gil_free 0: each call takes the GIL inside
+   * and waits for its batch; its set_state gives PYLSTM_ERR_UNSUPPORTED: pass the state to
+   * batcher.open(initial_state=...) instead). Keras and ONNX streams: PYLSTM_ERR_UNSUPPORTED. */
   int (*stream_open)(PyObject* stream, pylstm_stream** out);
   void (*stream_release)(pylstm_stream* stream);
   int (*stream_sizes)(const pylstm_stream* stream, pylstm_sizes* out);
