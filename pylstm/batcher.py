@@ -66,6 +66,7 @@ class _Core:
         self.run_lock = threading.Lock()  # held while a batch runs or slots change
         self.closed = False
         self.worker = None
+        self.wake_at = 0  # queue length at which the worker wants a notify (0: it is not waiting)
         self.rounds = 0
         self.batched_steps = 0
 
@@ -105,19 +106,24 @@ class _Core:
                     target=self.work, name="pylstm-stream-batcher", daemon=True
                 )
                 self.worker.start()
-            self.cv.notify()
+            if 0 < self.wake_at <= len(self.queue):  # (a wake-up per call would cost a
+                self.wake_at = 0  # thread switch per call)
+                self.cv.notify()
 
     def next_batch(self):
         """Wait for pending chunks (and, within max_delay, for more); None once closed."""
         with self.cv:
             while not self.queue and not self.closed:
+                self.wake_at = 1
                 self.cv.wait()
             while not self.closed and self.max_delay_s > 0:
                 want = min(self.max_batch, self.live_streams())
                 remaining = self.queue[0].arrived + self.max_delay_s - time.monotonic()
                 if len(self.queue) >= want or remaining <= 0:
                     break
+                self.wake_at = want
                 self.cv.wait(remaining)
+            self.wake_at = 0
             if self.closed:
                 return None
             n = min(len(self.queue), self.max_batch)
@@ -383,7 +389,7 @@ class BatchedStream:
                     if core.closed:
                         raise BatcherClosed("the StreamBatcher is closed")
                     core.collect_released()
-                    rows = [self._slot]
+                    rows = slice(self._slot, self._slot + 1)  # views; the engine writes new arrays
                     outputs, new = core.served.run([payload], one_step, core.slots.take(rows))
                     core.slots.put(rows, new)
                     core.rounds += 1

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from .engine import empty_output
-from .stream_state import StreamState
+from .stream_state import StreamState, engine_step
 from .validation import as_float_array, as_state, to_numpy
 
 
@@ -100,7 +100,13 @@ class EngineModel:
         return StreamState(self.open_state(1).names, arrays)
 
     def prepare(self, chunk):
-        x = as_float_array(chunk, "chunk")
+        x = chunk
+        if not (  # the common case, checked cheaply: a float32 array, last axis contiguous
+            type(x) is np.ndarray
+            and x.dtype.char == "f"
+            and (x.ndim == 0 or x.shape[-1] < 2 or x.strides[-1] == 4)
+        ):
+            x = as_float_array(chunk, "chunk")
         features = self.engine.input_size
         if x.ndim not in (1, 2) or x.shape[-1] != features:
             raise ValueError(
@@ -114,15 +120,13 @@ class EngineModel:
 
     def run(self, payloads, one_step: bool, state: StreamState):
         k = len(payloads)
-        x = payloads[0][None] if k == 1 else np.stack(payloads)  # [k, T, I]
-        y = empty_output((k, x.shape[1], self.engine.output_size))  # [k, T, O]
-        new = self._forward(x.transpose(1, 0, 2), y.transpose(1, 0, 2), state)
+        x_tm = payloads[0][:, None] if k == 1 else np.stack(payloads, axis=1)  # [T, k, I]
+        shape = (k, x_tm.shape[0], self.engine.output_size)
+        # [k, T, O], so that each stream's outputs are one contiguous block; outputs written by
+        # several threads start on a cache line (see engine.empty_output)
+        y = np.empty(shape, np.float32) if k == 1 else empty_output(shape)
+        new = engine_step(self.engine, x_tm, y.transpose(1, 0, 2), state)
         return [y[j, 0] for j in range(k)] if one_step else list(y), new
-
-    def _forward(self, x_tm, y_tm, state):
-        from .stream_state import engine_step
-
-        return engine_step(self.engine, x_tm, y_tm, state)
 
 
 def _probe_axes(step, shapes_at):

@@ -65,15 +65,25 @@ class StreamState:
         """Zero state of ``batch_size`` sequences; ``shapes`` per array, without the batch."""
         return cls(names, [np.zeros((batch_size, *s), np.float32) for s in shapes])
 
+    @classmethod
+    def _of(cls, names: tuple, arrays: tuple) -> StreamState:
+        """Construction without checks (hot paths that know the arrays fit)."""
+        state = cls.__new__(cls)
+        state.names, state.arrays = names, arrays
+        return state
+
     def take(self, rows) -> StreamState:
-        """The state of the sequences ``rows`` (ints, an int array or a slice), as a new
-        ``StreamState`` of ``len(rows)`` sequences (copies for index arrays)."""
-        return StreamState(self.names, [a[rows] for a in self.arrays])
+        """The state of the sequences ``rows`` (an int array or list: copies; a slice: views),
+        as a new ``StreamState`` of ``len(rows)`` sequences."""
+        return StreamState._of(self.names, tuple(a[rows] for a in self.arrays))
 
     def put(self, rows, src: StreamState) -> None:
         """Replace the state of the sequences ``rows`` with ``src`` (``len(rows)`` sequences,
         or one sequence broadcast to all ``rows``)."""
-        if src.shapes != self.shapes:
+        if src.names is not self.names and (  # (states of one model share their names)
+            len(src.arrays) != len(self.arrays)
+            or any(d.shape[1:] != a.shape[1:] for d, a in zip(self.arrays, src.arrays))
+        ):
             raise ValueError(
                 f"state: expected per-sequence shapes {list(self.shapes)} "
                 f"({', '.join(self.names)}), got {list(src.shapes)}"
@@ -120,14 +130,20 @@ def engine_step(engine, x_tm: np.ndarray, y_tm: np.ndarray, state: StreamState) 
     of new time-major arrays). T may be 0 (then the state is returned unchanged)."""
     if x_tm.shape[0] == 0:
         return state
-    engine_arrays = [np.ascontiguousarray(a.transpose(1, 0, 2)) for a in state.arrays]
-    h0 = engine_arrays[0]
-    c0 = engine_arrays[1] if len(engine_arrays) > 1 else None
-    h_n = np.empty_like(h0)
-    c_n = None if c0 is None else np.empty_like(c0)
-    engine.forward(x_tm, y_tm, None, h0, c0, h_n, c_n)
-    new = [h_n] if c_n is None else [h_n, c_n]
-    return StreamState(state.names, [a.transpose(1, 0, 2) for a in new])
+    # [B, rows, H] -> [rows, B, H]: no copy for B = 1 or rows = 1 (size-1 axes)
+    h0 = state.arrays[0].transpose(1, 0, 2)
+    if not h0.flags.c_contiguous:
+        h0 = np.ascontiguousarray(h0)
+    h_n = np.empty(h0.shape, np.float32)
+    if len(state.arrays) == 1:
+        engine._net.forward(x_tm, y_tm, None, h0, None, h_n, None)
+        return StreamState._of(state.names, (h_n.transpose(1, 0, 2),))
+    c0 = state.arrays[1].transpose(1, 0, 2)
+    if not c0.flags.c_contiguous:
+        c0 = np.ascontiguousarray(c0)
+    c_n = np.empty(c0.shape, np.float32)
+    engine._net.forward(x_tm, y_tm, None, h0, c0, h_n, c_n)
+    return StreamState._of(state.names, (h_n.transpose(1, 0, 2), c_n.transpose(1, 0, 2)))
 
 
 # -- Keras models ---------------------------------------------------------------------------
