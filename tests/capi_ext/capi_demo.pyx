@@ -142,6 +142,19 @@ cdef class Stream:
                     break
         check(rc)
 
+    def step_same(self, const float[:, :, :] x, float[:, :, :] y, Py_ssize_t n):
+        """n one-step calls on the same x [1, B, I] into y [1, B, O], without the GIL (the
+        overhead benchmark, bench/capi_overhead.py)."""
+        cdef int rc = PYLSTM_OK
+        cdef Py_ssize_t i
+        cdef int64_t xb = fstride(x, 1), yb = fstride(y, 1), B = x.shape[1]
+        with nogil:
+            for i in range(n):
+                rc = pylstm_stream_step(self.handle, 1, B, &x[0, 0, 0], 0, xb, &y[0, 0, 0], 0, yb)
+                if rc != PYLSTM_OK:
+                    break
+        check(rc)
+
     def step_raw(self, int64_t steps, int64_t batch, const float[::1] x, float[::1] y):
         """The call with sizes as given (contiguous time-major): returns (code, message)."""
         cdef int rc
