@@ -1,6 +1,6 @@
 """Exceptions raised by pylstm.
 
-The public contract (API.md) is expressed with Python's built-in exception types; the classes
+The public error contract (README "Errors") is expressed with Python's built-in exception types; the classes
 here subclass them so that callers can catch either the specific pylstm class or the built-in.
 """
 

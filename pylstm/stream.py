@@ -60,7 +60,7 @@ class Stream:
 
         Parameters
         ----------
-        chunk : array, float32 or float64
+        chunk : array of float16, bfloat16 (torch tensors, ml_dtypes), float32 or float64
             ``[t, B, I]`` (``[B, t, I]`` for a batch-first model) for t steps, or ``[B, I]``
             for exactly one step.
 

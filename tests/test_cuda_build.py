@@ -126,10 +126,17 @@ def test_build_backend_cublas_requirement(tmp_path, monkeypatch):
     assert backend.cublas_requirement() == []  # no nvcc: CPU-only build
     nvcc = fake_nvcc(tmp_path, "13.0")
     monkeypatch.setenv("PATH", str(nvcc.parent))
+    # AUTO with nvcc: CUDA (and so cuBLAS) only where an NVIDIA driver is present
+    monkeypatch.setattr(backend, "_nvidia_driver_present", lambda: False)
+    assert backend.cuda_decision()[0] == "OFF"
+    assert backend.cublas_requirement() == []
+    monkeypatch.setattr(backend, "_nvidia_driver_present", lambda: True)
+    assert backend.cuda_decision()[0] == "ON"
     assert backend.cublas_requirement() == ["nvidia-cublas>=13,<14"]
     monkeypatch.setenv("PYLSTM_CUDA", "off")
     assert backend.cublas_requirement() == []
     monkeypatch.setenv("PYLSTM_CUDA", "ON")
+    monkeypatch.setattr(backend, "_nvidia_driver_present", lambda: False)  # ON: a driver or not
     monkeypatch.setattr(backend, "_cuda_major", lambda nvcc: 12)
     assert backend.cublas_requirement() == ["nvidia-cublas-cu12"]
     monkeypatch.setattr(backend, "_toolkit_has_cublas", lambda nvcc: True)

@@ -3,7 +3,7 @@ cell / option grid, with every strategy forced in turn (persistent kernel, per-s
 fused gates in CUDA graphs, and the same loop launched directly). Needs a GPU; skipped with
 pylstm's reason otherwise.
 
-Tolerances (DESIGN.md, fp32: 3e-5 absolute for unit-scale outputs):
+Tolerances (ARCHITECTURE.md, fp32: 3e-5 absolute for unit-scale outputs):
 
 * fp32, LSTM/GRU/tanh-RNN: 3e-5 scaled by ``max(1, largest |value| in the row)``
   (``helpers.assert_close``), against the CPU engine and against cuDNN: all three sum in float32

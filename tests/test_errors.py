@@ -1,6 +1,6 @@
-"""Bad inputs raise the errors API.md lists, with messages that name the problem.
+"""Bad inputs raise the errors README "Errors" lists, with messages that name the problem.
 
-API.md: wrong shape, size, length or value -> ValueError naming the argument, what was expected and
+README "Errors": wrong shape, size, length or value -> ValueError naming the argument, what was expected and
 what came; wrong type or dtype -> TypeError; unsupported layer -> NotImplementedError naming it;
 asking for a device this build cannot provide -> pylstm.DeviceError (a RuntimeError) saying why.
 After every error the model must still work (no corrupted state).

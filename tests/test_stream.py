@@ -21,7 +21,7 @@ from helpers import assert_close, make_module, split_state, torch_forward
 import pylstm
 
 STREAM_TOL = 1e-6  # streamed vs whole call: see module docstring
-TORCH_TOL = 3e-5  # vs torch, fp32 unit-scale outputs (DESIGN.md)
+TORCH_TOL = 3e-5  # vs torch, fp32 unit-scale outputs (ARCHITECTURE.md)
 
 MODELS = [
     # (cell, make_module kwargs)

@@ -1,6 +1,6 @@
 """Calling models from many Python threads at once.
 
-API.md: "Calls release the GIL; one model may be called from many threads at once." The engine
+README: "Calls release the GIL; one model can be used from many threads at once." The engine
 runs a call on its worker pool when the pool is free and on the calling thread alone otherwise;
 results must not depend on which (tolerance 0: concurrent results are compared bit for bit with
 the same calls made one after another).

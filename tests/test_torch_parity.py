@@ -3,7 +3,7 @@
 The reference is the torch module itself (float32, ``torch.no_grad()``), with weights scaled 3x
 beyond PyTorch's init so that gates saturate, and fresh inputs from a seeded numpy Generator.
 
-Tolerances (DESIGN.md: "fp32: 3e-5 absolute for unit-scale outputs"):
+Tolerances (ARCHITECTURE.md: fp32 outputs of unit scale agree within 3e-5 absolute):
 
 * LSTM/GRU/tanh-RNN: 3e-5, scaled by ``max(1, largest |value| in the row)`` (see
   ``helpers.assert_close``). Hidden states of these cells are bounded by 1, so for them this is
@@ -36,7 +36,7 @@ import pylstm
 
 ISAS = list(pylstm._core.supported_isas())
 
-ATOL = 3e-5  # unit-scale fp32 outputs, DESIGN.md
+ATOL = 3e-5  # unit-scale fp32 outputs, ARCHITECTURE.md
 RELU_RTOL = 1e-5  # relu RNN: relative to the row's magnitude (unbounded outputs)
 
 
