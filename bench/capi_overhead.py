@@ -48,7 +48,7 @@ def main(argv=None) -> None:
     if why:
         sys.exit(f"cannot build the C API extension: {why}")
     with tempfile.TemporaryDirectory() as tmp:
-        demo, _ = capi_build.build(tmp)
+        demo = capi_build.build(tmp)["capi_demo"]
 
     H = I = args.hidden
     rng = np.random.default_rng(0)

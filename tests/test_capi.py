@@ -13,6 +13,7 @@ from __future__ import annotations
 import gc
 import gzip
 import os
+import re
 import shutil
 import sys
 import threading
@@ -31,25 +32,36 @@ from helpers import make_module
 import pylstm
 
 THREADS = 4
+README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
+
+
+def readme_example() -> str:
+    """The ```cython block of README.md's "From Cython and C" section (lstm_demo.pyx)."""
+    with open(README, encoding="utf-8") as f:
+        section = f.read().split("## From Cython and C", 1)[1]
+    return re.search(r"^```cython\n(.*?)^```", section, re.S | re.M).group(1)
 
 
 @pytest.fixture(scope="module")
 def ext(tmp_path_factory):
-    """(capi_demo, capi_cdemo): the Cython and the C extension, built once for this module."""
+    """{name: module}: the Cython and the C test extensions and README's example, built once
+    (one setuptools run) for this module."""
     why = capi_build.missing_tools()
     if why:
         pytest.skip(f"cannot build the C API test extensions: {why}")
-    return capi_build.build(tmp_path_factory.mktemp("capi_ext"))
+    return capi_build.build(
+        tmp_path_factory.mktemp("capi_ext"), extra_pyx={"lstm_demo": readme_example()}
+    )
 
 
 @pytest.fixture(scope="module")
 def demo(ext):
-    return ext[0]
+    return ext["capi_demo"]
 
 
 @pytest.fixture(scope="module")
 def cdemo(ext):
-    return ext[1]
+    return ext["capi_cdemo"]
 
 
 def torch_model(cell, seed=0, input_size=6, hidden_size=9, **kwargs):
@@ -78,6 +90,21 @@ def test_headers_and_capsule_are_shipped():
     capsule = pylstm._core._C_API
     assert type(capsule).__name__ == "PyCapsule"
     assert "pylstm._core._C_API" in repr(capsule)
+
+
+def test_readme_example(ext):
+    """README's lstm_demo.pyx builds and gives what the Python API gives."""
+    lstm_demo = ext["lstm_demo"]
+    model = torch_model("lstm", num_layers=2)
+    x = sequence(model, 6, 3)
+    y = np.empty((6, 3, model.hidden_size), np.float32)
+    lstm_demo.forward(model, x, y)
+    np.testing.assert_array_equal(y, model(x)[0])
+    stream = model.stream(3)
+    lstm_demo.step_each(model.stream(3), x, y)
+    np.testing.assert_array_equal(y, np.stack([stream.step(x[t]) for t in range(6)]))
+    with pytest.raises(RuntimeError, match="pylstm error 1: stream_step: expected steps >= 0"):
+        lstm_demo.step_each(model.stream(2), x, y)
 
 
 # -- models ---------------------------------------------------------------------------------

@@ -24,10 +24,10 @@ include = [pylstm.get_include()]
 # where `cimport pylstm.capi` finds pylstm/capi.pxd: on sys.path for a regular install; named
 # here too for an editable install, whose package folder is not on sys.path
 pxd_root = os.path.dirname(os.path.dirname(pylstm.__file__))
-cython_ext = Extension("capi_demo", ["capi_demo.pyx"], include_dirs=include)
+cython_exts = [Extension(name, [name + ".pyx"], include_dirs=include) for name in PYX]
 c_ext = Extension("capi_cdemo", ["capi_cdemo.c"], include_dirs=include,
                   extra_compile_args=["-pthread"], extra_link_args=["-pthread"])
-setup(name="capi_demo", ext_modules=cythonize([cython_ext], include_path=[pxd_root], quiet=True)
+setup(name="capi_demo", ext_modules=cythonize(cython_exts, include_path=[pxd_root], quiet=True)
       + [c_ext], script_args=["build_ext", "--inplace"])
 """
 
@@ -44,8 +44,10 @@ def missing_tools() -> str | None:
     return None
 
 
-def build(dest) -> tuple:
-    """Compile both extensions in ``dest`` and import them: returns ``(capi_demo, capi_cdemo)``.
+def build(dest, extra_pyx: dict | None = None) -> dict:
+    """Compile both extensions in ``dest`` and import them: returns ``{name: module}`` with
+    ``capi_demo`` and ``capi_cdemo``, and one Cython module per ``extra_pyx`` entry
+    (``{name: source text}``).
 
     Raises
     ------
@@ -56,7 +58,11 @@ def build(dest) -> tuple:
     dest.mkdir(parents=True, exist_ok=True)
     for name in SOURCES:
         shutil.copy(HERE / name, dest / name)
-    (dest / "setup_capi.py").write_text(SETUP)
+    extra_pyx = dict(extra_pyx or {})
+    for name, text in extra_pyx.items():
+        (dest / f"{name}.pyx").write_text(text)
+    pyx = ["capi_demo", *extra_pyx]
+    (dest / "setup_capi.py").write_text(f"PYX = {pyx!r}\n" + SETUP)
     run = subprocess.run(
         [sys.executable, "setup_capi.py"], cwd=dest, capture_output=True, text=True, check=False
     )
@@ -64,6 +70,6 @@ def build(dest) -> tuple:
         raise RuntimeError(f"building the C API demo extensions failed:\n{run.stdout}\n{run.stderr}")
     sys.path.insert(0, os.fspath(dest))
     try:
-        return importlib.import_module("capi_demo"), importlib.import_module("capi_cdemo")
+        return {name: importlib.import_module(name) for name in [*pyx, "capi_cdemo"]}
     finally:
         sys.path.remove(os.fspath(dest))
