@@ -218,15 +218,25 @@ def _cmd_bench(args) -> int:
     precision = precision if "precision" in sections else []
     streams = bench.filter_configs(bench.stream_configs(args.quick), **axes)
     streams = streams if "stream" in sections else []
+    batchers = []
+    if "batcher" in sections:
+        from pylstm.bench.batcher import batcher_configs
+
+        batchers = [
+            c
+            for c in batcher_configs(args.quick)
+            if (not args.cell or c.cell in args.cell)
+            and (not args.hidden or c.hidden_size in args.hidden)
+        ]
     if args.list:
         for cfg in grid:
             print(cfg.name)
         for cfg in precision:
             print(f"{cfg.name} at {', '.join(bench.configs.PRECISIONS)}")
-        for cfg in streams:
+        for cfg in [*streams, *batchers]:
             print(cfg.name)
         return 0
-    if not (grid or precision or streams):
+    if not (grid or precision or streams or batchers):
         print("pylstm bench: no configuration matches the filters", file=sys.stderr)
         return 2
     json_path, png = _output_paths(args, "cpu")
@@ -237,6 +247,7 @@ def _cmd_bench(args) -> int:
         budget_s=budget,
         stream_configs=streams,
         precision_configs=precision,
+        batcher_configs=batchers,
         quick_ceiling=args.quick,
         json_path=json_path,
         command=command,
@@ -340,8 +351,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--sections",
         nargs="+",
-        choices=["grid", "precision", "stream"],
-        help="only these sections (default: all)",
+        choices=["grid", "precision", "stream", "batcher"],
+        help="only these sections (default: grid, precision and stream; 'batcher', many "
+        "streams served by pylstm.StreamBatcher, only when named)",
     )
     p.add_argument(
         "--budget",

@@ -4,6 +4,8 @@ at Poisson-random times, served three ways on one torch module:
 * ``batcher``: one :class:`pylstm.StreamBatcher` (``max_batch=256``, ``max_delay_ms=1``), each
   stream ``s.step(x)`` (cellular batching);
 * ``stream``: each stream its own ``model.stream(1)``, ``stream.step(x[None])`` (B = 1 each);
+* ``batcher_async``: the same batcher, each stream a coroutine awaiting ``s.astep(x)`` in one
+  asyncio event loop (asyncio's timers wake up to 1 ms late, which the latencies include);
 * ``onnxruntime``: one ONNX Runtime session of a T = 1 export of the module with the states as
   inputs and outputs (``h0``/``c0`` -> ``hn``/``cn``), each stream ``session.run`` with its own
   state (one intra-op thread: the client threads are the parallelism).
@@ -29,7 +31,7 @@ import pylstm
 
 #: Client threads at most (1024 OS threads would mostly measure the scheduler).
 MAX_CLIENT_THREADS = 128
-METHODS = ("batcher", "stream", "onnxruntime")
+METHODS = ("batcher", "batcher_async", "stream", "onnxruntime")
 
 
 @dataclass(frozen=True)
@@ -132,7 +134,7 @@ def _drive(server, n: int, rate_hz: float, duration_s: float, xs, seed: int = 0)
     schedule = _arrivals(n, rate_hz, duration_s, threads, np.random.default_rng(seed))
     latencies = [[] for _ in range(threads)]
     start = time.perf_counter() + 0.05
-    deadline = start + duration_s * 3 + 1.0  # overloaded clients stop here
+    deadline = start + duration_s * 1.5  # overloaded clients stop sending here
     errors = []
 
     def client(k):
@@ -171,6 +173,45 @@ def _drive(server, n: int, rate_hz: float, duration_s: float, xs, seed: int = 0)
     }
 
 
+def _drive_async(server, n: int, rate_hz: float, duration_s: float, xs, seed: int = 0) -> dict:
+    """:func:`_drive` with asyncio clients: one event loop (in this thread), one coroutine per
+    stream awaiting ``astep`` at its Poisson arrival times."""
+    import asyncio
+
+    schedule = _arrivals(n, rate_hz, duration_s, n, np.random.default_rng(seed))
+    latencies = [[] for _ in range(n)]
+
+    async def client(i, start, deadline):
+        s, lat, perf = server.streams[i], latencies[i], time.perf_counter
+        for t, _ in schedule[i]:
+            due = start + t
+            now = perf()
+            if due > now:
+                await asyncio.sleep(due - now)
+            elif now > deadline:
+                break
+            await s.astep(xs[i % len(xs)])
+            lat.append(perf() - due)
+
+    async def main():
+        start = time.perf_counter() + 0.05
+        deadline = start + duration_s * 1.5
+        await asyncio.gather(*(client(i, start, deadline) for i in range(n)))
+        return start, time.perf_counter()
+
+    start, end = asyncio.run(main())
+    lat = np.concatenate([np.asarray(x) for x in latencies if x]) * 1e3
+    offered = sum(len(s) for s in schedule)
+    return {
+        "steps_per_s": len(lat) / (end - start),
+        "offered_steps_per_s": offered / duration_s,
+        "completed": len(lat) / max(offered, 1),
+        "p50_ms": float(np.percentile(lat, 50)),
+        "p99_ms": float(np.percentile(lat, 99)),
+        "client_threads": 0,
+    }
+
+
 def _back_to_back_us(server, x, calls: int = 2000) -> float:
     times = []
     for _ in range(5):
@@ -195,6 +236,7 @@ def measure_batcher_point(cfg: BatcherConfig, *, budget_s: float = 2.0, seed: in
     xs = list(rng.standard_normal((64, cfg.hidden_size)).astype(np.float32))
     makers = {
         "batcher": lambda: _Batcher(model, cfg.streams),
+        "batcher_async": lambda: _Batcher(model, cfg.streams),
         "stream": lambda: _Streams(model, cfg.streams),
         "onnxruntime": lambda: _Ort(module, cfg.streams),
     }
@@ -210,35 +252,29 @@ def measure_batcher_point(cfg: BatcherConfig, *, budget_s: float = 2.0, seed: in
             check[method] = np.stack([server.step(0, xs[t]) for t in range(8)])
             if cfg.streams == 1 and method in ("batcher", "stream"):
                 entry[f"{method}_step_us"] = _back_to_back_us(server, xs[0])
-            entry[method] = _drive(server, cfg.streams, cfg.rate_hz, budget_s, xs, seed)
+            drive = _drive_async if method == "batcher_async" else _drive
+            entry[method] = drive(server, cfg.streams, cfg.rate_hz, budget_s, xs, seed)
         finally:
             server.close()
     if "stream" in check:
         entry["max_abs_diff"] = float(
             max(np.abs(check[m] - check["stream"]).max() for m in check)
         )
-    for peer in ("stream", "onnxruntime"):
-        if peer in entry and "batcher" in entry:
-            entry[f"throughput_vs_{peer}"] = (
-                entry["batcher"]["steps_per_s"] / entry[peer]["steps_per_s"]
-            )
+    for mine in ("batcher", "batcher_async"):
+        for peer in ("stream", "onnxruntime"):
+            if peer in entry and mine in entry:
+                suffix = "_async" if mine == "batcher_async" else ""
+                entry[f"throughput{suffix}_vs_{peer}"] = (
+                    entry[mine]["steps_per_s"] / entry[peer]["steps_per_s"]
+                )
     return entry
 
 
-COLUMNS = (
-    "config",
-    "batcher steps/s",
-    "p50 ms",
-    "p99 ms",
-    "stream steps/s",
-    "p50 ms",
-    "p99 ms",
-    "ort steps/s",
-    "p50 ms",
-    "p99 ms",
-    "x stream",
-    "x ort",
-)
+COLUMNS = ("config",) + tuple(
+    f"{label} {what}"
+    for label in ("batcher", "batcher asyncio", "stream", "ort")
+    for what in ("steps/s", "p50 ms", "p99 ms")
+) + ("x ort", "x ort asyncio")
 
 
 def table_row(entry: dict) -> list:
@@ -248,9 +284,9 @@ def table_row(entry: dict) -> list:
         if m is None:
             cells += ["-", "-", "-"]
         else:
-            cells += [f"{m['steps_per_s']:.0f}", f"{m['p50_ms']:.3f}", f"{m['p99_ms']:.3f}"]
-    for peer in ("stream", "onnxruntime"):
-        r = entry.get(f"throughput_vs_{peer}")
+            cells += [f"{m['steps_per_s']:.0f}", f"{m['p50_ms']:.2f}", f"{m['p99_ms']:.2f}"]
+    for key in ("throughput_vs_onnxruntime", "throughput_async_vs_onnxruntime"):
+        r = entry.get(key)
         cells.append("-" if r is None else f"{r:.2f}")
     return cells
 
@@ -272,7 +308,7 @@ def markdown_table(entries: list) -> str:
 
 
 def _line(cells) -> str:
-    return cells[0].ljust(30) + "".join(c.rjust(16 if i == 0 else 9) for i, c in enumerate(cells[1:]))
+    return cells[0].ljust(28) + " ".join(c.rjust(9) for c in cells[1:])
 
 
 def run_batcher_section(record: dict, configs: list, *, budget_s: float, out) -> None:
@@ -280,14 +316,16 @@ def run_batcher_section(record: dict, configs: list, *, budget_s: float, out) ->
     if not configs:
         return
     print("\nMany streams, one step per call at Poisson times (open loop)", file=out)
-    print(_line(COLUMNS), file=out)
+    short = ["config"] + [f"{m} {w}" for m in ("B", "BA", "S", "O") for w in ("st/s", "p50", "p99")]
+    print(_line(short + ["x O", "x O (BA)"]), file=out)
     for cfg in configs:
         entry = measure_batcher_point(cfg, budget_s=budget_s)
         record["results"].append(entry)
         row = table_row(entry)
         print(_line(row), file=out, flush=True)
     print(
-        f"  clients: min(N, {MAX_CLIENT_THREADS}) threads for every method; latency from the "
-        "scheduled arrival; x stream / x ort = batcher steps/s over theirs",
+        f"  B: batcher, BA: batcher with asyncio clients, S: stream.step per stream, O: ONNX "
+        f"Runtime session.run per stream; clients: min(N, {MAX_CLIENT_THREADS}) threads (BA: "
+        "one event loop); p50/p99 ms from the scheduled arrival; x O = steps/s over O's",
         file=out,
     )

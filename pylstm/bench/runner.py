@@ -148,6 +148,7 @@ def run_benchmarks(
     budget_s: float = 1.0,
     stream_configs: list = (),
     precision_configs: list = (),
+    batcher_configs: list = (),
     quick_ceiling: bool = False,
     json_path: str | None = None,
     command: str = "",
@@ -167,6 +168,9 @@ def run_benchmarks(
     stream_configs : list of StreamConfig
     precision_configs : list of BenchConfig
         Points timed with pylstm at every precision in :data:`PRECISIONS`.
+    batcher_configs : list of pylstm.bench.batcher.BatcherConfig
+        Many-stream points (``--sections batcher``): StreamBatcher against per-stream
+        ``stream.step`` and ONNX Runtime, ``budget_s`` seconds of load per method.
     quick_ceiling : bool
         Measure the ceiling on a small GEMM (fast, lower).
     json_path : str, optional
@@ -220,6 +224,10 @@ def run_benchmarks(
     if notes:
         print("\n" + "\n".join(f"note: {n}" for n in notes), file=out)
     section("stream", stream_configs, lambda c: [measure_stream(c, **common)])
+    if batcher_configs:
+        from .batcher import run_batcher_section
+
+        run_batcher_section(record, batcher_configs, budget_s=budget_s, out=out)
     record["summary"] = summarize(record["results"])
     print("", file=out)
     for line in summary_lines(record["summary"]):
