@@ -1,8 +1,10 @@
 // The CPU backend: packs the weights for the kernels of the best instruction set at load, then
 // runs every layer of a forward pass inside one thread-pool team.
 #include <algorithm>
+#include <atomic>
 #include <memory>
 #include <mutex>
+#include <new>
 #include <vector>
 
 #include "aligned.hpp"
@@ -132,6 +134,24 @@ class CpuBackend final : public Backend {
   std::vector<PackedLayer> layers_;
   mutable std::mutex scratch_mutex_;
   mutable std::vector<std::unique_ptr<ScratchBuffer>> idle_scratch_;
+  mutable std::atomic<uint64_t> fork_epoch_{fork_epoch()};
+
+  // In a forked child, scratch_mutex_ may have been held by a parent thread at the fork (it
+  // would stay locked forever) and idle_scratch_ be mid-update: when try_lock fails, both are
+  // made anew (the parent's list is left unfreed).
+  void repair_after_fork() const {
+    const uint64_t now = fork_epoch();
+    if (fork_epoch_.load(std::memory_order_acquire) == now) return;
+    std::lock_guard<std::mutex> repair(fork_repair_mutex());
+    if (fork_epoch_.load(std::memory_order_acquire) == now) return;
+    if (scratch_mutex_.try_lock()) {
+      scratch_mutex_.unlock();
+    } else {
+      new (&scratch_mutex_) std::mutex();
+      new (&idle_scratch_) std::vector<std::unique_ptr<ScratchBuffer>>();
+    }
+    fork_epoch_.store(now, std::memory_order_release);
+  }
 
   // The workspace of one call: the largest layer's buffers (layers run one after the other),
   // then up to two intermediate sequences between layers.
@@ -169,6 +189,7 @@ class CpuBackend final : public Backend {
 
   // Workspaces are reused between calls; concurrent calls each get their own.
   std::unique_ptr<ScratchBuffer> take_scratch() const {
+    repair_after_fork();
     std::lock_guard<std::mutex> lock(scratch_mutex_);
     if (idle_scratch_.empty()) return std::make_unique<ScratchBuffer>();
     auto s = std::move(idle_scratch_.back());

@@ -9,6 +9,10 @@
 #if defined(__linux__)
 #include <sched.h>
 #endif
+#if defined(__unix__) || defined(__APPLE__)
+#include <pthread.h>
+#endif
+#include <new>
 
 namespace pylstm {
 namespace {
@@ -128,6 +132,15 @@ void SpinBarrier::wait() {
   }
 }
 
+namespace {
+ThreadPool* g_pool = nullptr;  // the pool, once constructed (for the fork handler)
+std::atomic<uint64_t> g_fork_epoch{0};
+std::mutex g_fork_repair_mutex;
+}  // namespace
+
+uint64_t fork_epoch() { return g_fork_epoch.load(std::memory_order_acquire); }
+std::mutex& fork_repair_mutex() { return g_fork_repair_mutex; }
+
 ThreadPool& ThreadPool::global() {
   static ThreadPool pool;
   return pool;
@@ -137,9 +150,55 @@ ThreadPool::ThreadPool() {
   const int n = threads_from_env();
   num_threads_.store(n);
   start_workers(n - 1);
+  g_pool = this;
+#if defined(__unix__) || defined(__APPLE__)
+  pthread_atfork(nullptr, nullptr, &ThreadPool::after_fork_in_child);
+#endif
 }
 
-ThreadPool::~ThreadPool() { stop_workers(); }
+ThreadPool::~ThreadPool() {
+  if (workers_stale_) {
+    abandon_stale_workers();  // a forked child exiting: the parent's workers are not ours
+  } else {
+    stop_workers();
+  }
+  g_pool = nullptr;
+}
+
+// Runs in the child of fork(), which has one thread: no other thread can touch the pool now.
+// Locks that a parent thread held at the fork stay locked forever in the child's copy, so each
+// one is constructed anew (as is what the job state held); nothing here joins, destroys or
+// frees what belonged to the parent's threads.
+void ThreadPool::after_fork_in_child() {
+  new (&g_fork_repair_mutex) std::mutex();
+  g_fork_epoch.fetch_add(1, std::memory_order_acq_rel);
+  ThreadPool* pool = g_pool;
+  if (pool == nullptr) return;
+  new (&pool->run_mutex_) std::mutex();
+  new (&pool->wake_mutex_) std::mutex();
+  new (&pool->wake_cv_) std::condition_variable();
+  new (&pool->error_mutex_) std::mutex();
+  new (&pool->error_) std::exception_ptr();
+  new (&pool->team_cpus_) std::vector<int>();  // the parent's buffer may be mid-update: leaked
+  pool->job_ = nullptr;
+  pool->team_size_ = 1;
+  pool->stopping_ = false;
+  pool->pending_.store(0, std::memory_order_relaxed);
+  pool->barrier_.reset(1);
+  pool->workers_stale_ = !pool->workers_.empty();
+}
+
+// The std::thread objects of a forked child's workers name threads of the parent: destroying
+// them (joinable) would terminate the process and joining them would wait forever, so they
+// are moved to a vector that is never freed. Caller holds run_mutex_ (or is the destructor).
+void ThreadPool::abandon_stale_workers() {
+  if (!workers_.empty()) {
+    auto* abandoned = new std::vector<std::thread>(std::move(workers_));
+    (void)abandoned;
+    workers_.clear();
+  }
+  workers_stale_ = false;
+}
 
 void ThreadPool::start_workers(int count) {
   stopping_ = false;
@@ -164,6 +223,12 @@ void ThreadPool::stop_workers() {
 void ThreadPool::set_num_threads(int n) {
   if (n < 1) n = 1;
   std::lock_guard<std::mutex> running(run_mutex_);  // waits for the current job
+  if (workers_stale_) {
+    abandon_stale_workers();
+    num_threads_.store(n);
+    start_workers(n - 1);
+    return;
+  }
   if (n == num_threads()) return;
   stop_workers();
   num_threads_.store(n);
@@ -219,6 +284,10 @@ void ThreadPool::run(int want, const std::function<void(const Team&)>& job) {
   if (!running.owns_lock() || size <= 1) {
     job(Team{0, 1, nullptr});
     return;
+  }
+  if (workers_stale_) {  // first team call in a forked child: workers of its own
+    abandon_stale_workers();
+    start_workers(num_threads() - 1);
   }
   barrier_.reset(size);
   error_ = nullptr;

@@ -66,6 +66,14 @@ class ThreadPool {
   void start_workers(int count);
   void stop_workers();
   void worker_main(int id, uint64_t seen_generation);
+  // fork(): the child has only the forking thread; the workers, and any lock another thread
+  // held, exist in the parent alone. The child handler (pthread_atfork) makes the locks and the
+  // job state new and marks the workers stale; the child's next team call (or
+  // set_num_threads) abandons them, without join or destruction, and starts fresh ones.
+  static void after_fork_in_child();
+  void abandon_stale_workers();
+
+  bool workers_stale_ = false;  // set in a forked child; read and cleared under run_mutex_
 
   std::atomic<int> num_threads_{1};
   std::mutex run_mutex_;  // held while a job runs; try_lock decides pool vs. inline
@@ -86,5 +94,11 @@ class ThreadPool {
 
 // Number of CPUs this process may run on (affinity mask), at least 1.
 int available_cpus();
+
+// How many fork()s led to this process (0 in a process that was not forked after the pool
+// existed). Objects with their own locks compare it with the value they saw last, and make
+// their locks anew when it changed, under fork_repair_mutex() (itself made anew in the child).
+uint64_t fork_epoch();
+std::mutex& fork_repair_mutex();
 
 }  // namespace pylstm
