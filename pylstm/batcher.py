@@ -24,6 +24,7 @@ How a round works
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 import weakref
@@ -69,6 +70,16 @@ class _Core:
         self.wake_at = 0  # queue length at which the worker wants a notify (0: it is not waiting)
         self.rounds = 0
         self.batched_steps = 0
+        _LIVE_CORES.add(self)
+
+    def after_fork_in_child(self) -> None:
+        """A forked child has none of the parent's threads: new locks, no worker (the next call
+        starts one), no pending calls (their callers are in the parent)."""
+        self.queue = deque()
+        self.cv = threading.Condition(threading.Lock())
+        self.run_lock = threading.Lock()
+        self.worker = None
+        self.wake_at = 0
 
     # -- slots (call with run_lock held) ---------------------------------------------------
     def collect_released(self) -> None:
@@ -176,6 +187,18 @@ class _Core:
         worker = self.worker
         if worker is not None and worker is not threading.current_thread():
             worker.join()
+
+
+_LIVE_CORES: weakref.WeakSet = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for core in list(_LIVE_CORES):
+        core.after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def settle(done) -> None:

@@ -453,3 +453,25 @@ def test_chunks_of_different_lengths_in_one_round():
         assert b.stats["rounds"] <= 5 + 3  # one engine call per distinct length (and stragglers)
     for g, x in zip(got, xs):
         _assert_same(g, _alone(model, "torch", [x]))
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
+def test_forked_child_gets_a_working_batcher():
+    import os
+
+    model = _torch_model("GRU")
+    x = np.ones((3, I), np.float32)
+    with pylstm.StreamBatcher(model) as b:
+        s, t = b.open(), b.open()
+        s.step(x)  # the worker has run in the parent
+        want = _alone(model, "torch", [x])[0]
+        pid = os.fork()
+        if pid == 0:  # child: exit code 0 only if both streams work and agree
+            ok = False
+            try:
+                ok = np.allclose(t.step(x), want, atol=TOL) and s.step(x).shape == (3, H)
+            finally:
+                os._exit(0 if ok else 1)
+        _, status = os.waitpid(pid, 0)
+        assert os.WEXITSTATUS(status) == 0
+        _assert_same(t.step(x), want)

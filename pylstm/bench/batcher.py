@@ -42,7 +42,7 @@ class BatcherConfig:
     cell: str
     hidden_size: int
     streams: int
-    rate_hz: float = 500.0
+    rate_hz: float = 200.0
 
     @property
     def name(self) -> str:
