@@ -161,13 +161,13 @@ class _Core:
             else:
                 groups.setdefault((req.key, req.one_step), []).append(req)
         for (_, one_step), reqs in groups.items():
-            rows = np.fromiter((r.stream._slot for r in reqs), np.intp, len(reqs))
             try:
+                rows = np.fromiter((r.stream._slot for r in reqs), np.intp, len(reqs))
                 outputs, new = self.served.run(
                     [r.payload for r in reqs], one_step, self.slots.take(rows)
                 )
                 self.slots.put(rows, new)
-            except Exception as exc:  # (inputs were checked by the callers: engine failures)
+            except BaseException as exc:  # (inputs were checked by the callers: engine failures)
                 done.extend((r, None, exc) for r in reqs)
             else:
                 done.extend((r, out, None) for r, out in zip(reqs, outputs))

@@ -475,3 +475,70 @@ def test_forked_child_gets_a_working_batcher():
         _, status = os.waitpid(pid, 0)
         assert os.WEXITSTATUS(status) == 0
         _assert_same(t.step(x), want)
+
+
+def test_engine_failure_fails_its_group_and_the_worker_goes_on():
+    model = _torch_model("GRU")
+    with pylstm.StreamBatcher(model, max_delay_ms=50) as b:
+        good, bad, spare = b.open(), b.open(), b.open()
+        served = b._core.served
+        real_run = served.run
+
+        def run(payloads, one_step, state):
+            if payloads[0].shape[0] == 2:  # the group of two-step chunks
+                raise MemoryError("simulated engine failure")
+            return real_run(payloads, one_step, state)
+
+        served.run = run
+        results = {}
+
+        def call(name, s, x):
+            try:
+                results[name] = s.step(x)
+            except MemoryError as exc:
+                results[name] = exc
+
+        x1, x2 = np.ones((1, I), np.float32), np.ones((2, I), np.float32)
+        threads = [
+            threading.Thread(target=call, args=("good", good, x1)),
+            threading.Thread(target=call, args=("bad", bad, x2)),
+            threading.Thread(target=call, args=("spare", spare, x1)),
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert isinstance(results["bad"], MemoryError)
+        _assert_same(results["good"], _alone(model, "torch", [x1])[0])
+        served.run = real_run
+        _assert_same(bad.step(x2), _alone(model, "torch", [x2])[0])  # its state did not move
+
+
+def test_keras_embedding_model_takes_token_ids():
+    import os
+
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    keras = pytest.importorskip("keras")
+    keras.utils.set_random_seed(1)
+    m = keras.Sequential(
+        [
+            keras.Input((None,), dtype="int32"),
+            keras.layers.Embedding(20, I, mask_zero=True),
+            keras.layers.LSTM(H, return_sequences=True),
+        ]
+    )
+    model = pylstm.from_keras(m)
+    rng = np.random.default_rng(11)
+    streams = [
+        [np.int64(rng.integers(0, 20)) if k % 2 else rng.integers(0, 20, size=3) for k in range(6)]
+        for _ in range(4)
+    ]
+    with pylstm.StreamBatcher(model) as b:
+        got = _serve_threads(b, streams)
+        with pytest.raises(TypeError, match="token ids"):
+            b.open().step(np.zeros(3, np.float32))
+    for g, chunks in zip(got, streams):
+        s = model.stream(1)
+        for out, c in zip(g, chunks):
+            want = s.step(np.atleast_1d(c)[None])[0]
+            _assert_same(out, want[0] if np.ndim(c) == 0 else want)
