@@ -9,16 +9,18 @@ How a round works
 -----------------
 * A call checks its chunk in the caller's thread (wrong shape or dtype: ``ValueError`` /
   ``TypeError`` there, nothing enqueued) and enqueues it.
-* The worker takes up to ``max_batch`` pending chunks. While fewer are pending than there are
-  open streams (so more may come), it waits for more, at most ``max_delay_ms`` after the oldest
-  pending chunk arrived; when every open stream has a chunk pending it does not wait.
+* The worker takes up to ``max_batch`` pending chunks. A lone pending chunk runs at once (an
+  idle batcher adds no delay). Two or more pending chunks mean load: while fewer are pending
+  than there are open streams (so more may come), the worker waits for more, at most
+  ``max_delay_ms`` after the oldest pending chunk arrived; when every open stream has a chunk
+  pending, or ``max_batch`` are, it does not wait.
 * Chunks of equal shape form one batch: one engine call over ``[T, k, F]`` (one stream's chunk
   of T steps takes part in one call of T steps; chunks of different lengths run as separate
   calls in the same round). States are gathered from and scattered back to one
   :class:`~pylstm.stream_state.StreamState` that holds a row per stream slot.
-* With one stream open (or ``max_delay_ms=0``) and nothing pending, a blocking
-  :meth:`BatchedStream.step` runs in the caller's thread instead of waking the worker: a lone
-  stream pays no thread hand-off.
+* When nothing is pending and no round is running, a blocking :meth:`BatchedStream.step` runs
+  in the caller's thread instead of waking the worker: a call to an idle batcher pays no
+  thread hand-off (chunks that arrive meanwhile queue for the worker).
 """
 
 from __future__ import annotations
@@ -127,7 +129,8 @@ class _Core:
             while not self.queue and not self.closed:
                 self.wake_at = 1
                 self.cv.wait()
-            while not self.closed and self.max_delay_s > 0:
+            # a lone pending chunk runs at once; two or more mean load: wait to fill the batch
+            while not self.closed and self.max_delay_s > 0 and len(self.queue) > 1:
                 want = min(self.max_batch, self.live_streams())
                 remaining = self.queue[0].arrived + self.max_delay_s - time.monotonic()
                 if len(self.queue) >= want or remaining <= 0:
@@ -241,8 +244,8 @@ class StreamBatcher:
     max_batch : int
         The most streams one engine call runs.
     max_delay_ms : float
-        How long a chunk may wait for chunks of other streams when fewer are pending than
-        there are open streams (0: run whatever is pending at once).
+        Under load (two or more chunks pending), how long a chunk may wait for the chunks of
+        other open streams to fill the batch (0: run whatever is pending at once).
 
     Raises
     ------
@@ -403,12 +406,8 @@ class BatchedStream:
         payload, key, one_step = core.served.prepare(chunk)
         self._acquire()
         try:
-            if (
-                not core.queue
-                and (core.max_delay_s == 0 or core.live_streams() <= 1)
-                and core.run_lock.acquire(blocking=False)
-            ):
-                try:  # nothing pending, nobody to wait for: run here, no thread hand-off
+            if not core.queue and core.run_lock.acquire(blocking=False):
+                try:  # nothing pending, the engine idle: run here, no thread hand-off
                     if core.closed:
                         raise BatcherClosed("the StreamBatcher is closed")
                     core.collect_released()

@@ -196,9 +196,33 @@ def test_torch_models_from_threads(cell, kw):
     with pylstm.StreamBatcher(model, max_batch=4, max_delay_ms=0.5) as b:
         got = _serve_threads(b, streams)
         assert b.stats["steps"] == sum(len(c) for c in streams)
-        assert b.stats["rounds"] < b.stats["steps"]  # some chunks ran together
     for g, c in zip(got, streams):
         _assert_same(g, _alone(model, "torch", c))
+
+
+def test_pending_chunks_run_as_one_batch():
+    model = _torch_model("LSTM", num_layers=2)
+    rng = np.random.default_rng(12)
+    xs = [rng.normal(size=I).astype(np.float32) for _ in range(8)]
+    with pylstm.StreamBatcher(model, max_batch=8) as b:
+        streams = [b.open() for _ in range(8)]
+        got = [None] * 8
+        b._core.run_lock.acquire()  # the engine is busy while the eight chunks arrive
+        threads = [
+            threading.Thread(target=lambda i=i: got.__setitem__(i, streams[i].step(xs[i])))
+            for i in range(8)
+        ]
+        for t in threads:
+            t.start()
+        time.sleep(0.2)
+        b._core.run_lock.release()
+        for t in threads:
+            t.join()
+        # one round, or two when the worker took the first arrival alone (a lone chunk runs at
+        # once) before the others came
+        assert b.stats["steps"] == 8 and b.stats["rounds"] <= 2
+    for g, x in zip(got, xs):
+        _assert_same(g, _alone(model, "torch", [x])[0])
 
 
 def test_from_arrays_from_asyncio():
@@ -344,12 +368,17 @@ def test_close_fails_pending_calls_and_later_use():
         except pylstm.BatcherClosed:
             outcomes.append("closed")
 
+    b._core.run_lock.acquire()  # the engine is busy: the three calls below stay pending
     threads = [threading.Thread(target=call, args=(s,)) for s in streams[:3]]
     for t in threads:
         t.start()
-    time.sleep(0.2)  # the three calls are pending: the worker waits for the fourth stream
+    time.sleep(0.2)
     t0 = time.monotonic()
-    b.close()
+    closer = threading.Thread(target=b.close)
+    closer.start()
+    time.sleep(0.05)
+    b._core.run_lock.release()  # (close waits for the round the worker may be starting)
+    closer.join()
     assert time.monotonic() - t0 < 5
     for t in threads:
         t.join()
@@ -368,9 +397,13 @@ def test_close_fails_pending_async_calls():
     async def main():
         b = pylstm.StreamBatcher(model, max_delay_ms=60_000)
         streams = [b.open() for _ in range(3)]
+        b._core.run_lock.acquire()  # the engine is busy
         tasks = [asyncio.ensure_future(s.astep(np.zeros(I))) for s in streams[:2]]
         await asyncio.sleep(0.1)
-        b.close()
+        closer = asyncio.get_running_loop().run_in_executor(None, b.close)
+        await asyncio.sleep(0.05)
+        b._core.run_lock.release()
+        await closer
         return await asyncio.gather(*tasks, return_exceptions=True)
 
     results = asyncio.run(main())
@@ -379,8 +412,8 @@ def test_close_fails_pending_async_calls():
 
 def test_stream_after_close_and_concurrent_use():
     model = _torch_model("GRU")
-    with pylstm.StreamBatcher(model, max_delay_ms=60_000) as b:
-        s, other, _idle = b.open(), b.open(), b.open()  # _idle: the worker waits for it
+    with pylstm.StreamBatcher(model) as b:
+        s, other = b.open(), b.open()
         s.close()
         s.close()
         assert s.closed
@@ -388,16 +421,16 @@ def test_stream_after_close_and_concurrent_use():
             with pytest.raises(RuntimeError, match="closed"):
                 call()
         # a second call of one stream while its first is pending
-        def pending():
-            with pytest.raises(pylstm.BatcherClosed):
-                other.step(np.zeros(I))
-
-        t = threading.Thread(target=pending)
+        b._core.run_lock.acquire()  # the engine is busy
+        results = []
+        t = threading.Thread(target=lambda: results.append(other.step(np.ones(I))))
         t.start()
         time.sleep(0.1)
         with pytest.raises(RuntimeError, match="already running"):
             other.step(np.zeros(I))
-    t.join()
+        b._core.run_lock.release()
+        t.join()
+        _assert_same(results[0], _alone(model, "torch", [np.ones(I, np.float32)])[0])
 
 
 def test_garbage_collected_streams_free_their_slots():
