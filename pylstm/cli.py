@@ -100,6 +100,10 @@ def _cmd_run(args) -> int:
     elif options:
         raise ValueError(f"{args.model}: --prefix and --nonlinearity are for PyTorch state dicts")
     model = pylstm.load(args.model, device=args.device, **options)
+    if os.path.isdir(args.input):  # a folder of .npy shards -> a folder of output shards
+        from pylstm.batch_files import run_folder
+
+        return run_folder(model, args, ProgressBar, _outputs)
     x = np.load(args.input, mmap_mode="r", allow_pickle=False)
     if x.ndim not in (2, 3):
         raise ValueError(
@@ -321,7 +325,9 @@ def build_parser() -> argparse.ArgumentParser:
         "model", help="a PyTorch or Keras model file (.pt, .pth, .safetensors, .keras, .h5)"
     )
     p.add_argument(
-        "input", help=".npy of shape [N, T, I] (N sequences; token ids for Embedding models)"
+        "input",
+        help=".npy of shape [N, T, I] (N sequences; token ids for Embedding models), or a "
+        "folder of .npy shards (then -o is a folder: one output shard per input shard)",
     )
     p.add_argument("-o", "--output", required=True, help="where to write the outputs [N, T, O]")
     p.add_argument("--batch-size", type=int, default=64, help="sequences per call (default 64)")
