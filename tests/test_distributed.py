@@ -217,3 +217,36 @@ def test_dask_map_partitions(dask_client, data):
     out = ddf.map_partitions(lambda part, p: p(part), predict, meta=meta).compute()
     out = out.sort_values("id")
     assert np.array_equal(np.stack(out["y"].to_list()), expected[:n])
+
+
+# -- pylstm run over a folder of shards -----------------------------------------------------------
+def test_cli_run_over_a_folder_of_shards(tmp_path, capsys):
+    """Inputs larger than memory: a folder of .npy shards, memory-mapped, run batch by batch into
+    one output shard per input shard. Batches of 7 against whole-shard calls: the input GEMM may
+    block rows differently, so 1e-6 absolute (unit-scale outputs), not bit equality."""
+    torch = pytest.importorskip("torch")
+    from pylstm.cli import main
+
+    module = torch.nn.GRU(I, 12, batch_first=True)
+    model_path = tmp_path / "gru.pt"
+    torch.save(module.state_dict(), model_path)
+    model = pylstm.load(model_path, batch_first=True)
+    shards = tmp_path / "in"
+    shards.mkdir()
+    rng = np.random.default_rng(5)
+    inputs = {}
+    for name, n in (("a.npy", 20), ("b.npy", 3), ("c.npy", 15)):
+        inputs[name] = rng.normal(size=(n, T, I)).astype(np.float32)
+        np.save(shards / name, inputs[name])
+    (shards / "notes.txt").write_text("not a shard")
+    out = tmp_path / "out"
+    assert main(["run", str(model_path), str(shards), "-o", str(out), "--batch-size", "7"]) == 0
+    assert sorted(os.listdir(out)) == ["a.npy", "b.npy", "c.npy"]
+    for name, x in inputs.items():
+        got = np.load(out / name)
+        np.testing.assert_allclose(got, model(x)[0], atol=1e-6, rtol=0)
+    assert "38/38 seq" in capsys.readouterr().err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["run", str(model_path), str(empty), "-o", str(tmp_path / "o2")]) != 0
+    assert "no .npy shards" in capsys.readouterr().err
