@@ -575,3 +575,32 @@ def test_keras_embedding_model_takes_token_ids():
         for out, c in zip(g, chunks):
             want = s.step(np.atleast_1d(c)[None])[0]
             _assert_same(out, want[0] if np.ndim(c) == 0 else want)
+
+
+def test_many_event_loops_and_threads_share_one_batcher():
+    model = _torch_model("LSTM", num_layers=2)
+    rng = np.random.default_rng(13)
+    streams = [_chunks(rng, 10) for _ in range(13)]
+    got = {}
+    with pylstm.StreamBatcher(model, max_batch=16) as b:
+
+        def loop_thread(first, count):
+            outs = asyncio.run(_serve_async(b, streams[first : first + count], seed=first))
+            got.update({first + i: o for i, o in enumerate(outs)})
+
+        def blocking_threads(first, count):
+            outs = _serve_threads(b, streams[first : first + count], seed=first)
+            got.update({first + i: o for i, o in enumerate(outs)})
+
+        workers = [
+            threading.Thread(target=loop_thread, args=(0, 5)),
+            threading.Thread(target=loop_thread, args=(5, 5)),
+            threading.Thread(target=blocking_threads, args=(10, 3)),
+        ]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+    assert sorted(got) == list(range(13))
+    for i, c in enumerate(streams):
+        _assert_same(got[i], _alone(model, "torch", c))
