@@ -214,7 +214,9 @@ def _cmd_bench(args) -> int:
         if png and args.json:
             _write_plot(bench.load_record(args.json), png)
         return status
-    sections = set(args.sections or ("grid", "precision", "stream"))
+    from pylstm.bench.conditions import CONDITION_SECTIONS
+
+    sections = set(args.sections or ("grid", "precision", "stream", *CONDITION_SECTIONS))
     axes = {"cells": args.cell, "batches": args.batch, "hidden_sizes": args.hidden}
     grid = bench.quick_configs() if args.quick else bench.default_configs()
     grid = bench.filter_configs(grid, **axes) if "grid" in sections else []
@@ -232,6 +234,9 @@ def _cmd_bench(args) -> int:
             if (not args.cell or c.cell in args.cell)
             and (not args.hidden or c.hidden_size in args.hidden)
         ]
+    conditions = sorted(sections & set(CONDITION_SECTIONS), key=CONDITION_SECTIONS.index)
+    condition_points = bench.filter_configs(bench.configs.condition_configs(args.quick), **axes)
+    condition_points = condition_points if conditions else []
     if args.list:
         for cfg in grid:
             print(cfg.name)
@@ -239,8 +244,10 @@ def _cmd_bench(args) -> int:
             print(f"{cfg.name} at {', '.join(bench.configs.PRECISIONS)}")
         for cfg in [*streams, *batchers]:
             print(cfg.name)
+        for cfg in condition_points:
+            print(f"{cfg.name}: {', '.join(conditions)}")
         return 0
-    if not (grid or precision or streams or batchers):
+    if not (grid or precision or streams or batchers or condition_points):
         print("pylstm bench: no configuration matches the filters", file=sys.stderr)
         return 2
     json_path, png = _output_paths(args, "cpu")
@@ -252,6 +259,8 @@ def _cmd_bench(args) -> int:
         stream_configs=streams,
         precision_configs=precision,
         batcher_configs=batchers,
+        condition_configs=condition_points,
+        condition_sections=conditions,
         quick_ceiling=args.quick,
         json_path=json_path,
         command=command,
@@ -281,7 +290,9 @@ log file, a pipe) one summary line is written at the end."""
 BENCH_DESCRIPTION = """\
 Time pylstm, ONNX Runtime and PyTorch side by side (interleaved calls, the same
 threads, medians): whole sequences (the grid), reduced-precision weights and
-streaming, with the measured GEMM ceiling. The filters apply to every section.
+streaming, with the measured GEMM ceiling; then service conditions: calls after
+idle gaps (each engine in its own process), engines sharing a process, a busy
+neighbour core, one thread against all. The filters apply to every section.
 
 Where results go: the JSON record is written to the user data folder,
 $XDG_DATA_HOME/pylstm/bench (by default ~/.local/share/pylstm/bench), named
@@ -357,9 +368,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--sections",
         nargs="+",
-        choices=["grid", "precision", "stream", "batcher"],
-        help="only these sections (default: grid, precision and stream; 'batcher', many "
-        "streams served by pylstm.StreamBatcher, only when named)",
+        choices=[
+            "grid",
+            "precision",
+            "stream",
+            "batcher",
+            "service",
+            "shared",
+            "neighbours",
+            "scaling",
+        ],
+        help="only these sections (default: all but 'batcher', many streams served by "
+        "pylstm.StreamBatcher, which runs only when named; service, shared, neighbours and "
+        "scaling measure service conditions: idle gaps, engines sharing a process, a busy "
+        "core, one thread against all)",
     )
     p.add_argument(
         "--budget",

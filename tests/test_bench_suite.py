@@ -297,7 +297,8 @@ def test_cli_list_shows_every_section_and_filters(tmp_path):
     res = bench_cli("--list", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     lines = res.stdout.splitlines()
-    assert len(lines) == len(bench_configs.default_configs()) + 2 + 4
+    conditions = len(bench_configs.condition_configs())  # service, shared, neighbours, scaling
+    assert len(lines) == len(bench_configs.default_configs()) + 2 + 4 + conditions
     assert "LSTM L=1 B=256 I=1024 H=1024 T=25" in lines
     assert "LSTM L=1 B=1 I=1024 H=1024 T=25 at fp32, bf16, int8" in lines
     assert "GRU stream B=1 I=64 H=64 (1 step/call)" in lines

@@ -125,6 +125,22 @@ def precision_configs(quick: bool = False) -> list:
     return [lstm] if quick else [lstm, BenchConfig("gru", 1, 512, 512, 100)]
 
 
+def condition_configs(quick: bool = False) -> list:
+    """Points of the service-condition sections (service, shared, neighbours, scaling): LSTM and
+    GRU at B = 1, I = H = 256, T = 100; LSTM at B = 8 and B = 64 (H = 256, T = 100); one
+    single-step call ``model(x)`` with T = 1, B = 1, H = 256. ``quick``: the LSTM B = 1 point."""
+    lstm = BenchConfig("lstm", 1, 256, 256, 100)
+    if quick:
+        return [lstm]
+    return [
+        lstm,
+        BenchConfig("gru", 1, 256, 256, 100),
+        BenchConfig("lstm", 8, 256, 256, 100),
+        BenchConfig("lstm", 64, 256, 256, 100),
+        BenchConfig("lstm", 1, 256, 256, 1),
+    ]
+
+
 def filter_configs(configs: list, *, cells=None, batches=None, hidden_sizes=None) -> list:
     """The configurations (of any kind above) whose cell, batch and hidden size are among the
     given ones; ``None`` or empty keeps every value of that axis."""

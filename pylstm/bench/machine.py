@@ -38,6 +38,67 @@ def _caches() -> dict:
     return out
 
 
+#: The /proc/cpuinfo flags that matter to the kernels (vector width, FMA, reduced precision).
+ISA_FLAGS = (
+    "sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
+    "avx512_bf16", "avx512_fp16", "avx_vnni", "amx_tile", "amx_bf16", "amx_int8",
+)  # fmt: skip
+
+
+def _cpu_flags() -> list:
+    """The :data:`ISA_FLAGS` this CPU reports (Linux /proc/cpuinfo; empty elsewhere)."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    have = set(line.split(":", 1)[1].split())
+                    return [f for f in ISA_FLAGS if f in have]
+    except OSError:
+        pass
+    return []
+
+
+def _cpu_field(name: str) -> str:
+    """A ``/proc/cpuinfo`` field of the first CPU (``vendor_id``, ``cpu family``...); "" if
+    absent."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.split(":", 1)[0].strip() == name:
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
+def _cache_sharing() -> dict:
+    """``{"L3u": "0-1", ...}``: the CPUs sharing each cache of CPU 0 (Linux sysfs)."""
+    base = "/sys/devices/system/cpu/cpu0/cache"
+    out = {}
+    for entry in sorted(os.listdir(base)) if os.path.isdir(base) else []:
+        try:
+            with open(f"{base}/{entry}/level") as fh:
+                level = fh.read().strip()
+            with open(f"{base}/{entry}/type") as fh:
+                kind = fh.read().strip()[0].lower()
+            with open(f"{base}/{entry}/shared_cpu_list") as fh:
+                out[f"L{level}{kind}"] = fh.read().strip()
+        except (OSError, IndexError):
+            continue
+    return out
+
+
+def _pylstm_backend() -> str:
+    """The kernel pylstm's engine picks for a CPU model (``model.engine.backend``, e.g.
+    ``cpu/avx512``), read from a tiny LSTM."""
+    try:
+        zeros = np.zeros
+        d = pylstm.Direction(w=zeros((4, 1)), r=zeros((4, 1)), bias_w=zeros(4), bias_r=zeros(4))
+        return pylstm.from_arrays([pylstm.Layer("lstm", [d])]).engine.backend
+    except Exception as exc:  # recorded, never fatal to a benchmark
+        return f"unknown ({type(exc).__name__})"
+
+
 def machine_description() -> dict:
     """CPU model, CPU counts, caches, the SIMD level pylstm uses, OS and Python version.
 
@@ -46,11 +107,21 @@ def machine_description() -> dict:
     dict
         ``cpu`` (model name), ``cpus`` (CPUs this process may run on), ``logical_cpus`` (all of
         the machine's), ``caches``, ``simd`` (pylstm's instruction set), ``simd_available``,
-        ``platform`` (OS), ``python``.
+        ``platform`` (OS), ``python``, ``vendor`` and ``cpu_family``/``cpu_model`` (numbers),
+        ``isa`` (the vector-relevant CPU flags), ``cache_shared_by`` (CPUs per cache),
+        ``kernel`` (OS kernel release), ``pylstm_backend`` (the kernel pylstm's engine chose,
+        ``model.engine.backend``).
     """
     info = pylstm.info()
     return {
         "cpu": _cpu_model(),
+        "vendor": _cpu_field("vendor_id"),
+        "cpu_family": _cpu_field("cpu family"),
+        "cpu_model": _cpu_field("model"),
+        "isa": _cpu_flags(),
+        "cache_shared_by": _cache_sharing(),
+        "kernel": platform.release(),
+        "pylstm_backend": _pylstm_backend(),
         "cpus": info["cpus"],
         "logical_cpus": os.cpu_count(),
         "caches": _caches(),

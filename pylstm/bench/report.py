@@ -7,6 +7,8 @@ import json
 import math
 import sys
 
+from .conditions_tables import CONDITION_NAMES, CONDITION_TABLES
+
 PEERS = ("onnxruntime", "torch")
 PEER_LABELS = {"onnxruntime": "ONNX Runtime", "torch": "PyTorch"}
 
@@ -67,6 +69,8 @@ SECTIONS = {
     ),
 }
 
+SECTIONS.update(CONDITION_TABLES)  # service, shared, neighbours, scaling
+
 
 def _cell(entry: dict, key: str, spec: str) -> str:
     value = entry.get(key)
@@ -114,6 +118,13 @@ def header_lines(record: dict) -> list:
         "peers: " + ", ".join(f"{k} {v[k]}" for k in ("onnxruntime", "torch", "numpy") if k in v),
         "times: medians of interleaved calls, all engines in one process",
     ]
+    if m.get("caches") or m.get("isa"):  # records before 2026-11-30 lack these
+        caches = ", ".join(f"{k} {v}" for k, v in m.get("caches", {}).items())
+        lines.insert(
+            1,
+            f"caches (CPU 0): {caches}; ISA: {' '.join(m.get('isa', []))}; "
+            f"pylstm kernel: {m.get('pylstm_backend', m['simd'])}",
+        )
     if record.get("gemm_ceiling_gflops"):
         g = record["gemm"]
         parts = [
@@ -132,7 +143,8 @@ def _geomean(values: list) -> float:
 
 
 def summarize(results: list) -> dict:
-    """Per section (``grid``, ``stream``, ``precision``): points, and per peer how many of them
+    """Per section (``grid``, ``stream``, ``precision``, the condition sections of
+    :mod:`.conditions_tables`): points, and per peer how many of them
     pylstm was faster on and the geometric mean of the speed-ups."""
     out = {}
     for kind in SECTIONS:
@@ -152,6 +164,7 @@ def summarize(results: list) -> dict:
 def summary_lines(summary: dict) -> list:
     """One line per section: "grid points: pylstm faster than ONNX Runtime on a of n ..."."""
     names = {"grid": "grid points", "stream": "streaming points", "precision": "precision rows"}
+    names.update(CONDITION_NAMES)
     short = {"onnxruntime": "ort", "torch": "torch"}
     lines = []
     for kind, s in summary.items():

@@ -4,7 +4,8 @@ Record layout (JSON)::
 
     date, command, device, threads, machine{...}, versions{...},
     gemm_ceiling_gflops, gemm{shapes, numpy_gflops, torch_gflops, numpy_threads},
-    results: [ {kind: "grid" | "precision" | "stream", name, config{...}, times, ratios, ...} ],
+    results: [ {kind: "grid" | "precision" | "stream" | "batcher" | "service" | "shared"
+                | "neighbours" | "scaling", name, config{...}, times, ratios, ...} ],
     notes: [str], summary{grid|precision|stream: {points, faster_than_<peer>, ...}}
 
 Grid and precision entries hold ``<engine>_ms``; stream entries ``<engine>_us``; every entry
@@ -149,6 +150,8 @@ def run_benchmarks(
     stream_configs: list = (),
     precision_configs: list = (),
     batcher_configs: list = (),
+    condition_configs: list = (),
+    condition_sections=(),
     quick_ceiling: bool = False,
     json_path: str | None = None,
     command: str = "",
@@ -171,6 +174,10 @@ def run_benchmarks(
     batcher_configs : list of pylstm.bench.batcher.BatcherConfig
         Many-stream points (``--sections batcher``): StreamBatcher against per-stream
         ``stream.step`` and ONNX Runtime, ``budget_s`` seconds of load per method.
+    condition_configs : list of BenchConfig
+    condition_sections : sequence of str
+        Service-condition sections to measure on ``condition_configs`` (any of ``service``,
+        ``shared``, ``neighbours``, ``scaling``; :mod:`pylstm.bench.conditions`).
     quick_ceiling : bool
         Measure the ceiling on a small GEMM (fast, lower).
     json_path : str, optional
@@ -228,6 +235,10 @@ def run_benchmarks(
         from .batcher import run_batcher_section
 
         run_batcher_section(record, batcher_configs, budget_s=budget_s, out=out)
+    if condition_configs and condition_sections:
+        from .conditions import run_condition_sections
+
+        run_condition_sections(record, condition_configs, condition_sections, **common, out=out)
     record["summary"] = summarize(record["results"])
     print("", file=out)
     for line in summary_lines(record["summary"]):

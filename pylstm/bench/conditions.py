@@ -1,0 +1,212 @@
+"""``pylstm bench --sections service shared neighbours scaling``: speed in the conditions of a
+service rather than in warm bursts (DESIGN.md, "Speed that holds in a service").
+
+* **service** (:mod:`.service`): calls arriving after idle gaps (2 ms, 20 ms), each engine alone
+  in its own child process; median and p99 per call.
+* **shared** (:mod:`.service`): pylstm, ONNX Runtime and PyTorch taking turns in one process,
+  back to back, against each engine alone in its own process, back to back.
+* **neighbours** (:mod:`.neighbours`): every engine while another process keeps one core busy,
+  against the same engines on a quiet machine.
+* **scaling** (:mod:`.neighbours`): one thread against all CPUs, per engine.
+
+Every entry carries ``speedup_vs_<peer>`` (peer time / pylstm time, > 1: pylstm faster) in the
+section's condition, so that the tables, the summary and ``--plot`` show it like the grid.
+
+The child processes (:mod:`.conditions_child`) run one at a time; models and inputs reach them
+as files written here: the PyTorch state dict (``.pt``), its ONNX export and the input
+(``.npy``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+
+import numpy as np
+
+import pylstm
+
+from .peers import make_input, require_torch_module
+
+#: The sections of this module, in the order they run.
+CONDITION_SECTIONS = ("service", "shared", "neighbours", "scaling")
+#: Idle gaps (ms) before each call in the service section.
+SERVICE_GAPS_MS = (2, 20)
+#: Timed calls per engine, point and gap (service) or per point (shared): at least, at most.
+MIN_CALLS = 30
+MAX_CALLS = 1000
+#: Seconds a child may take before it is stopped.
+CHILD_TIMEOUT_S = 600
+
+
+def write_point_files(configs: list, folder: str, seed: int = 0) -> list:
+    """For each configuration: the torch module's state dict, its ONNX export (input ``x``,
+    output ``y``, TorchScript exporter) and the input ``[T, B, I]``, written to ``folder``.
+
+    Returns
+    -------
+    list of dict
+        Per configuration ``{"config": dict, "pt": path, "onnx": path, "x": path}``.
+    """
+    import torch
+
+    points = []
+    for i, cfg in enumerate(configs):
+        module = require_torch_module(cfg, seed)
+        x = make_input(cfg, seed)
+        paths = {k: os.path.join(folder, f"point{i}.{k}") for k in ("pt", "onnx", "npy")}
+        torch.save(module.state_dict(), paths["pt"])
+        np.save(paths["npy"], x)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                module,
+                (torch.from_numpy(x),),
+                paths["onnx"],
+                input_names=["x"],
+                output_names=["y"],
+                dynamo=False,
+            )
+        points.append(
+            {"config": cfg.as_dict(), "pt": paths["pt"], "onnx": paths["onnx"], "x": paths["npy"]}
+        )
+    return points
+
+
+def child_env() -> dict:
+    """The environment for a child that imports this very pylstm (installed or in a source tree
+    with its built extension): the folder holding the package first on ``PYTHONPATH``."""
+    here = os.path.dirname(os.path.dirname(os.path.abspath(pylstm.__file__)))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH")) if p)
+    return env
+
+
+def run_child(spec: dict, folder: str, tag: str) -> dict:
+    """Run :mod:`.conditions_child` on ``spec`` in a fresh Python process and return its
+    result; RuntimeError with the end of its stderr when it fails."""
+    spec = {**spec, "folder": folder, "tag": tag}
+    path = os.path.join(folder, f"spec-{tag}.json")
+    with open(path, "w") as fh:
+        json.dump(spec, fh)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pylstm.bench.conditions_child", path],
+        capture_output=True,
+        text=True,
+        env=child_env(),
+        cwd=folder,
+        timeout=CHILD_TIMEOUT_S,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"benchmark child {tag} failed:\n{proc.stderr[-2000:]}")
+    with open(os.path.join(folder, f"result-{tag}.json")) as fh:
+        return json.load(fh)
+
+
+def available_engines() -> list:
+    """pylstm, then ONNX Runtime and PyTorch where installed."""
+    out = ["pylstm"]
+    for name in ("onnxruntime", "torch"):
+        try:
+            __import__(name)
+            out.append(name)
+        except ImportError:
+            continue
+    return out
+
+
+def output_agreement(folder: str, engines: list, n_points: int) -> list:
+    """Per point: the largest |difference| of any engine's first output from pylstm's (the
+    files the children wrote), or None where pylstm's is missing."""
+    out = []
+    for i in range(n_points):
+        ref_path = os.path.join(folder, f"out-pylstm-{i}.npy")
+        if not os.path.exists(ref_path):
+            out.append(None)
+            continue
+        ref = np.load(ref_path)
+        worst = 0.0
+        for name in engines:
+            path = os.path.join(folder, f"out-{name}-{i}.npy")
+            if os.path.exists(path):
+                worst = max(worst, float(np.max(np.abs(np.load(path) - ref))))
+        out.append(worst)
+    return out
+
+
+@contextlib.contextmanager
+def busy_core(settle_s: float = 0.2):
+    """A child process spinning in a tight loop (one core busy) for the ``with`` block."""
+    proc = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(settle_s)  # started and spinning
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def run_condition_sections(
+    record: dict,
+    configs: list,
+    sections,
+    *,
+    threads: int,
+    budget_s: float,
+    out=sys.stdout,
+) -> None:
+    """Measure the named ``sections`` (of :data:`CONDITION_SECTIONS`) on ``configs``, print a
+    table per section and append the entries to ``record["results"]``; ``record["machine"]``
+    gets ``pylstm_backend`` (the kernel the engine chose) when a child reports it."""
+    from .neighbours import measure_neighbours_point, measure_scaling_point
+    from .report import Table
+    from .service import service_entries, shared_entries
+
+    sections = [s for s in CONDITION_SECTIONS if s in set(sections)]
+    if not configs or not sections:
+        return
+
+    def emit(kind, entries):
+        if not entries:
+            return
+        table = Table(kind, out)
+        table.start()
+        for entry in entries:
+            record["results"].append(entry)
+            table.row(entry)
+        table.finish()
+
+    engines = available_engines()
+    common = {"threads": threads, "budget_s": budget_s}
+    if "service" in sections or "shared" in sections:
+        with tempfile.TemporaryDirectory(prefix="pylstm-bench-") as folder:
+            points = write_point_files(configs, folder)
+            spec = {**common, "min_calls": MIN_CALLS, "max_calls": MAX_CALLS}
+            spec.update(points=points, shared=False)
+            # back to back (0): the reference of both sections
+            gaps = [0, *SERVICE_GAPS_MS] if "service" in sections else [0]
+            alone = {}
+            for name in engines:  # one engine per process, one process at a time
+                result = run_child({**spec, "engines": [name], "gaps_ms": gaps}, folder, name)
+                alone[name] = [p[name] for p in result["points"]]
+                if result.get("backend"):
+                    record["machine"]["pylstm_backend"] = result["backend"]
+            diffs = output_agreement(folder, engines, len(configs))
+            backend = record["machine"].get("pylstm_backend")
+            if "service" in sections:
+                emit("service", service_entries(configs, alone, SERVICE_GAPS_MS, diffs, backend))
+            if "shared" in sections and len(engines) > 1:
+                together = run_child({**spec, "engines": engines, "shared": True}, folder, "all")
+                emit("shared", shared_entries(configs, alone, together["points"], backend))
+    if "neighbours" in sections:
+        emit("neighbours", [measure_neighbours_point(c, **common) for c in configs])
+    if "scaling" in sections:
+        cpus = pylstm.info()["cpus"]
+        emit("scaling", [e for c in configs for e in measure_scaling_point(c, cpus, **common)])
+    pylstm.set_num_threads(threads)
