@@ -23,7 +23,6 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "capi_ext"))
 import build as capi_build
-
 import pylstm
 
 
@@ -82,8 +81,11 @@ def main(argv=None) -> None:
     def engine():
         return pylstm._core._engine_step_seconds(e_stream, x2, n)
 
-    ways = {"engine (C++ loop)": engine, "C API (Cython, nogil)": via_capi,
-            "stream.step (Python)": via_python}
+    ways = {
+        "engine (C++ loop)": engine,
+        "C API (Cython, nogil)": via_capi,
+        "stream.step (Python)": via_python,
+    }
     for f in ways.values():  # warm-up
         f()
     times = {name: [] for name in ways}
@@ -92,8 +94,10 @@ def main(argv=None) -> None:
             times[name].append(f())
     med = {name: statistics.median(v) for name, v in times.items()}
     base = med["engine (C++ loop)"]
-    print(f"LSTM H={H} I={I} B=1, one step per call, {n} calls x {args.rounds} rounds, "
-          f"{pylstm.info()['simd']}, {pylstm.get_num_threads()} threads; CPU: {cpu_name()}")
+    print(
+        f"LSTM H={H} I={I} B=1, one step per call, {n} calls x {args.rounds} rounds, "
+        f"{pylstm.info()['simd']}, {pylstm.get_num_threads()} threads; CPU: {cpu_name()}"
+    )
     print(f"{'way':24s} {'us/step':>8s} {'above engine':>13s}")
     for name, v in med.items():
         print(f"{name:24s} {v * 1e6:8.3f} {(v - base) * 1e6:+12.3f}")

@@ -82,11 +82,10 @@ def stream_core(stream):
     TypeError
         Not a pylstm stream.
     """
-    from .faces.keras_face import KerasStream
-    from .stream import Stream
-
     from .batcher import BatchedStream
+    from .faces.keras_face import KerasStream
     from .faces.torch_face import TorchModel
+    from .stream import Stream
 
     if isinstance(stream, Stream):
         engine = _cpu_engine(stream._model.engine, "stream's model")
@@ -143,4 +142,3 @@ class BatchedStreamAdapter:
 
     def reset(self):
         self.stream.reset()
-

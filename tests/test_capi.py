@@ -26,9 +26,9 @@ import pytest
 torch = pytest.importorskip("torch")
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "capi_ext"))
-import build as capi_build
 from helpers import make_module
 
+import build as capi_build
 import pylstm
 
 THREADS = 4
@@ -111,7 +111,12 @@ def test_readme_example(ext):
 
 FORWARD_CASES = {
     "lstm-2layers-hx": ("lstm", {"num_layers": 2}, False, True),
-    "gru-bidir-batchfirst-lengths": ("gru", {"bidirectional": True, "batch_first": True}, True, True),
+    "gru-bidir-batchfirst-lengths": (
+        "gru",
+        {"bidirectional": True, "batch_first": True},
+        True,
+        True,
+    ),
     "lstm-proj-batchfirst-lengths": (
         "lstm",
         {"proj_size": 4, "num_layers": 2, "batch_first": True},
@@ -307,7 +312,7 @@ def test_stream_batcher_streams(demo):
         code, message = handles[0].set_state(h, c)
         assert code == demo.CODES["UNSUPPORTED"] and "initial_state" in message
         handles[1].reset()
-        del handles
+        handles.clear()  # released before the batcher closes
     for x, y in zip(xs, ys):
         ref = model.stream(1)
         # the batcher runs k streams as one [1, k, I] call: equal within rounding

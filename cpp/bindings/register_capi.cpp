@@ -35,9 +35,9 @@ struct pylstm_model {
 };
 
 struct pylstm_stream {
-  py::object owner;                   // the Python stream
-  py::object core;                    // its _core.Stream, or the adapter of pylstm/_capi.py
-  pylstm::RawStream* raw = nullptr;   // core's C++ side; nullptr: call `core` with the GIL
+  py::object owner;                  // the Python stream
+  py::object core;                   // its _core.Stream, or the adapter of pylstm/_capi.py
+  pylstm::RawStream* raw = nullptr;  // core's C++ side; nullptr: call `core` with the GIL
   pylstm_sizes sizes{};
 };
 
@@ -194,7 +194,9 @@ int model_forward(const pylstm_model* m, const pylstm_forward_args* a) noexcept 
       raise(PYLSTM_ERR_VALUE, "model_forward: steps and batch must be >= 1, got %lld and %lld",
             (long long)T, (long long)B);
     }
-    if (a->x == nullptr || a->y == nullptr) raise(PYLSTM_ERR_VALUE, "model_forward: x or y is NULL");
+    if (a->x == nullptr || a->y == nullptr) {
+      raise(PYLSTM_ERR_VALUE, "model_forward: x or y is NULL");
+    }
     ForwardArgs f;
     f.steps = T;
     f.batch = B;

@@ -18,9 +18,9 @@
  *     on the calling thread is pylstm_last_error() (successful calls leave it as it was). No C++
  *     exception crosses this boundary, nothing aborts, and no Python exception is left set.
  *   * Sequences are float32 [T, B, F] arrays whose feature axis is contiguous: element (t, b, f)
- *     is at data[t * stride_t + b * stride_b + f], strides counted in floats (not bytes). Time-major
- *     C order is stride_t = B * F, stride_b = F; batch-first [B, T, F] is stride_t = F,
- *     stride_b = T * F. For one step stride_t is not used.
+ *     is at data[t * stride_t + b * stride_b + f], strides counted in floats (not bytes).
+ *     Time-major C order is stride_t = B * F, stride_b = F; batch-first [B, T, F] is
+ *     stride_t = F, stride_b = T * F. For one step stride_t is not used.
  *   * States are C-contiguous float32 blocks, one per layer in order, each [D, B, Hout] for h and
  *     [D, B, H] for c (D = 2 for bidirectional layers): for a PyTorch-style model that is exactly
  *     h_n [num_layers * D, B, Hout] and c_n [num_layers * D, B, H]. h_size and c_size in

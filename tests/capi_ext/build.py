@@ -67,7 +67,9 @@ def build(dest, extra_pyx: dict | None = None) -> dict:
         [sys.executable, "setup_capi.py"], cwd=dest, capture_output=True, text=True, check=False
     )
     if run.returncode != 0:
-        raise RuntimeError(f"building the C API demo extensions failed:\n{run.stdout}\n{run.stderr}")
+        raise RuntimeError(
+            f"building the C API demo extensions failed:\n{run.stdout}\n{run.stderr}"
+        )
     sys.path.insert(0, os.fspath(dest))
     try:
         return {name: importlib.import_module(name) for name in [*pyx, "capi_cdemo"]}

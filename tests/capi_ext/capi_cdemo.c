@@ -37,6 +37,7 @@ static void* run_job(void* p) {
 /* run(objects, xs, ys, T, B, I, O, streams): thread k runs objects[k] (a model, or a stream
  * when `streams` is true) on xs[k] into ys[k]. Returns a list of (code, message). */
 static PyObject* run(PyObject* self, PyObject* args) {
+  (void)self;
   PyObject *objects, *xs, *ys;
   Py_ssize_t T, B, I, O;
   int streams;
