@@ -14,3 +14,8 @@ _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 if not glob.glob(os.path.join(_ROOT, "pylstm", "_core*")):
     sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _ROOT]
+
+# The multi-thread code paths are what the tests check, on small inputs too: a team whenever the
+# work splits, without the adaptive policy's wake-up and contention rules, which only choose
+# among paths that give the same results (tests/test_team_policy.py checks the policy itself).
+os.environ.setdefault("PYLSTM_TEAM_POLICY", "eager")

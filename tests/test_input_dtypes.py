@@ -1,4 +1,4 @@
-"""Input dtypes (API.md): float16, bfloat16 (torch tensors, ml_dtypes arrays), float32 and
+"""Input dtypes (README, PyTorch quick start): float16, bfloat16 (torch tensors, ml_dtypes arrays), float32 and
 float64 are accepted wherever inputs enter and converted to float32.
 
 Each low-precision input is compared with the framework itself run on the float32 the input
@@ -84,14 +84,7 @@ def test_torch_model_initial_state_and_lengths(form):
     [
         "torch bfloat16",
         "numpy float16",
-        pytest.param(
-            "ml_dtypes bfloat16",
-            marks=pytest.mark.xfail(
-                raises=TypeError,
-                reason="the C++ Stream.step (cpp/bindings/register_stream.cpp) takes numpy arrays "
-                "of kind 'f' only; ml_dtypes' bfloat16 is kind 'V'",
-            ),
-        ),
+        "ml_dtypes bfloat16",
     ],
 )
 def test_stream_chunks(form):

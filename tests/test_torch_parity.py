@@ -742,7 +742,8 @@ def run_in_child(tmp_path, module, x, hx, threads, *, lengths=None, env=None):
     np.savez(inp, **arrays)
     proc = subprocess.run(
         [sys.executable, "-c", CHILD, str(inp), str(out), ",".join(map(str, threads))],
-        env=child_env(env),
+        # eager teams: every thread count runs as a team even on these small inputs
+        env=child_env({"PYLSTM_TEAM_POLICY": "eager", **(env or {})}),
         cwd=tmp_path,
         capture_output=True,
         text=True,

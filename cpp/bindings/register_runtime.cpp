@@ -24,6 +24,10 @@ void register_runtime(py::module_& m) {
         "The instruction set 'auto' picks on a CPU with these features.");
   m.def("supported_isas", &supported_isas,
         "Instruction sets with kernels in this build that this CPU can run, best first.");
+  // The thread pool's per-call team policy (thread_pool.cpp), for tests.
+  m.def("_choose_team", &choose_team, py::arg("useful"), py::arg("call_macs"),
+        py::arg("workers_asleep"), py::arg("backing_off"));
+  m.def("_team_was_contended", &team_was_contended, py::arg("job_ns"), py::arg("wait_ns"));
 }
 
 }  // namespace pylstm

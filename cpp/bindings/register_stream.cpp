@@ -14,20 +14,14 @@ namespace py = pybind11;
 namespace pylstm {
 namespace {
 
-// `chunk` as a float32 numpy array: float32 as is, float16/float64 converted, other numpy
-// dtypes refused with TypeError; non-arrays (torch tensors, lists) go through numpy first.
+// `chunk` as a float32 numpy array: float32 numpy arrays as they are (the fast path of a
+// streaming step); everything else (float16/64, bfloat16, torch tensors, lists, wrong dtypes)
+// through pylstm.validation.as_float_array, which converts or raises pylstm's TypeError.
 py::array float32_array(const py::handle& chunk) {
-  py::array a =
-      py::isinstance<py::array>(chunk)
-          ? py::reinterpret_borrow<py::array>(chunk)
-          : py::module_::import("pylstm.validation").attr("to_numpy")(chunk).cast<py::array>();
-  if (py::isinstance<py::array_t<float>>(a)) return a;
-  const char kind = a.dtype().kind();
-  if (kind != 'f') {
-    throw py::type_error("chunk must be float32 or float64, got dtype " +
-                         std::string(py::str(a.dtype())));
-  }
-  return py::array_t<float, py::array::forcecast>::ensure(a);
+  if (py::isinstance<py::array_t<float>>(chunk)) return py::reinterpret_borrow<py::array>(chunk);
+  return py::module_::import("pylstm.validation")
+      .attr("as_float_array")(chunk, "chunk")
+      .cast<py::array>();
 }
 
 class PyStream : public RawStream {

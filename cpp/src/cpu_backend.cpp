@@ -184,7 +184,8 @@ class CpuBackend final : public Backend {
     }
     if (call_macs < kMinCallMacs) return 1;
     const int64_t useful = std::max<int64_t>(1, step_macs / kMinStepMacsPerThread);
-    return static_cast<int>(std::min<int64_t>(useful, ThreadPool::global().num_threads()));
+    const int team = static_cast<int>(std::min<int64_t>(useful, ThreadPool::global().num_threads()));
+    return ThreadPool::global().team_for(team, call_macs);
   }
 
   // Workspaces are reused between calls; concurrent calls each get their own.

@@ -17,6 +17,27 @@
 namespace pylstm {
 namespace {
 
+// How the pool decides its team per call (ThreadPool::team_for), and why:
+//
+// * Workers spin for kWorkerSpinNs after a job, then sleep. Waking a sleeping worker costs from
+//   tens of microseconds to half a millisecond (a futex wake, and under a hypervisor the wake of
+//   a halted virtual CPU), so a call that finds the workers asleep uses them only when it has
+//   at least kColdCallMacs of work (about 0.3-0.5 ms on one core): a single-step call that
+//   arrives after an idle gap runs on its caller alone. Calls that follow each other closely
+//   find the workers spinning and split smaller work.
+// * Every team call measures how long its caller waited at the per-step barriers. When that is
+//   most of the call, the other members were not running (another process or thread pool held
+//   their CPUs): the pool then runs calls on the caller alone for a back-off period that
+//   doubles while the contention lasts (kMinBackoffNs .. kMaxBackoffNs) and retries a team
+//   after it. A contended team is slower than one thread, since every member waits for the
+//   slowest at every step.
+constexpr int64_t kWorkerSpinNs = 100 * 1000;
+constexpr int64_t kColdCallMacs = 4 * 1024 * 1024;
+constexpr int64_t kContentionMinJobNs = 200 * 1000;
+constexpr double kContendedWaitShare = 0.4;
+constexpr int64_t kMinBackoffNs = 20 * 1000 * 1000;
+constexpr int64_t kMaxBackoffNs = 1000 * 1000 * 1000;
+
 inline void cpu_relax() {
 #if defined(__x86_64__) || defined(__i386__)
   __builtin_ia32_pause();
@@ -64,16 +85,17 @@ std::vector<int> caller_cpus() {
   return cpus;
 }
 
+// Pinning is opt-in (PYLSTM_PIN_THREADS=1). Pinned, the caller sits on the first CPU it may use
+// and worker i on the i-th while a team runs, which keeps a team from sharing a CPU on a quiet
+// machine; but every process pins onto the same CPUs, so two processes (or another thread pool
+// in this one) would fight over them while other CPUs idle. Unpinned, the scheduler places the
+// threads, and the back-off above handles a team that does not get its CPUs.
 bool pinning_enabled() {
   const char* env = std::getenv("PYLSTM_PIN_THREADS");
-  return !(env && std::string(env) == "0");
+  return env && std::string(env) == "1";
 }
 
-// While a team runs, its members sit on distinct CPUs: the caller on the first CPU it may use,
-// worker i on the i-th. Left to itself, the scheduler wakes a sleeping worker on the caller's
-// CPU, where the two then take turns at every per-step barrier until the load balancer
-// separates them, milliseconds later. The caller's own CPU mask is restored when the job ends.
-// PYLSTM_PIN_THREADS=0 turns this off.
+// With pinning on: the caller's own CPU mask is restored when the job ends.
 class CallerPin {
  public:
   explicit CallerPin(int cpu) {
@@ -109,6 +131,12 @@ int threads_from_env() {
 }
 
 }  // namespace
+
+int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
 
 int available_cpus() {
 #if defined(__linux__)
@@ -238,14 +266,16 @@ void ThreadPool::set_num_threads(int n) {
 void ThreadPool::worker_main(int id, uint64_t seen) {
   int pinned_cpu = -1;
   for (;;) {
-    // Back-to-back calls are common (streaming, many small batches): spin a little before
-    // sleeping so the next job starts without a futex wake-up.
+    // Back-to-back calls are common (streaming, many small batches): spin for kWorkerSpinNs
+    // before sleeping so the next job starts without a wake-up (team_for assumes this window).
     bool woke = false;
-    for (int i = 0; i < 2000; ++i) {
+    const int64_t spin_end = now_ns() + kWorkerSpinNs;
+    for (int i = 0;; ++i) {
       if (job_generation_.load(std::memory_order_acquire) != seen) {
         woke = true;
         break;
       }
+      if ((i & 63) == 63 && now_ns() > spin_end) break;
       cpu_relax();
     }
     std::unique_lock<std::mutex> lock(wake_mutex_);
@@ -268,6 +298,49 @@ void ThreadPool::worker_main(int id, uint64_t seen) {
       }
       pending_.fetch_sub(1, std::memory_order_acq_rel);
     }
+  }
+}
+
+// PYLSTM_TEAM_POLICY=eager: a team whenever the work splits (no wake-up or contention rules);
+// tests use it to run the multi-thread paths on small inputs. Default: adaptive.
+bool eager_teams() {
+  static const bool eager = [] {
+    const char* env = std::getenv("PYLSTM_TEAM_POLICY");
+    return env && std::string(env) == "eager";
+  }();
+  return eager;
+}
+
+int choose_team(int useful, int64_t call_macs, bool workers_asleep, bool backing_off) {
+  if (useful <= 1 || backing_off) return 1;
+  if (workers_asleep && call_macs < kColdCallMacs) return 1;
+  return useful;
+}
+
+bool team_was_contended(int64_t job_ns, int64_t wait_ns) {
+  return job_ns >= kContentionMinJobNs &&
+         static_cast<double>(wait_ns) > kContendedWaitShare * static_cast<double>(job_ns);
+}
+
+int ThreadPool::team_for(int useful, int64_t call_macs) const {
+  if (useful <= 1 || num_threads() <= 1) return 1;
+  if (eager_teams()) return useful;
+  const int64_t now = now_ns();
+  const bool backing_off = now < backoff_until_ns_.load(std::memory_order_relaxed);
+  const bool workers_asleep =
+      now - last_job_end_ns_.load(std::memory_order_relaxed) > kWorkerSpinNs;
+  return choose_team(useful, call_macs, workers_asleep, backing_off);
+}
+
+void ThreadPool::note_team_call(int64_t job_ns, int64_t wait_ns) {
+  const int64_t end = now_ns();
+  last_job_end_ns_.store(end, std::memory_order_relaxed);
+  if (job_ns < kContentionMinJobNs) return;  // too short to judge: the back-off stays as it is
+  if (team_was_contended(job_ns, wait_ns)) {
+    backoff_ns_ = std::min(kMaxBackoffNs, std::max(kMinBackoffNs, 2 * backoff_ns_));
+    backoff_until_ns_.store(end + backoff_ns_, std::memory_order_relaxed);
+  } else {
+    backoff_ns_ = 0;
   }
 }
 
@@ -307,12 +380,15 @@ void ThreadPool::run(int want, const std::function<void(const Team&)>& job) {
   }
   wake_cv_.notify_all();
   std::exception_ptr mine;
+  int64_t wait_ns = 0;
+  const int64_t start = now_ns();
   try {
-    job(Team{0, size, &barrier_});
+    job(Team{0, size, &barrier_, &wait_ns});
   } catch (...) {
     mine = std::current_exception();
   }
   spin_until([&] { return pending_.load(std::memory_order_acquire) == 0; });
+  note_team_call(now_ns() - start, wait_ns);
   if (mine) std::rethrow_exception(mine);
   if (error_) std::rethrow_exception(error_);
 }

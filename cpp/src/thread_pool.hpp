@@ -31,12 +31,24 @@ class SpinBarrier {
   std::atomic<uint32_t> generation_{0};
 };
 
+// Monotonic clock in nanoseconds.
+int64_t now_ns();
+
 struct Team {
   int id = 0;
   int size = 1;
   SpinBarrier* barrier_ = nullptr;
+  // Member 0 adds the time it waits at barriers here (the pool's contention signal).
+  int64_t* wait_ns = nullptr;
   void barrier() const {
-    if (size > 1) barrier_->wait();
+    if (size <= 1) return;
+    if (wait_ns == nullptr) {
+      barrier_->wait();
+      return;
+    }
+    const int64_t start = now_ns();
+    barrier_->wait();
+    *wait_ns += now_ns() - start;
   }
   // Static split of [0, n) into `size` contiguous ranges; this member's range. The same member
   // always gets the same range, so the weights it reads stay in its own cache across steps.
@@ -53,6 +65,11 @@ class ThreadPool {
   // Total threads a job may use, counting the caller; n >= 1.
   void set_num_threads(int n);
   int num_threads() const { return num_threads_.load(std::memory_order_relaxed); }
+
+  // The team size for a call that could use `useful` threads and does `call_macs`
+  // multiply-adds in all: 1 when waking sleeping workers would cost more than they save, or
+  // while the pool backs off after a contended call (see thread_pool.cpp); else `useful`.
+  int team_for(int useful, int64_t call_macs) const;
 
   // Runs job(team) on min(want, num_threads()) threads, the caller being member 0. When another
   // call is using the pool, runs the job on the caller alone (results do not depend on the team
@@ -75,6 +92,13 @@ class ThreadPool {
 
   bool workers_stale_ = false;  // set in a forked child; read and cleared under run_mutex_
 
+  // After a team call the caller judges whether its team was contended (its partner threads
+  // descheduled by other processes or thread pools): see note_team_call.
+  void note_team_call(int64_t job_ns, int64_t wait_ns);
+  std::atomic<int64_t> last_job_end_ns_{0};
+  std::atomic<int64_t> backoff_until_ns_{0};
+  int64_t backoff_ns_ = 0;  // under run_mutex_
+
   std::atomic<int> num_threads_{1};
   std::mutex run_mutex_;  // held while a job runs; try_lock decides pool vs. inline
   std::vector<std::thread> workers_;
@@ -91,6 +115,11 @@ class ThreadPool {
   std::mutex error_mutex_;
   std::exception_ptr error_;
 };
+
+// The team policy's two decisions as pure functions (thread_pool.cpp explains them; tests call
+// them through _core): the team for a call, and whether a finished team call was contended.
+int choose_team(int useful, int64_t call_macs, bool workers_asleep, bool backing_off);
+bool team_was_contended(int64_t job_ns, int64_t wait_ns);
 
 // Number of CPUs this process may run on (affinity mask), at least 1.
 int available_cpus();

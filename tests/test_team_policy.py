@@ -1,0 +1,95 @@
+"""The thread pool's per-call team policy (cpp/src/thread_pool.cpp): when a call runs on its
+caller alone and when on a team, and when a team call counts as contended.
+
+The policy only chooses among code paths that give bit-identical results (the parity tests run
+every path with ``PYLSTM_TEAM_POLICY=eager``); here the decisions themselves, and the default
+(adaptive) policy's results in a fresh process against the eager policy's.
+"""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import pylstm
+from child_process import child_env
+
+choose_team = pylstm._core._choose_team
+contended = pylstm._core._team_was_contended
+
+SMALL = 512 * 1024  # multiply-adds of a one-step LSTM call, B=1, I=H=256
+LARGE = 52 * 1024 * 1024  # the same layer over 100 steps
+
+
+def test_a_call_that_cannot_split_runs_alone():
+    assert choose_team(1, LARGE, workers_asleep=False, backing_off=False) == 1
+
+
+def test_small_calls_do_not_wake_sleeping_workers():
+    assert choose_team(2, SMALL, workers_asleep=True, backing_off=False) == 1
+    assert choose_team(2, LARGE, workers_asleep=True, backing_off=False) == 2
+
+
+def test_small_calls_use_spinning_workers():
+    assert choose_team(2, SMALL, workers_asleep=False, backing_off=False) == 2
+
+
+def test_backing_off_runs_alone():
+    assert choose_team(4, LARGE, workers_asleep=False, backing_off=True) == 1
+
+
+def test_contention_needs_a_long_call_and_mostly_waiting():
+    ms = 1_000_000
+    assert not contended(100_000, 90_000)  # too short to judge (0.1 ms)
+    assert contended(2 * ms, int(1.5 * ms))  # waited 75% of the call
+    assert not contended(2 * ms, int(0.1 * ms))  # balanced team
+    assert not contended(2 * ms, int(0.8 * ms))  # 40% is the line
+
+
+CHILD = """
+import sys, time
+import numpy as np
+import pylstm
+from pylstm.network import Direction, Layer
+
+rng = np.random.default_rng(3)
+H = I = 64
+d = Direction(w=rng.uniform(-0.5, 0.5, (4 * H, I)), r=rng.uniform(-0.5, 0.5, (4 * H, H)),
+              bias_w=rng.uniform(-0.5, 0.5, 4 * H), bias_r=rng.uniform(-0.5, 0.5, 4 * H))
+model = pylstm.from_arrays([Layer("lstm", [d])])
+pylstm.set_num_threads(2)
+outs = []
+for t, gap in [(1, 0.02), (100, 0.0), (1, 0.0), (200, 0.03), (1, 0.003), (50, 0.0)]:
+    time.sleep(gap)
+    x = rng.standard_normal((t, 8, I)).astype(np.float32) * 3
+    y, (h, c) = model(x)
+    outs += [y, h, c]
+np.savez(sys.argv[1], *outs)
+"""
+
+
+def run_child(tmp_path, policy):
+    out = tmp_path / f"{policy}.npz"
+    env = child_env({"PYLSTM_TEAM_POLICY": policy})
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD, str(out)],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = np.load(out)
+    return [data[k] for k in sorted(data.files, key=lambda k: int(k.split("_")[1]))]
+
+
+@pytest.mark.skipif(pylstm._core.available_cpus() < 2, reason="needs 2 CPUs for a team")
+def test_adaptive_policy_gives_the_eager_policys_results(tmp_path):
+    """Calls after idle gaps and back to back, small and large: whatever team each call got,
+    the results are bit-identical to a team on every call."""
+    adaptive = run_child(tmp_path, "adaptive")
+    eager = run_child(tmp_path, "eager")
+    for a, e in zip(adaptive, eager):
+        np.testing.assert_array_equal(a, e)  # bit-identical: a sum's order never changes
