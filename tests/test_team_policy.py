@@ -11,9 +11,9 @@ import sys
 
 import numpy as np
 import pytest
+from child_process import child_env
 
 import pylstm
-from child_process import child_env
 
 choose_team = pylstm._core._choose_team
 contended = pylstm._core._team_was_contended
