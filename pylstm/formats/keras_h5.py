@@ -59,7 +59,16 @@ def read_attribute(obj, name: str, where: str = "file"):
 
 
 def read_dataset(ds, where: str) -> np.ndarray:
-    """A dataset as an array, refusing one that claims more bytes than the file stores."""
+    """A dataset as an array, refusing one that claims more bytes than the file stores, and one
+    whose data would come from outside the file (external storage, a virtual dataset)."""
+    h5py = import_h5py()
+    if not isinstance(ds, h5py.Dataset):
+        raise FormatError(f"{where}: is a {type(ds).__name__}, not a dataset")
+    if ds.is_virtual or ds.external:
+        raise FormatError(
+            f"{where}: its data is stored outside the file (external storage or a virtual "
+            "dataset); pylstm reads nothing outside the model's file"
+        )
     stored = ds.id.get_storage_size()
     if ds.dtype.kind not in "fiub" or ds.nbytes > max(stored, 64) * 8:
         raise FormatError(
@@ -119,15 +128,17 @@ class LegacyWeights:
 
     def __call__(self, spec) -> list:
         """Arrays of layer ``spec.name``, in the order ``layer.get_weights()`` gives them."""
-        if spec.name not in self.group:
+        g = member(self.group, spec.name, self.source) if spec.name in self.group else None
+        if g is None:
             if spec.name in self.layer_names or not self.layer_names:
                 raise FormatError(f"{self.source}: layer {spec.name!r}: its weights are missing")
             return []
-        g = self.group[spec.name]
         out = []
         for wname in read_attribute_list(g, "weight_names"):
             try:
-                out.append(read_dataset(g[wname], f"{self.source}: weight {wname!r}"))
+                where = f"{self.source}: weight {wname!r}"
+                ds = member(g, wname, where) if "/" not in wname.strip("/") else g[wname]
+                out.append(read_dataset(ds, where))
             except FormatError:
                 raise
             except (KeyError, OSError, ValueError, RuntimeError) as exc:
@@ -196,9 +207,36 @@ class V3Weights:
         return out
 
 
-def open_h5(source, name: str):
-    """``h5py.File`` opened read-only, errors as FormatError naming ``name``."""
+def member(group, key: str, where: str):
+    """``group[key]`` through a hard link only: soft and external links are refused by name
+    (an external link would open another file); None when there is no such member."""
     h5py = import_h5py()
+    link = group.get(key, getlink=True)
+    if link is None:
+        return None
+    if isinstance(link, (h5py.ExternalLink, h5py.SoftLink)):
+        raise FormatError(
+            f"{where}: {key!r} is a {type(link).__name__}; pylstm follows no links and reads "
+            "nothing outside the model's file"
+        )
+    return group[key]
+
+
+def open_h5(source, name: str):
+    """``h5py.File`` opened read-only, errors as FormatError naming ``name``.
+
+    The file is first read by a child process (:mod:`pylstm.formats.hdf5_probe`), so that a
+    file that would crash, hang or exhaust the HDF5 library does so there, and links, external
+    storage and virtual datasets are refused before this process reads anything.
+    """
+    from . import hdf5_probe, limits
+
+    h5py = import_h5py()
+    if isinstance(source, io.BytesIO):
+        data = source.getvalue()
+        hdf5_probe.probe(data, name, limits.max_bytes_for(len(data)))
+    else:
+        hdf5_probe.probe(source, name, limits.max_bytes_for(os.path.getsize(source)))
     try:
         return h5py.File(source, "r")
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
@@ -224,10 +262,17 @@ class KerasZip:
     def __init__(self, path: str):
         name = os.path.basename(path)
         try:
+            from .limits import Budget, max_bytes_for, read_zip_member
+
+            inflated = Budget(name, max_bytes_for(os.path.getsize(path)))
             with zipfile.ZipFile(path) as zf:
                 members = set(zf.namelist())
-                config = zf.read("config.json")
-                meta = zf.read("metadata.json") if "metadata.json" in members else b"{}"
+                config = read_zip_member(zf, "config.json", inflated)
+                meta = (
+                    read_zip_member(zf, "metadata.json", inflated)
+                    if "metadata.json" in members
+                    else b"{}"
+                )
                 if "model.weights.h5" not in members:
                     raise FormatError(
                         f"{name}: the archive has no model.weights.h5"
@@ -237,7 +282,7 @@ class KerasZip:
                             else ""
                         )
                     )
-                weights = zf.read("model.weights.h5")
+                weights = read_zip_member(zf, "model.weights.h5", inflated)
         except (zipfile.BadZipFile, KeyError, OSError, EOFError, zipfile.LargeZipFile) as exc:
             raise FormatError(f"{name}: unreadable .keras archive ({exc})") from None
         except Exception as exc:  # zlib.error and CRC failures of truncated members

@@ -14,7 +14,7 @@ from ..errors import FormatError, UnsupportedError
 from ..faces.onnx_face import NodeArg, OnnxModel
 from .onnx_graph import DEFAULT_DOMAINS, Graph, Node
 from .onnx_rnn import RecurrentNode
-from .onnx_tensors import numpy_dtype, tensor_to_array, type_name
+from .onnx_tensors import TensorBudget, numpy_dtype, tensor_budget, tensor_to_array, type_name
 
 
 def import_onnx():
@@ -106,6 +106,16 @@ def _value_info(vi, source: str, *, is_input: bool) -> NodeArg:
 
 
 def build_model(model, *, base_dir: str, device="cpu", precision="fp32", source="model"):
+    """An :class:`OnnxModel` from a parsed ``ModelProto``, its tensors (inline, external and
+    folded constants) within ``max_bytes`` (:class:`~.onnx_tensors.TensorBudget`); see
+    :func:`_build_model` for the parameters."""
+    with tensor_budget(TensorBudget(source, model.ByteSize())):
+        return _build_model(
+            model, base_dir=base_dir, device=device, precision=precision, source=source
+        )
+
+
+def _build_model(model, *, base_dir: str, device="cpu", precision="fp32", source="model"):
     """An :class:`OnnxModel` from a parsed ``ModelProto``.
 
     Parameters

@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import FormatError, UnsupportedError
+from . import limits, onnx_limits
 from .onnx_ops import OPS
+from .onnx_tensors import current_budget
 
 RECURRENT_OPS = ("LSTM", "GRU", "RNN")
 PACKED_INPUTS = (1, 2, 3, 7)  # W, R, B and (LSTM) P: converted into the engine at load time
@@ -82,6 +84,10 @@ class Graph:
             self._check_supported(node)
         nodes = self._sorted(nodes, set(constants) | set(self.inputs))
         self.constants = dict(constants)
+        # Run-time bound on one operator's outputs (onnx_limits.py): relative to the largest
+        # initializer, folded constant, feed or recurrent output, or the explicit max_bytes.
+        self.max_bytes = limits.explicit_max_bytes()
+        self._budget = current_budget()
         self.nodes = []
         for node in nodes:
             if not node.recurrent and all(not n or n in self.constants for n in node.inputs):
@@ -104,8 +110,10 @@ class Graph:
         for node in self.nodes:
             packed = PACKED_INPUTS if node.recurrent else ()
             needed.update(n for k, n in enumerate(node.inputs) if n and k not in packed)
+        self.largest_constant = onnx_limits.largest_nbytes(self.constants.values())
         self.constants = {k: v for k, v in self.constants.items() if k in needed}
         self._plans = {}
+        self._budget = None
 
     # -- load time ----------------------------------------------------------------------------
     def _check_supported(self, node: Node) -> None:
@@ -168,6 +176,10 @@ class Graph:
 
     def _fold(self, node: Node) -> None:
         values = [self.constants[n] if n else None for n in node.inputs]
+        predicted = onnx_limits.predicted_bytes(node, _trim(values))
+        budget = self._budget
+        if budget is not None and predicted is not None:
+            budget.take(predicted, f"{node.describe()} (folded at load time)")
         try:
             outs = OPS[node.op_type](node, *_trim(values))
         except (UnsupportedError, FormatError):
@@ -215,23 +227,47 @@ class Graph:
         nodes, drops = self.plan(wanted)
         env = dict(self.constants)
         env.update(feeds)
+        largest = max(
+            getattr(self, "largest_constant", 0), onnx_limits.largest_nbytes(feeds.values())
+        )
         for node, drop in zip(nodes, drops):
             args = _trim([env.get(n) if n else None for n in node.inputs])
+            limit = onnx_limits.run_limit(largest, getattr(self, "max_bytes", None))
+            if not node.recurrent:
+                predicted = onnx_limits.predicted_bytes(node, args)
+                if predicted is not None and predicted > limit:
+                    raise _over_run_limit(node, predicted, limit)
             try:
                 if node.recurrent:
                     outs = node.run(args, [bool(o) for o in node.outputs], context)
                 else:
                     outs = node.run(*args)
-            except (TypeError, ValueError, NotImplementedError, MemoryError):
+            except (TypeError, ValueError, NotImplementedError):
                 raise
+            except MemoryError:
+                raise ValueError(f"{node.describe()}: out of memory computing its output") from None
             except Exception as exc:  # numpy errors on unexpected shapes or values
                 raise ValueError(f"{node.describe()} failed: {exc}") from None
+            produced = onnx_limits.largest_nbytes(outs)
+            if node.recurrent:  # its outputs' sizes follow from the inputs and real weights
+                largest = max(largest, produced)
+            elif sum(int(getattr(o, "nbytes", 0)) for o in outs) > limit:
+                raise _over_run_limit(node, produced, limit)
             for name, value in zip(node.outputs, outs):
                 if name:
                     env[name] = value
             for name in drop:
                 env.pop(name, None)
         return [env[name] for name in wanted]
+
+
+def _over_run_limit(node: Node, nbytes: int, limit: int) -> ValueError:
+    return ValueError(
+        f"{node.describe()} would produce {nbytes} bytes, more than the limit of {limit} bytes "
+        f"for one operator's outputs (max({onnx_limits.RUN_MULTIPLE} x the largest initializer, "
+        f"input or recurrent output, {onnx_limits.RUN_FLOOR} bytes, max_bytes)); if you trust "
+        "the model, load it with pylstm.load(path, max_bytes=N)"
+    )
 
 
 def _trim(values: list) -> list:

@@ -7,11 +7,15 @@ never past the end of its file) and bfloat16 weights become float32 without extr
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
+import stat
 
 import numpy as np
 
 from ..errors import FormatError, UnsupportedError
+from . import limits
 
 # TensorProto.DataType -> (numpy dtype, ONNX Runtime's type name). BFLOAT16 is read as float32
 # (the engine computes in float32 anyway); the float8/int4/... types are refused with their name.
@@ -70,17 +74,90 @@ def _bfloat16_bits_to_float32(bits: np.ndarray) -> np.ndarray:
     return (bits.astype(np.uint32) << 16).view(np.float32)
 
 
+class TensorBudget:
+    """Bytes the tensors of one model may take (``max_bytes``): the explicit limit of the ``load``
+    in progress, or the default for the model's size plus the sizes of the distinct external
+    data files it reads (each counted once, when first read).
+
+    Parameters
+    ----------
+    source : str
+        Named in messages.
+    model_size : int
+        Bytes of the serialized model.
+    """
+
+    def __init__(self, source: str, model_size: int):
+        self.source = source
+        self.size = int(model_size)
+        self.explicit = limits.explicit_max_bytes()
+        self.files: set = set()
+        self.used = 0
+
+    @property
+    def limit(self) -> int:
+        """The current limit, in bytes."""
+        return self.explicit if self.explicit is not None else limits.default_max_bytes(self.size)
+
+    def add_file(self, real_path: str, size: int) -> None:
+        """Count an external data file's size into the model's size (once per file)."""
+        if real_path not in self.files:
+            self.files.add(real_path)
+            self.size += int(size)
+
+    def take(self, nbytes: int, what: str) -> None:
+        """Account for ``nbytes`` more; FormatError naming the limit when it is passed."""
+        if self.used + nbytes > self.limit:
+            raise limits.over_limit(self.source, what, self.used + nbytes, self.limit)
+        self.used += int(nbytes)
+
+    def remaining(self) -> int:
+        """Bytes still allowed."""
+        return max(self.limit - self.used, 0)
+
+
+_BUDGET: contextvars.ContextVar = contextvars.ContextVar("pylstm_onnx_budget", default=None)
+
+
+@contextlib.contextmanager
+def tensor_budget(budget: TensorBudget):
+    """Make ``budget`` the one :func:`tensor_to_array` (and constant folding) charge."""
+    token = _BUDGET.set(budget)
+    try:
+        yield budget
+    finally:
+        _BUDGET.reset(token)
+
+
+def current_budget() -> TensorBudget | None:
+    """The budget of the model being built, or None outside :func:`tensor_budget`."""
+    return _BUDGET.get()
+
+
 def _check_external_location(location: str, base_dir: str, what: str) -> str:
-    """The path of an external-data file, refusing locations outside the model's folder."""
+    """The real path of an external-data file, refusing any location outside the model's folder.
+
+    Links are followed (``os.path.realpath``) before the check, so that neither a linked file
+    (``w.bin -> /etc/passwd``) nor a linked folder (``sub -> /etc``, location ``sub/passwd``)
+    reaches outside it; the result must be a regular file (not a device or a pipe).
+    """
     if not location:
         raise FormatError(f"{what}: external data without a 'location'")
     parts = location.replace("\\", "/").split("/")
-    if os.path.isabs(location) or ".." in parts or ":" in parts[0]:
+    if os.path.isabs(location) or ".." in parts or ":" in parts[0] or "\0" in location:
         raise FormatError(
             f"{what}: external data location {location!r} points outside the model's folder; "
             "pylstm reads external data only from files next to the model"
         )
-    return os.path.join(base_dir, *parts)
+    root = os.path.realpath(base_dir)
+    real = os.path.realpath(os.path.join(root, *parts))
+    if os.path.commonpath([real, root]) != root or real == root:
+        raise FormatError(
+            f"{what}: external data location {location!r} resolves (through a link) to {real}, "
+            "outside the model's folder; pylstm reads external data only from files in the "
+            "model's folder"
+        )
+    return real
 
 
 def _read_external(tensor, dtype: np.dtype, count: int, base_dir: str, what: str) -> np.ndarray:
@@ -98,23 +175,44 @@ def _read_external(tensor, dtype: np.dtype, count: int, base_dir: str, what: str
             f"{what}: external data in {info.get('location')!r} has offset {offset} and length "
             f"{length}, but the tensor's shape and type need {nbytes} bytes"
         )
-    if not os.path.isfile(path):
+    try:
+        fh = open(path, "rb", opener=_open_no_follow)
+    except OSError:
         raise FormatError(
             f"{what}: its data is stored in the external file {info.get('location')!r}, which "
-            f"does not exist (looked for {path}); keep the data file next to the model"
-        )
-    size = os.path.getsize(path)
-    if offset + nbytes > size:
-        raise FormatError(
-            f"{what}: external file {path} is truncated: the tensor needs bytes {offset} to "
-            f"{offset + nbytes}, the file has {size}"
-        )
-    if count == 0:
-        return np.zeros(0, dtype)
-    try:
-        return np.fromfile(path, dtype=dtype.newbyteorder("<"), count=count, offset=offset)
-    except OSError as exc:
-        raise FormatError(f"{what}: cannot read external file {path}: {exc}") from None
+            f"does not exist or cannot be opened (looked for {path}); keep the data file next "
+            "to the model"
+        ) from None
+    with fh:
+        st = os.fstat(fh.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise FormatError(
+                f"{what}: external data location {info.get('location')!r} is not a regular file"
+            )
+        size = st.st_size
+        if offset + nbytes > size:
+            raise FormatError(
+                f"{what}: external file {path} is truncated: the tensor needs bytes {offset} to "
+                f"{offset + nbytes}, the file has {size}"
+            )
+        budget = current_budget()
+        if budget is not None:
+            budget.add_file(path, size)
+            budget.take(nbytes, f"tensor {tensor.name!r}")
+        if count == 0:
+            return np.zeros(0, dtype)
+        try:
+            fh.seek(offset)
+            return np.fromfile(fh, dtype=dtype.newbyteorder("<"), count=count)
+        except (OSError, ValueError) as exc:
+            raise FormatError(f"{what}: cannot read external file {path}: {exc}") from None
+
+
+def _open_no_follow(path, flags):
+    """``open`` that refuses a link in the last component (the path is already resolved: a link
+    there now was put in place after the check) and never blocks."""
+    # O_NONBLOCK: opening a pipe must not wait for a writer (fstat then refuses it).
+    return os.open(path, flags | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
 
 
 def tensor_to_array(tensor, *, base_dir: str = "", source: str = "model") -> np.ndarray:
@@ -150,6 +248,9 @@ def tensor_to_array(tensor, *, base_dir: str = "", source: str = "model") -> np.
         raise UnsupportedError(f"{what}: segmented tensors are not supported")
     dtype = numpy_dtype(elem, what)
     storage = np.dtype(np.uint16) if elem in (BFLOAT16, 10) else dtype
+    budget = current_budget()
+    if budget is not None and tensor.data_location != 1:  # external data is charged when read
+        budget.take(count * max(dtype.itemsize, storage.itemsize), what.split(": ", 1)[-1])
     if tensor.data_location == 1:  # EXTERNAL
         flat = _read_external(tensor, storage, count, base_dir, what)
     elif tensor.raw_data:

@@ -1,0 +1,237 @@
+"""Read an HDF5 file in a child process before reading it here.
+
+The HDF5 library is native code that trusts the file's metadata: a corrupt file can keep it busy
+for minutes (a variable-length attribute whose heap reference is damaged), make it allocate
+gigabytes (a string length of 2^31 - 1) or crash the process (found by ``fuzz/``). None of that may
+happen to the caller of ``pylstm.load``. So before the loader opens a Keras ``.h5`` (or the
+``model.weights.h5`` inside a ``.keras``), :func:`probe` runs this file as a script in a child
+process, with the same h5py and the same bytes, under a time limit and a memory limit
+(``max_bytes`` + the interpreter's own). The child walks everything the loader could read:
+
+* every group, dataset and attribute reachable from the root, each attribute read in full;
+* every numeric dataset read in full (after the same size checks the loader makes);
+* links: external links (to another file) and soft links are refused by name, never followed;
+  datasets with external raw storage (``dset.external``) or virtual datasets (``dset.is_virtual``,
+  sourced from other files) are refused before any of their data is read.
+
+Only when the child finishes cleanly does the loader read the file itself: the reads it makes are
+a subset of the child's, on the same bytes, so they behave as they did there. A child that crashes,
+runs out of time or memory, or refuses the file, becomes a ``FormatError`` naming the file. The
+child imports only h5py and numpy (not pylstm), so it starts in a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+
+# Wall-clock time the child may take (its start-up plus its walk): this much, plus a second for
+# every 32 MiB of file.
+PROBE_TIMEOUT_S = 10.0
+_PROBE_S_PER_BYTE = 1.0 / (32 << 20)
+# Memory the child may use beyond max_bytes (the interpreter, numpy and h5py themselves).
+_CHILD_OVERHEAD = 768 << 20
+_REFUSED = 3
+_FAILED = 4
+_MAX_OBJECTS = 100_000
+_MAX_ATTRIBUTE_ELEMENTS = 1 << 20
+
+
+def probe(source, name: str, max_bytes: int) -> None:
+    """Check an HDF5 file (a path, or bytes of an in-memory file) in a child process.
+
+    Parameters
+    ----------
+    source : str or bytes
+        The file's path, or its content.
+    name : str
+        Named in messages.
+    max_bytes : int
+        What the walk may read (attributes and datasets together).
+
+    Raises
+    ------
+    FormatError
+        The child refused the file (links, external storage, virtual datasets, sizes), the HDF5
+        library failed on it, or the child crashed, ran out of memory or time.
+    """
+    from ..errors import FormatError
+
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        args, stdin = ["-"], bytes(source)
+        size = len(stdin)
+    else:
+        args, stdin = [os.fspath(source)], None
+        size = os.path.getsize(args[0])
+    timeout = PROBE_TIMEOUT_S + size * _PROBE_S_PER_BYTE
+    cmd = [sys.executable, "-I", os.path.abspath(__file__), str(int(max_bytes)), *args]
+    try:
+        done = subprocess.run(
+            cmd,
+            input=stdin,
+            stdin=subprocess.DEVNULL if stdin is None else None,
+            capture_output=True,
+            timeout=timeout,
+            env=_child_env(),
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise FormatError(
+            f"{name}: the HDF5 library did not finish reading the file's metadata within "
+            f"{timeout:.0f} s: corrupt or hostile file"
+        ) from None
+    message = done.stdout.decode("utf-8", "replace").strip()[-2000:]
+    if done.returncode == 0:
+        return
+    if done.returncode in (_REFUSED, _FAILED):
+        raise FormatError(f"{name}: {message}")
+    if done.returncode < 0:
+        what = f"crashed (signal {-done.returncode})"
+    else:
+        tail = done.stderr.decode("utf-8", "replace").strip().splitlines()[-1:]
+        what = f"failed ({tail[0][:200] if tail else 'exit status ' + str(done.returncode)})"
+        if "MemoryError" in "".join(tail):
+            what = f"needed more than max_bytes={max_bytes} bytes of memory"
+    raise FormatError(
+        f"{name}: the HDF5 library {what} reading this file: corrupt or hostile file"
+    )
+
+
+def _child_env() -> dict:
+    """The child's environment: one BLAS thread (its buffers count against the memory limit)."""
+    env = dict(os.environ)
+    for key in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        env[key] = "1"
+    return env
+
+
+# --------------------------------------------------------------------------------------------------
+# the child
+
+
+class _Refused(Exception):
+    pass
+
+
+def _walk(f, max_bytes: int) -> None:
+    import h5py
+    import numpy as np
+
+    used = [0]
+    seen = set()
+
+    def charge(nbytes: int, what: str) -> None:
+        used[0] += int(nbytes)
+        if used[0] > max_bytes:
+            raise _Refused(
+                f"{what}: reading the file would take more than max_bytes={max_bytes} bytes; "
+                "if you trust the file, pass pylstm.load(path, max_bytes=N)"
+            )
+
+    def attributes(obj, where: str) -> None:
+        for key in list(obj.attrs):
+            aid = obj.attrs.get_id(key)
+            shape = aid.shape or ()
+            count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+            if count > _MAX_ATTRIBUTE_ELEMENTS:
+                raise _Refused(f"{where}: attribute {key!r} claims {count} elements")
+            charge(count * aid.dtype.itemsize, f"{where}: attribute {key!r}")
+            value = obj.attrs[key]
+            flat = np.asarray(value, dtype=object if np.asarray(value).dtype.kind == "O" else None)
+            if flat.dtype.kind == "O":
+                charge(sum(len(v) for v in flat.reshape(-1) if isinstance(v, (bytes, str))), key)
+
+    def dataset(ds, where: str) -> None:
+        if ds.is_virtual:
+            raise _Refused(
+                f"{where}: a virtual dataset (its data comes from other files); pylstm reads "
+                "nothing outside the model's file"
+            )
+        if ds.external:
+            raise _Refused(
+                f"{where}: its data is stored in external files ({ds.external[0][0]!r}...); "
+                "pylstm reads nothing outside the model's file"
+            )
+        attributes(ds, where)
+        if ds.dtype.kind not in "fiub":
+            return
+        stored = ds.id.get_storage_size()
+        if ds.nbytes > max(stored, 64) * 8:
+            raise _Refused(
+                f"{where}: claims {ds.shape} {ds.dtype} ({ds.nbytes} bytes) but the file stores "
+                f"{stored} bytes: corrupt"
+            )
+        charge(ds.nbytes, where)
+        np.asarray(ds)
+
+    def group(g, where: str, depth: int) -> None:
+        if depth > 64:
+            raise _Refused(f"{where}: groups nested deeper than 64")
+        attributes(g, where)
+        for key in list(g):
+            path = f"{where.rstrip('/')}/{key}"
+            link = g.get(key, getlink=True)
+            if isinstance(link, h5py.ExternalLink):
+                raise _Refused(
+                    f"{path}: an external link to {link.filename!r}; pylstm reads nothing "
+                    "outside the model's file"
+                )
+            if isinstance(link, h5py.SoftLink):
+                raise _Refused(
+                    f"{path}: a soft link to {link.path!r}; Keras files have none and pylstm "
+                    "does not follow them"
+                )
+            obj = g.get(key)
+            if obj is None:
+                continue
+            address = h5py.h5o.get_info(obj.id).addr
+            if address in seen:
+                continue
+            seen.add(address)
+            if len(seen) > _MAX_OBJECTS:
+                raise _Refused(f"more than {_MAX_OBJECTS} objects")
+            if isinstance(obj, h5py.Group):
+                group(obj, path, depth + 1)
+            elif isinstance(obj, h5py.Dataset):
+                dataset(obj, path)
+
+    group(f, "/", 0)
+
+
+def _child_main(argv) -> int:
+    max_bytes, source = int(argv[0]), argv[1]
+    size = os.path.getsize(source) if source != "-" else 0
+    try:
+        import resource
+
+        limit = max_bytes + _CHILD_OVERHEAD
+        for which in (resource.RLIMIT_AS, resource.RLIMIT_DATA):
+            soft, hard = resource.getrlimit(which)
+            if hard == resource.RLIM_INFINITY or hard > limit:
+                resource.setrlimit(which, (limit, hard if hard != resource.RLIM_INFINITY else hard))
+        cpu = int(PROBE_TIMEOUT_S + size * _PROBE_S_PER_BYTE) + 1
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
+    except (ImportError, ValueError, OSError):
+        pass
+    import h5py
+
+    data = io.BytesIO(sys.stdin.buffer.read()) if source == "-" else source
+    try:
+        with h5py.File(data, "r") as f:
+            _walk(f, max_bytes)
+    except _Refused as exc:
+        print(str(exc))
+        return _REFUSED
+    except MemoryError:
+        print(f"reading it needs more than max_bytes={max_bytes} bytes of memory")
+        return _REFUSED
+    except Exception as exc:  # the HDF5 library's errors on a corrupt file
+        print(f"not a readable HDF5 file ({type(exc).__name__}: {str(exc)[:300]})")
+        return _FAILED
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_child_main(sys.argv[1:]))
