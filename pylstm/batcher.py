@@ -70,6 +70,8 @@ class _Core:
         self.closed = False
         self.worker = None
         self.wake_at = 0  # queue length at which the worker wants a notify (0: it is not waiting)
+        self.held = 0  # chunks the worker has taken from the queue and not yet settled
+        self.loaded_until = 0.0  # monotonic time until which a batched round counts as load
         self.rounds = 0
         self.batched_steps = 0
         _LIVE_CORES.add(self)
@@ -129,11 +131,14 @@ class _Core:
             while not self.queue and not self.closed:
                 self.wake_at = 1
                 self.cv.wait()
-            # a lone pending chunk runs at once; two or more mean load: wait to fill the batch
-            while not self.closed and self.max_delay_s > 0 and len(self.queue) > 1:
+            # Load (two or more chunks pending, or a batched round within the last max_delay):
+            # wait for more to fill the batch. A lone chunk on an idle batcher runs at once.
+            while not self.closed and self.max_delay_s > 0:
                 want = min(self.max_batch, self.live_streams())
-                remaining = self.queue[0].arrived + self.max_delay_s - time.monotonic()
-                if len(self.queue) >= want or remaining <= 0:
+                now = time.monotonic()
+                remaining = self.queue[0].arrived + self.max_delay_s - now
+                loaded = len(self.queue) > 1 or now < self.loaded_until
+                if not loaded or len(self.queue) >= want or remaining <= 0:
                     break
                 self.wake_at = want
                 self.cv.wait(remaining)
@@ -141,7 +146,13 @@ class _Core:
             if self.closed:
                 return None
             n = min(len(self.queue), self.max_batch)
+            self.held = n
             return [self.queue.popleft() for _ in range(n)]
+
+    def idle(self) -> bool:
+        """Nothing pending, nothing taken by the worker, no recent load (callers may then run
+        their chunk in their own thread)."""
+        return not self.queue and not self.held and time.monotonic() >= self.loaded_until
 
     def work(self) -> None:
         while True:
@@ -153,7 +164,11 @@ class _Core:
                     settle([(r, None, BatcherClosed("the StreamBatcher was closed")) for r in batch])
                     return
                 self.collect_released()
-                settle(self.run_round(batch))
+                done = self.run_round(batch)
+                if len(batch) > 1:
+                    self.loaded_until = time.monotonic() + self.max_delay_s
+                self.held = 0
+            settle(done)
 
     def run_round(self, batch) -> list:
         """Run the chunks of ``batch`` (run_lock held); returns ``[(request, result, error)]``."""
@@ -406,7 +421,7 @@ class BatchedStream:
         payload, key, one_step = core.served.prepare(chunk)
         self._acquire()
         try:
-            if not core.queue and core.run_lock.acquire(blocking=False):
+            if core.idle() and core.run_lock.acquire(blocking=False):
                 try:  # nothing pending, the engine idle: run here, no thread hand-off
                     if core.closed:
                         raise BatcherClosed("the StreamBatcher is closed")
