@@ -9,18 +9,17 @@ How a round works
 -----------------
 * A call checks its chunk in the caller's thread (wrong shape or dtype: ``ValueError`` /
   ``TypeError`` there, nothing enqueued) and enqueues it.
-* The worker takes up to ``max_batch`` pending chunks. A lone pending chunk runs at once (an
-  idle batcher adds no delay). Two or more pending chunks mean load: while fewer are pending
-  than there are open streams (so more may come), the worker waits for more, at most
-  ``max_delay_ms`` after the oldest pending chunk arrived; when every open stream has a chunk
-  pending, or ``max_batch`` are, it does not wait.
+* The worker takes up to ``max_batch`` pending chunks. While fewer are pending than there are
+  open streams (so more may come), it waits for more, at most ``max_delay_ms`` after the oldest
+  pending chunk arrived; when every open stream (or ``max_batch`` of them) has a chunk pending,
+  it does not wait, and a lone open stream never waits.
 * Chunks of equal shape form one batch: one engine call over ``[T, k, F]`` (one stream's chunk
   of T steps takes part in one call of T steps; chunks of different lengths run as separate
   calls in the same round). States are gathered from and scattered back to one
   :class:`~pylstm.stream_state.StreamState` that holds a row per stream slot.
-* When nothing is pending and no round is running, a blocking :meth:`BatchedStream.step` runs
-  in the caller's thread instead of waking the worker: a call to an idle batcher pays no
-  thread hand-off (chunks that arrive meanwhile queue for the worker).
+* With one stream open (or ``max_delay_ms=0``) and nothing pending, a blocking
+  :meth:`BatchedStream.step` runs in the caller's thread instead of waking the worker: a lone
+  stream pays no thread hand-off (chunks that arrive meanwhile queue for the worker).
 """
 
 from __future__ import annotations
@@ -70,8 +69,7 @@ class _Core:
         self.closed = False
         self.worker = None
         self.wake_at = 0  # queue length at which the worker wants a notify (0: it is not waiting)
-        self.held = 0  # chunks the worker has taken from the queue and not yet settled
-        self.loaded_until = 0.0  # monotonic time until which a batched round counts as load
+        self.held = 0  # chunks the worker has taken from the queue and not yet run
         self.rounds = 0
         self.batched_steps = 0
         _LIVE_CORES.add(self)
@@ -131,14 +129,12 @@ class _Core:
             while not self.queue and not self.closed:
                 self.wake_at = 1
                 self.cv.wait()
-            # Load (two or more chunks pending, or a batched round within the last max_delay):
-            # wait for more to fill the batch. A lone chunk on an idle batcher runs at once.
+            # Wait for the other open streams' chunks to fill the batch, at most max_delay after
+            # the oldest pending chunk arrived (a lone open stream never waits).
             while not self.closed and self.max_delay_s > 0:
                 want = min(self.max_batch, self.live_streams())
-                now = time.monotonic()
-                remaining = self.queue[0].arrived + self.max_delay_s - now
-                loaded = len(self.queue) > 1 or now < self.loaded_until
-                if not loaded or len(self.queue) >= want or remaining <= 0:
+                remaining = self.queue[0].arrived + self.max_delay_s - time.monotonic()
+                if len(self.queue) >= want or remaining <= 0:
                     break
                 self.wake_at = want
                 self.cv.wait(remaining)
@@ -149,10 +145,14 @@ class _Core:
             self.held = n
             return [self.queue.popleft() for _ in range(n)]
 
-    def idle(self) -> bool:
-        """Nothing pending, nothing taken by the worker, no recent load (callers may then run
-        their chunk in their own thread)."""
-        return not self.queue and not self.held and time.monotonic() >= self.loaded_until
+    def caller_may_run(self) -> bool:
+        """Whether a blocking call may run its chunk in its own thread: nothing is pending or
+        held by the worker, and there is nobody to wait for (one open stream, or no delay)."""
+        return (
+            not self.queue
+            and not self.held
+            and (self.max_delay_s == 0 or self.live_streams() <= 1)
+        )
 
     def work(self) -> None:
         while True:
@@ -165,8 +165,6 @@ class _Core:
                     return
                 self.collect_released()
                 done = self.run_round(batch)
-                if len(batch) > 1:
-                    self.loaded_until = time.monotonic() + self.max_delay_s
                 self.held = 0
             settle(done)
 
@@ -259,8 +257,8 @@ class StreamBatcher:
     max_batch : int
         The most streams one engine call runs.
     max_delay_ms : float
-        Under load (two or more chunks pending), how long a chunk may wait for the chunks of
-        other open streams to fill the batch (0: run whatever is pending at once).
+        How long a chunk may wait for the chunks of the other open streams to fill the batch,
+        when fewer are pending than streams are open (0: run whatever is pending at once).
 
     Raises
     ------
@@ -421,8 +419,8 @@ class BatchedStream:
         payload, key, one_step = core.served.prepare(chunk)
         self._acquire()
         try:
-            if core.idle() and core.run_lock.acquire(blocking=False):
-                try:  # nothing pending, the engine idle: run here, no thread hand-off
+            if core.caller_may_run() and core.run_lock.acquire(blocking=False):
+                try:  # nobody to batch with: run here, no thread hand-off
                     if core.closed:
                         raise BatcherClosed("the StreamBatcher is closed")
                     core.collect_released()
