@@ -604,3 +604,41 @@ def test_many_event_loops_and_threads_share_one_batcher():
     assert sorted(got) == list(range(13))
     for i, c in enumerate(streams):
         _assert_same(got[i], _alone(model, "torch", c))
+
+
+# -- the stream protocol itself ----------------------------------------------------------------
+def _protocol_check(stream, chunks, batch):
+    """step_state from open_state equals step, state for state, and leaves the stream alone."""
+    state = stream.open_state(batch)
+    assert isinstance(state, StreamState) and state.batch_size == batch
+    for chunk in chunks:
+        before = stream.get_state()
+        got, state = stream.step_state(chunk, state)
+        for a, b in zip(before.arrays, stream.get_state().arrays):
+            assert np.array_equal(a, b)  # step_state did not touch the stream's own state
+        want = stream.step(chunk)
+        as_list = (lambda v: v if isinstance(v, list) else [v])
+        _assert_same(as_list(got), as_list(want), 0)
+        for a, b in zip(state.arrays, stream.get_state().arrays):
+            np.testing.assert_array_equal(a, b)
+    # take / put / reset per sequence
+    part = state.take([batch - 1])
+    assert part.batch_size == 1
+    state.reset([0])
+    assert all(not a[0].any() for a in state.arrays)
+    state.put([0], part)
+    for a in state.arrays:
+        np.testing.assert_array_equal(a[0], a[batch - 1])
+    with pytest.raises(ValueError, match="per-sequence shapes"):
+        state.put([0], StreamState(("x",), [np.zeros((1, 3), np.float32)]))
+
+
+def test_stream_protocol_torch_keras_onnx(tmp_path):
+    rng = np.random.default_rng(14)
+    torch_model = _torch_model("LSTM", num_layers=2, batch_first=True)
+    xs = [rng.normal(size=(3, t, I)).astype(np.float32) for t in (1, 4, 2)]
+    _protocol_check(torch_model.stream(3), xs, 3)
+    _protocol_check(_torch_model("GRU").stream(3), [x.transpose(1, 0, 2).copy() for x in xs], 3)
+    _protocol_check(_keras_model().stream(3), xs, 3)
+    onnx_model = _onnx_model(tmp_path)
+    _protocol_check(onnx_model.stream(3), [{"x": x} for x in xs], 3)
