@@ -164,8 +164,12 @@ class Direction:
     activations : sequence, optional
         LSTM ``(f, g, h)``, GRU ``(f, g)``, RNN ``(f,)``; names, ``(name, alpha, beta)`` or
         :class:`Activation`. Default: sigmoid/tanh as in PyTorch.
-    reverse : bool
-        Process the sequence from its last step to its first.
+    reverse : bool, optional
+        Process the sequence from its last step to its first. Default (``None``): by the
+        direction's place in its :class:`Layer`: the only direction of a layer runs forward;
+        of two, the first runs forward and the second backward (a bidirectional layer, as
+        PyTorch's ``bidirectional=True`` and ONNX's ``direction="bidirectional"``). An explicit
+        ``True``/``False`` is used as given.
     """
 
     w: np.ndarray
@@ -175,7 +179,7 @@ class Direction:
     peephole: np.ndarray | None = None
     proj: np.ndarray | None = None
     activations: Sequence | None = None
-    reverse: bool = False
+    reverse: bool | None = None
 
 
 @dataclass
@@ -186,7 +190,11 @@ class Layer:
     ----------
     cell : {"lstm", "gru", "rnn"}
     directions : list of Direction
-        One (forward or reverse) or two (bidirectional: outputs concatenated in list order).
+        One (forward, or reverse with ``reverse=True``) or two: bidirectional, the first
+        forward and the second backward unless their ``reverse`` says otherwise; outputs (and
+        ``h_n`` rows) in list order, as PyTorch's ``bidirectional=True``. Two directions with
+        the same explicit ``reverse`` run side by side over the same input, in the same
+        direction of time (what Keras' ``Bidirectional(LSTM(go_backwards=True))`` holds).
     clip : float, optional
         Clamp every gate pre-activation to ``[-clip, clip]`` (ONNX ``clip``, as ONNX Runtime
         reads it: the LSTM cell state is not clipped, nor clipped before ``h``).
@@ -284,7 +292,7 @@ class Layer:
             peephole=peephole,
             proj=None if d.proj is None else _floats(d.proj, f"{at}.proj", (P, H)),
             activations=acts,
-            reverse=bool(d.reverse),
+            reverse=bool(d.reverse) if d.reverse is not None else index == 1,
         )
 
     @property

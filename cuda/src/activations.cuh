@@ -37,20 +37,28 @@ enum ActCode : int {
   kActCelu,
 };
 
-__device__ __forceinline__ float sat_exp(float x) { return expf(fminf(fmaxf(x, -87.3f), 88.3f)); }
+// Bounds that keep a NaN x (fminf/fmaxf return the other operand when one is NaN): NaN in,
+// NaN out, as PyTorch, Keras and ONNX Runtime compute (activations.hpp on the CPU).
+__device__ __forceinline__ float at_least(float x, float lo) { return x < lo ? lo : x; }
+__device__ __forceinline__ float at_most(float x, float hi) { return x > hi ? hi : x; }
+__device__ __forceinline__ float bounded(float x, float lo, float hi) {
+  return at_most(at_least(x, lo), hi);
+}
+
+__device__ __forceinline__ float sat_exp(float x) { return expf(bounded(x, -87.3f, 88.3f)); }
 
 __device__ __forceinline__ float sigmoid_f(float x) { return 1.0f / (1.0f + expf(-x)); }
 
 // log(1 + e^x) without overflow.
 __device__ __forceinline__ float softplus_f(float x) {
-  return fmaxf(x, 0.0f) + log1pf(expf(-fabsf(x)));
+  return at_least(x, 0.0f) + log1pf(expf(-fabsf(x)));
 }
 
 // Every activation but the two defaults; not inlined, so that the kernels carry one copy.
 static __device__ __noinline__ float activate_other(int kind, float alpha, float beta, float x) {
   switch (kind) {
     case kActRelu:
-      return fmaxf(x, 0.0f);
+      return at_least(x, 0.0f);
     case kActAffine:
       return x * alpha + beta;
     case kActLeakyRelu:
@@ -60,7 +68,7 @@ static __device__ __noinline__ float activate_other(int kind, float alpha, float
     case kActScaledTanh:
       return tanhf(x * beta) * alpha;
     case kActHardSigmoid:
-      return fminf(fmaxf(x * alpha + beta, 0.0f), 1.0f);
+      return bounded(x * alpha + beta, 0.0f, 1.0f);
     case kActElu:
       return x < 0.0f ? (sat_exp(x) - 1.0f) * alpha : x;
     case kActSoftsign:
@@ -76,13 +84,13 @@ static __device__ __noinline__ float activate_other(int kind, float alpha, float
     case kActGeluTanh:
       return x * 0.5f * (1.0f + tanhf((x + x * x * x * 0.044715f) * 0.7978845608028654f));
     case kActExponential:
-      return sat_exp(x);
+      return expf(x);  // inf above ~88.7, as e^x in float
     case kActRelu6:
-      return fminf(fmaxf(x, 0.0f), 6.0f);
+      return bounded(x, 0.0f, 6.0f);
     case kActHardSilu:
-      return x * fminf(fmaxf(x + 3.0f, 0.0f), 6.0f) * (1.0f / 6.0f);
+      return x * bounded(x + 3.0f, 0.0f, 6.0f) * (1.0f / 6.0f);
     case kActHardTanh:
-      return fminf(fmaxf(x, -1.0f), 1.0f);
+      return bounded(x, -1.0f, 1.0f);
     case kActMish:
       return x * tanhf(softplus_f(x));
     case kActLogSigmoid:
@@ -105,7 +113,7 @@ __device__ __forceinline__ float activate(const ActParams& a, float x) {
 // ONNX `clip` (as ONNX Runtime reads it): gate pre-activations bounded to [-clip, clip], the
 // LSTM cell state not; clip <= 0: none.
 __device__ __forceinline__ float clipped(float x, float clip) {
-  return clip > 0.0f ? fminf(fmaxf(x, -clip), clip) : x;
+  return clip > 0.0f ? bounded(x, -clip, clip) : x;
 }
 
 }  // namespace cuda

@@ -1,5 +1,9 @@
 // Vectorised activation functions. Accuracy target: a few float32 ulp in the gate range, which
 // keeps cells within the 3e-5 absolute agreement the tests demand against PyTorch/ONNX Runtime.
+// Non-finite inputs give what the formula gives in IEEE arithmetic, as PyTorch, Keras and ONNX
+// Runtime do: NaN in -> NaN out (every bound below is written vmin/vmax(bound, x), which keeps a
+// NaN x), sigmoid(+-inf) = 1/0, tanh(+-inf) = +-1, relu(inf) = inf, and an infinity times a
+// factor that vanishes is NaN (silu(-inf), mish(-inf), gelu(-inf), hard_silu(-inf)).
 #pragma once
 
 #include "kernels/simd.hpp"
@@ -8,9 +12,11 @@
 namespace pylstm {
 namespace PYLSTM_ISA {
 
-// e^x for x in float range; saturates at e^88.3 and e^-87.3 (no inf, no denormals).
+// e^x for x in float range; saturates at e^88.3 and e^-87.3 (no inf, no denormals); NaN stays
+// NaN. (So sigmoid(-inf) is 1/(1 + e^88.3), a denormal, not 0: immaterial except where an
+// infinity multiplies it, which apply() handles.)
 PYLSTM_INLINE vf v_exp(vf x) {
-  x = vmin(vmax(x, splat(-87.3f)), splat(88.3f));
+  x = vmin(splat(88.3f), vmax(splat(-87.3f), x));
   // x = n*ln2 + r with |r| <= ln2/2; n = x/ln2 rounded to nearest.
 #if defined(__AVX512F__) && PYLSTM_VL == 16
   const vf n = (vf)_mm512_roundscale_ps((__m512)(x * 1.44269504088896341f),
@@ -88,13 +94,14 @@ PYLSTM_INLINE vf v_softplus(vf x) {
   const vf u = 1.0f + y;
   const vf d = u - 1.0f;
   const vf l1p = d == 0.0f ? y : v_log(u) * (y / d);
-  return vmax(x, splat(0.0f)) + l1p;
+  return vmax(splat(0.0f), x) + l1p;
 }
 
-// erf(x) with absolute error below 2e-7 (Abramowitz & Stegun 7.1.26, odd extension).
+// erf(x) with absolute error below 2e-7 (Abramowitz & Stegun 7.1.26, odd extension); +-1 at
+// +-inf (|x| bounded in t: the reciprocal's Newton step turns 1/inf into NaN).
 PYLSTM_INLINE vf v_erf(vf x) {
   const vf ax = vabs(x);
-  const vf t = reciprocal(1.0f + 0.3275911f * ax);
+  const vf t = reciprocal(1.0f + 0.3275911f * vmin(splat(1e4f), ax));
   vf p = splat(1.061405429f);
   p = p * t - 1.453152027f;
   p = p * t + 1.421413741f;
@@ -113,7 +120,7 @@ static vf apply(const Activation& a, vf x) {
     case ActKind::Tanh:
       return v_tanh_precise(x);
     case ActKind::Relu:
-      return vmax(x, splat(0.0f));
+      return vmax(splat(0.0f), x);
     case ActKind::Affine:
       return x * a.alpha + a.beta;
     case ActKind::LeakyRelu:
@@ -123,7 +130,7 @@ static vf apply(const Activation& a, vf x) {
     case ActKind::ScaledTanh:
       return v_tanh_precise(x * a.beta) * a.alpha;
     case ActKind::HardSigmoid:
-      return vmin(vmax(x * a.alpha + a.beta, splat(0.0f)), splat(1.0f));
+      return vmin(splat(1.0f), vmax(splat(0.0f), x * a.alpha + a.beta));
     case ActKind::Elu:
       return x < 0.0f ? (v_exp(x) - 1.0f) * a.alpha : x;
     case ActKind::Softsign:
@@ -132,22 +139,24 @@ static vf apply(const Activation& a, vf x) {
       return v_softplus(x);
     case ActKind::Selu:
       return (x > 0.0f ? x : (v_exp(x) - 1.0f) * 1.6732632423543772f) * 1.0507009873554805f;
-    case ActKind::Silu:
-      return x * v_sigmoid(x);
+    case ActKind::Silu:  // x * 0 below -88: -0 as in float, NaN at -inf (not -inf * denormal)
+      return x * (x < -88.0f ? splat(0.0f) : v_sigmoid(x));
     case ActKind::Gelu:
       return x * 0.5f * (1.0f + v_erf(x * 0.7071067811865476f));
     case ActKind::GeluTanh:
       return x * 0.5f * (1.0f + v_tanh_precise((x + x * x * x * 0.044715f) * 0.7978845608028654f));
-    case ActKind::Exponential:
-      return v_exp(x);
+    case ActKind::Exponential: {  // (e^(x/2))^2: overflows to inf and underflows to 0 as e^x
+      const vf e = v_exp(x * 0.5f);
+      return e * e;
+    }
     case ActKind::Relu6:
-      return vmin(vmax(x, splat(0.0f)), splat(6.0f));
+      return vmin(splat(6.0f), vmax(splat(0.0f), x));
     case ActKind::HardSilu:
-      return x * vmin(vmax(x + 3.0f, splat(0.0f)), splat(6.0f)) * (1.0f / 6.0f);
+      return x * vmin(splat(6.0f), vmax(splat(0.0f), x + 3.0f)) * (1.0f / 6.0f);
     case ActKind::HardTanh:
-      return vmin(vmax(x, splat(-1.0f)), splat(1.0f));
-    case ActKind::Mish:
-      return x * v_tanh_precise(v_softplus(x));
+      return vmin(splat(1.0f), vmax(splat(-1.0f), x));
+    case ActKind::Mish:  // as Silu: x * 0 below -88
+      return x * (x < -88.0f ? splat(0.0f) : v_tanh_precise(v_softplus(x)));
     case ActKind::LogSigmoid:
       return -v_softplus(-x);
     case ActKind::TanhShrink:

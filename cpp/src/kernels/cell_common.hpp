@@ -8,8 +8,9 @@ namespace pylstm {
 namespace PYLSTM_ISA {
 
 // ONNX `clip`: bounds every activation input to [-clip, clip]; clip <= 0 means no clipping.
+// NaN stays NaN (bounds first, see vmin/vmax), as in ONNX Runtime.
 PYLSTM_INLINE vf clipped(vf x, float clip) {
-  return clip > 0.f ? vmin(vmax(x, splat(-clip)), splat(clip)) : x;
+  return clip > 0.f ? vmin(splat(clip), vmax(splat(-clip), x)) : x;
 }
 
 PYLSTM_INLINE vf gate_input(const float* xp, const float* rec, int64_t offset) {

@@ -52,7 +52,8 @@ PYLSTM_INLINE vf splat(float s) {
 #endif
 }
 // a < b ? a : b and a > b ? a : b (b where either is NaN), as one instruction: the compiler
-// lowers the vector ternary to a compare and a blend.
+// lowers the vector ternary to a compare and a blend. To bound x and keep a NaN in x, pass the
+// bound first: vmax(splat(lo), x) is NaN where x is (IEEE fmax-style `vmax(x, lo)` is lo).
 PYLSTM_INLINE vf vmin(vf a, vf b) {
 #if defined(__AVX512F__) && PYLSTM_VL == 16
   return (vf)_mm512_min_ps((__m512)a, (__m512)b);
