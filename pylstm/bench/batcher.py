@@ -315,6 +315,11 @@ def run_batcher_section(record: dict, configs: list, *, budget_s: float, out) ->
     """Measure ``configs``, print a table row per point, append the entries to ``record``."""
     if not configs:
         return
+    import os
+
+    if hasattr(os, "getloadavg"):
+        load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+        record["notes"].append(f"batcher section: load average (1, 5, 15 min) at its start: {load}")
     print("\nMany streams, one step per call at Poisson times (open loop)", file=out)
     short = ["config"] + [f"{m} {w}" for m in ("B", "BA", "S", "O") for w in ("st/s", "p50", "p99")]
     print(_line(short + ["x O", "x O (BA)"]), file=out)
