@@ -116,7 +116,8 @@ def test_tables_summary_and_markdown_show_every_section(record):
 def test_record_names_the_machine_and_kernel(record):
     m = record["machine"]
     assert m["pylstm_backend"].startswith("cpu/") and m["simd"] in m["pylstm_backend"]
-    assert {"isa", "caches", "cache_shared_by", "kernel", "vendor"} <= set(m)
+    assert {"isa", "caches", "cache_shared_by", "kernel", "vendor", "load_average"} <= set(m)
+    assert any(note.startswith("load average") for note in record["notes"])
     json.dumps(record)  # the record is plain JSON
 
 

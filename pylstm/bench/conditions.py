@@ -32,6 +32,7 @@ import numpy as np
 
 import pylstm
 
+from .machine import load_average
 from .peers import make_input, require_torch_module
 
 #: The sections of this module, in the order they run.
@@ -184,9 +185,9 @@ def run_condition_sections(
 
     engines = available_engines()
     common = {"threads": threads, "budget_s": budget_s}
-    if "service" in sections or "shared" in sections:
-        with tempfile.TemporaryDirectory(prefix="pylstm-bench-") as folder:
-            points = write_point_files(configs, folder)
+    with tempfile.TemporaryDirectory(prefix="pylstm-bench-") as folder:
+        points = write_point_files(configs, folder)
+        if "service" in sections or "shared" in sections:
             spec = {**common, "min_calls": MIN_CALLS, "max_calls": MAX_CALLS}
             spec.update(points=points, shared=False)
             # back to back (0): the reference of both sections
@@ -204,9 +205,19 @@ def run_condition_sections(
             if "shared" in sections and len(engines) > 1:
                 together = run_child({**spec, "engines": engines, "shared": True}, folder, "all")
                 emit("shared", shared_entries(configs, alone, together["points"], backend))
-    if "neighbours" in sections:
-        emit("neighbours", [measure_neighbours_point(c, **common) for c in configs])
-    if "scaling" in sections:
-        cpus = pylstm.info()["cpus"]
-        emit("scaling", [e for c in configs for e in measure_scaling_point(c, cpus, **common)])
-    pylstm.set_num_threads(threads)
+        in_process = [(c, p, engines) for c, p in zip(configs, points)]
+        try:
+            if "neighbours" in sections:
+                emit("neighbours", [measure_neighbours_point(*a, **common) for a in in_process])
+            if "scaling" in sections:
+                cpus = pylstm.info()["cpus"]
+                rows = [e for a in in_process for e in measure_scaling_point(*a, cpus, **common)]
+                emit("scaling", rows)
+        finally:
+            load = load_average()
+            if load:
+                note = f"load average (1, 5, 15 min) after the {', '.join(sections)} sections: "
+                record["notes"].append(note + ", ".join(f"{x:.2f}" for x in load))
+            pylstm.set_num_threads(threads)
+            if "torch" in sys.modules:
+                sys.modules["torch"].set_num_threads(threads)

@@ -99,6 +99,15 @@ def _pylstm_backend() -> str:
         return f"unknown ({type(exc).__name__})"
 
 
+def load_average() -> list:
+    """The system's load average over 1, 5 and 15 minutes (runnable processes; more than the
+    CPU count: other work competes with the benchmark); empty where the OS has none."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):
+        return []
+
+
 def machine_description() -> dict:
     """CPU model, CPU counts, caches, the SIMD level pylstm uses, OS and Python version.
 
@@ -110,7 +119,8 @@ def machine_description() -> dict:
         ``platform`` (OS), ``python``, ``vendor`` and ``cpu_family``/``cpu_model`` (numbers),
         ``isa`` (the vector-relevant CPU flags), ``cache_shared_by`` (CPUs per cache),
         ``kernel`` (OS kernel release), ``pylstm_backend`` (the kernel pylstm's engine chose,
-        ``model.engine.backend``).
+        ``model.engine.backend``), ``load_average`` (1, 5, 15 minutes, when the record
+        starts: other work on the machine).
     """
     info = pylstm.info()
     return {
@@ -122,6 +132,7 @@ def machine_description() -> dict:
         "cache_shared_by": _cache_sharing(),
         "kernel": platform.release(),
         "pylstm_backend": _pylstm_backend(),
+        "load_average": load_average(),
         "cpus": info["cpus"],
         "logical_cpus": os.cpu_count(),
         "caches": _caches(),

@@ -1,4 +1,5 @@
-"""The neighbours and scaling sections: the engines in one process, timed interleaved with
+"""The neighbours and scaling sections: the engines in one process (this one), built from the
+files of :func:`.conditions.write_point_files`, timed interleaved with
 :func:`pylstm.bench.timing.measure` as in the grid, under two different conditions.
 
 * **neighbours**: once on a quiet machine, once while another process keeps one core busy (a
@@ -14,12 +15,30 @@
 
 from __future__ import annotations
 
-import pylstm
-
-from .peers import PylstmPeer, make_input, make_peers, make_reference_peers, require_torch_module
+from .conditions_child import ENGINES
 from .timing import measure
 
 PEERS = ("onnxruntime", "torch")
+
+
+class _Peer:
+    """An engine as :func:`measure` wants it: ``name`` and ``run()``."""
+
+    def __init__(self, name: str, run):
+        self.name, self.run = name, run
+
+
+def make_file_peers(point: dict, engines, threads: int) -> tuple:
+    """The ``engines`` on the files of ``point`` (from :func:`.conditions.write_point_files`),
+    each at ``threads`` threads (pylstm and torch: their process-wide setting), warmed by one
+    call. Returns ``(peers, pylstm_backend)``."""
+    peers, backend = [], None
+    for name in engines:
+        run, kernel = ENGINES[name](point, threads)
+        run()
+        backend = kernel or backend
+        peers.append(_Peer(name, run))
+    return peers, backend
 
 
 def _with_ratios(entry: dict, medians: dict, key: str, prefix: str = "") -> None:
@@ -30,8 +49,16 @@ def _with_ratios(entry: dict, medians: dict, key: str, prefix: str = "") -> None
             entry[f"{prefix}speedup_vs_{peer}"] = medians[peer] / medians["pylstm"]
 
 
-def measure_neighbours_point(cfg, *, threads: int, budget_s: float) -> dict:
+def measure_neighbours_point(cfg, point: dict, engines, *, threads: int, budget_s: float) -> dict:
     """One configuration, quiet and then with one core kept busy by another process.
+
+    Parameters
+    ----------
+    cfg : BenchConfig
+    point : dict
+        Its model and input files (:func:`.conditions.write_point_files`).
+    engines : list of str
+        ``pylstm`` first, then the peers to compare with.
 
     Returns
     -------
@@ -42,10 +69,7 @@ def measure_neighbours_point(cfg, *, threads: int, budget_s: float) -> dict:
     """
     from .conditions import busy_core
 
-    pylstm.set_num_threads(threads)
-    peers = make_peers(cfg, threads)
-    for p in peers:
-        p.run()
+    peers, backend = make_file_peers(point, engines, threads)
     quiet = measure(peers, budget_s)
     with busy_core():
         busy = measure(peers, budget_s)
@@ -57,14 +81,16 @@ def measure_neighbours_point(cfg, *, threads: int, budget_s: float) -> dict:
     for peer in PEERS:
         if peer in busy.median_s:
             entry[f"slowdown_vs_{peer}"] = entry["pylstm_slowdown"] / entry[f"{peer}_slowdown"]
-    entry["pylstm_backend"] = peers[0].model.engine.backend
+    entry["pylstm_backend"] = backend
     entry["samples"] = {"quiet": quiet.samples, "busy": busy.samples}
     return entry
 
 
-def measure_scaling_point(cfg, cpus: int, *, threads: int, budget_s: float) -> list:
-    """One configuration at one thread and at ``cpus`` threads, every engine; ``threads`` (the
-    run's) is restored afterwards.
+def measure_scaling_point(
+    cfg, point: dict, engines, cpus: int, *, threads: int, budget_s: float
+) -> list:
+    """One configuration at one thread and at ``cpus`` threads, every engine (the caller
+    restores the run's thread counts afterwards).
 
     Returns
     -------
@@ -72,29 +98,18 @@ def measure_scaling_point(cfg, cpus: int, *, threads: int, budget_s: float) -> l
         Entries of kind ``"scaling"``, one per thread count: ``threads``, ``<engine>_ms``,
         ``speedup_vs_<peer>``; the last (``cpus`` threads) adds ``<engine>_thread_speedup``.
     """
-    import torch
-
-    module = require_torch_module(cfg)
-    x = make_input(cfg)
     medians = {}
     entries = []
-    try:
-        for n in sorted({1, cpus}):
-            pylstm.set_num_threads(n)
-            peers = [PylstmPeer(cfg, module, x), *make_reference_peers(cfg, module, x, n)]
-            for p in peers:
-                p.run()
-            medians[n] = measure(peers, budget_s).median_s
-            label = f"{n} thread" + ("s" if n > 1 else "")
-            entry = {"kind": "scaling", "name": f"{cfg.name}, {label}", "config": cfg.as_dict()}
-            entry["threads"] = n
-            _with_ratios(entry, medians[n], "_ms")
-            if n > 1:
-                for name, seconds in medians[n].items():
-                    entry[f"{name}_thread_speedup"] = medians[1][name] / seconds
-            entry["pylstm_backend"] = peers[0].model.engine.backend
-            entries.append(entry)
-    finally:
-        pylstm.set_num_threads(threads)
-        torch.set_num_threads(threads)
+    for n in sorted({1, cpus}):
+        peers, backend = make_file_peers(point, engines, n)
+        medians[n] = measure(peers, budget_s).median_s
+        label = f"{n} thread" + ("s" if n > 1 else "")
+        entry = {"kind": "scaling", "name": f"{cfg.name}, {label}", "config": cfg.as_dict()}
+        entry["threads"] = n
+        _with_ratios(entry, medians[n], "_ms")
+        if n > 1:
+            for name, seconds in medians[n].items():
+                entry[f"{name}_thread_speedup"] = medians[1][name] / seconds
+        entry["pylstm_backend"] = backend
+        entries.append(entry)
     return entries

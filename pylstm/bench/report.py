@@ -125,6 +125,9 @@ def header_lines(record: dict) -> list:
             f"caches (CPU 0): {caches}; ISA: {' '.join(m.get('isa', []))}; "
             f"pylstm kernel: {m.get('pylstm_backend', m['simd'])}",
         )
+    if m.get("load_average"):
+        load = ", ".join(f"{x:.2f}" for x in m["load_average"])
+        lines.insert(2, f"load average at the start (1, 5, 15 min): {load} on {m['cpus']} CPUs")
     if record.get("gemm_ceiling_gflops"):
         g = record["gemm"]
         parts = [
