@@ -2,7 +2,8 @@
 with atheris when it is installed (coverage-guided, libFuzzer) and the pure-Python mutation driver
 otherwise. A harness fails on any undocumented exception, crash, hang (30 s per input) or a
 process over 4 GiB. The HDF5 harnesses read each input through a child process first
-(pylstm/formats/hdf5_probe.py), which bounds their speed: they run fewer executions."""
+(pylstm/formats/hdf5_probe.py, a fork per input), which bounds their speed: they run fewer
+executions."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RUNS = {"h5": 100, "keras": 200}
+RUNS = {"h5": 500, "keras": 1000}
 DEFAULT_RUNS = 2000
 
 pytest.importorskip("torch")

@@ -17,19 +17,24 @@ process, with the same h5py and the same bytes, under a time limit and a memory 
 Only when the child finishes cleanly does the loader read the file itself: the reads it makes are
 a subset of the child's, on the same bytes, so they behave as they did there. A child that crashes,
 runs out of time or memory, or refuses the file, becomes a ``FormatError`` naming the file. The
-child imports only h5py and numpy (not pylstm), so it starts in a fraction of a second.
+child imports only h5py and numpy (not pylstm). It is a fork server: started once per process,
+it forks a fresh grandchild for each file, so a probe costs milliseconds, not an interpreter's
+start-up; where it cannot run, each probe starts a child of its own.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import os
+import select
 import subprocess
 import sys
+import threading
 
 # Wall-clock time the child may take (its start-up plus its walk): this much, plus a second for
 # every 32 MiB of file.
-PROBE_TIMEOUT_S = 10.0
+PROBE_TIMEOUT_S = 5.0
 _PROBE_S_PER_BYTE = 1.0 / (32 << 20)
 # Memory the child may use beyond max_bytes (the interpreter, numpy and h5py themselves).
 _CHILD_OVERHEAD = 768 << 20
@@ -59,6 +64,23 @@ def probe(source, name: str, max_bytes: int) -> None:
     """
     from ..errors import FormatError
 
+    outcome = _SERVER.probe(source, int(max_bytes))
+    if outcome is not None:
+        returncode, message, timed_out, timeout = outcome
+        if timed_out:
+            raise FormatError(
+                f"{name}: the HDF5 library did not finish reading the file's metadata within "
+                f"{timeout:.0f} s: corrupt or hostile file"
+            )
+        _raise_for(returncode, message, "", name, max_bytes)
+        return
+    _probe_once(source, name, max_bytes)
+
+
+def _probe_once(source, name: str, max_bytes: int) -> None:
+    """:func:`probe` in a child process of its own (when the fork server cannot start)."""
+    from ..errors import FormatError
+
     if isinstance(source, (bytes, bytearray, memoryview)):
         args, stdin = ["-"], bytes(source)
         size = len(stdin)
@@ -83,20 +105,116 @@ def probe(source, name: str, max_bytes: int) -> None:
             f"{timeout:.0f} s: corrupt or hostile file"
         ) from None
     message = done.stdout.decode("utf-8", "replace").strip()[-2000:]
-    if done.returncode == 0:
+    stderr = done.stderr.decode("utf-8", "replace")
+    _raise_for(done.returncode, message, stderr, name, max_bytes)
+
+
+def _raise_for(returncode: int, message: str, stderr: str, name: str, max_bytes: int) -> None:
+    """FormatError for a child's outcome (nothing for a clean exit)."""
+    from ..errors import FormatError
+
+    if returncode == 0:
         return
-    if done.returncode in (_REFUSED, _FAILED):
+    if returncode in (_REFUSED, _FAILED):
         raise FormatError(f"{name}: {message}")
-    if done.returncode < 0:
-        what = f"crashed (signal {-done.returncode})"
+    if returncode < 0:
+        what = f"crashed (signal {-returncode})"
     else:
-        tail = done.stderr.decode("utf-8", "replace").strip().splitlines()[-1:]
-        what = f"failed ({tail[0][:200] if tail else 'exit status ' + str(done.returncode)})"
+        tail = stderr.strip().splitlines()[-1:]
+        what = f"failed ({tail[0][:200] if tail else 'exit status ' + str(returncode)})"
         if "MemoryError" in "".join(tail):
             what = f"needed more than max_bytes={max_bytes} bytes of memory"
     raise FormatError(
         f"{name}: the HDF5 library {what} reading this file: corrupt or hostile file"
     )
+
+
+class _ForkServer:
+    """One long-lived child per process, with h5py already imported, that forks a fresh
+    grandchild for each probe (a fork of a single-threaded process costs milliseconds; starting
+    an interpreter and importing h5py costs a few hundred). The grandchild does the walk under
+    the limits; the server waits for it with the time limit and reports how it ended. A server
+    that dies or stops answering is replaced on the next probe; a process forked from this one
+    starts its own."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._proc = None
+        self._pid = None
+        self._broken = False
+
+    def _start(self):
+        if self._proc is not None:
+            self._stop()
+        self._proc = subprocess.Popen(
+            [sys.executable, "-I", os.path.abspath(__file__), "--server"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=_child_env(),
+        )
+        self._pid = os.getpid()
+
+    def _stop(self):
+        proc, self._proc = self._proc, None
+        if proc is not None and self._pid == os.getpid():
+            try:
+                proc.kill()
+                proc.wait(timeout=5)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+
+    def probe(self, source, max_bytes: int):
+        """``(returncode, message, timed_out, timeout)``, or None when no server can run."""
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            data = bytes(source)
+            request = {"max_bytes": max_bytes, "path": None, "size": len(data)}
+        else:
+            data = b""
+            path = os.path.abspath(os.fspath(source))
+            request = {"max_bytes": max_bytes, "path": path, "size": 0}
+            request["file_size"] = os.path.getsize(path)
+        size = request["size"] or request.get("file_size", 0)
+        timeout = PROBE_TIMEOUT_S + size * _PROBE_S_PER_BYTE
+        request["timeout"] = timeout
+        with self._lock:
+            if self._broken:
+                return None
+            for _attempt in range(2):
+                try:
+                    if self._proc is None or self._pid != os.getpid() or self._proc.poll() is not None:
+                        self._proc = None
+                        self._start()
+                    line = (json.dumps(request) + "\n").encode()
+                    self._proc.stdin.write(line + data)
+                    self._proc.stdin.flush()
+                    reply = self._read_line(timeout + 30)
+                except (OSError, ValueError):
+                    reply = None
+                if reply is not None:
+                    return reply["rc"], reply["message"], reply["timed_out"], timeout
+                self._stop()
+            self._broken = True  # cannot run a server here: one-shot children from now on
+            return None
+
+    def _read_line(self, timeout: float):
+        ready, _, _ = select.select([self._proc.stdout], [], [], timeout)
+        if not ready:
+            return None
+        line = self._proc.stdout.readline()
+        return json.loads(line) if line else None
+
+
+    def after_fork_in_child(self) -> None:
+        """A forked process starts without the parent's server (and with a free lock)."""
+        self._lock = threading.Lock()
+        self._proc = None
+        self._pid = None
+
+
+_SERVER = _ForkServer()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_SERVER.after_fork_in_child)
 
 
 def _child_env() -> dict:
@@ -200,9 +318,8 @@ def _walk(f, max_bytes: int) -> None:
     group(f, "/", 0)
 
 
-def _child_main(argv) -> int:
-    max_bytes, source = int(argv[0]), argv[1]
-    size = os.path.getsize(source) if source != "-" else 0
+def _set_limits(max_bytes: int, seconds: float) -> None:
+    """Memory (``max_bytes`` + the interpreter's own) and CPU time of this process."""
     try:
         import resource
 
@@ -210,14 +327,81 @@ def _child_main(argv) -> int:
         for which in (resource.RLIMIT_AS, resource.RLIMIT_DATA):
             soft, hard = resource.getrlimit(which)
             if hard == resource.RLIM_INFINITY or hard > limit:
-                resource.setrlimit(which, (limit, hard if hard != resource.RLIM_INFINITY else hard))
-        cpu = int(PROBE_TIMEOUT_S + size * _PROBE_S_PER_BYTE) + 1
+                resource.setrlimit(which, (limit, hard))
+        cpu = int(seconds) + 1
         resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
     except (ImportError, ValueError, OSError):
         pass
+
+
+def _server_main() -> int:
+    """``--server``: read requests on stdin, fork one grandchild per request, answer on stdout."""
+    import signal
+    import time
+
+    import h5py  # noqa: F401  (imported once, inherited by every grandchild)
+    import numpy  # noqa: F401
+
+    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    while True:
+        line = stdin.readline()
+        if not line:
+            return 0
+        request = json.loads(line)
+        data = stdin.read(request["size"]) if request["size"] else None
+        source = request["path"] if request["path"] else "-"
+        timeout = float(request["timeout"])
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the grandchild: walk, report, exit without cleanup
+            os.close(read_end)
+            _set_limits(request["max_bytes"], timeout)
+            out = io.StringIO()
+            saved, sys.stdout = sys.stdout, out
+            try:
+                code = _walk_source(source, data, request["max_bytes"])
+            except BaseException:
+                code = _FAILED
+            sys.stdout = saved
+            os.write(write_end, out.getvalue().encode("utf-8", "replace")[:4000])
+            os._exit(code)
+        os.close(write_end)
+        deadline = time.monotonic() + timeout
+        timed_out, status = False, 0
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                timed_out = True
+                break
+            time.sleep(0.002)
+        chunks = []
+        while True:
+            piece = os.read(read_end, 65536)
+            if not piece:
+                break
+            chunks.append(piece)
+        os.close(read_end)
+        if timed_out:
+            rc = -9
+        elif os.WIFSIGNALED(status):
+            rc = -os.WTERMSIG(status)
+        else:
+            rc = os.WEXITSTATUS(status)
+        message = b"".join(chunks).decode("utf-8", "replace").strip()
+        reply = {"rc": rc, "message": message, "timed_out": timed_out}
+        stdout.write((json.dumps(reply) + "\n").encode())
+        stdout.flush()
+
+
+def _walk_source(source, data, max_bytes: int) -> int:
+    """Open and walk one file; print the reason and return the exit code."""
     import h5py
 
-    data = io.BytesIO(sys.stdin.buffer.read()) if source == "-" else source
+    data = io.BytesIO(data) if source == "-" else source
     try:
         with h5py.File(data, "r") as f:
             _walk(f, max_bytes)
@@ -233,5 +417,16 @@ def _child_main(argv) -> int:
     return 0
 
 
+def _child_main(argv) -> int:
+    """One probe in this process: ``max_bytes`` and a path, or ``-`` for the file on stdin."""
+    max_bytes, source = int(argv[0]), argv[1]
+    size = os.path.getsize(source) if source != "-" else 0
+    _set_limits(max_bytes, PROBE_TIMEOUT_S + size * _PROBE_S_PER_BYTE)
+    data = sys.stdin.buffer.read() if source == "-" else None
+    return _walk_source(source, data, max_bytes)
+
+
 if __name__ == "__main__":
+    if sys.argv[1:] == ["--server"]:
+        sys.exit(_server_main())
     sys.exit(_child_main(sys.argv[1:]))
