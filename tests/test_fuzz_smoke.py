@@ -1,6 +1,6 @@
 """A short run of every fuzz harness (fuzz/), as CI runs it: a fixed number of executions each,
-with atheris when it is installed (coverage-guided, libFuzzer) and the pure-Python mutation driver
-otherwise. A harness fails on any undocumented exception, crash, hang (30 s per input) or a
+with atheris (coverage-guided, libFuzzer); skipped when atheris is not installed (the pure-Python
+driver, ``python -m fuzz run --driver random``, can be run by hand). A harness fails on any undocumented exception, crash, hang (30 s per input) or a
 process over 4 GiB. The HDF5 harnesses read each input through a child process first
 (pylstm/formats/hdf5_probe.py, a fork per input), which bounds their speed: they run fewer
 executions."""
