@@ -266,7 +266,9 @@ class Predictor:
         y, _ = model(xt, lengths=lengths)
         y = y if model.batch_first else y.transpose(1, 0, 2)
         if self.output == "last":
-            last = np.asarray(lengths) - 1 if lengths is not None else np.full(len(x), x.shape[1] - 1)
+            last = (
+                np.asarray(lengths) - 1 if lengths is not None else np.full(len(x), x.shape[1] - 1)
+            )
             return np.ascontiguousarray(y[np.arange(len(x)), last])
         return np.ascontiguousarray(y)
 

@@ -70,7 +70,7 @@ def test_predictor_in_process(data, tmp_path):
 
 def test_predictor_variable_lengths_and_pandas(data):
     pd = pytest.importorskip("pandas")
-    model, x, expected = data
+    model, x, _ = data
     lengths = [20, 5, 13, 1]
     rows = [x[i, :n] for i, n in enumerate(lengths)]
     frame = pd.DataFrame({"x": pd.Series(rows, dtype=object), "k": range(4)})

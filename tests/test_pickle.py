@@ -277,7 +277,9 @@ def test_cuda_model_without_a_device_is_a_device_error():
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_cuda_models(precision):
     torch.manual_seed(11)
-    model = pylstm.from_torch(torch.nn.LSTM(5, 16, num_layers=2), device="cuda", precision=precision)
+    model = pylstm.from_torch(
+        torch.nn.LSTM(5, 16, num_layers=2), device="cuda", precision=precision
+    )
     x = np.random.default_rng(12).normal(size=(8, 3, 5)).astype(np.float32)
     expected = model(x)
     stream = model.stream(3)
