@@ -374,6 +374,7 @@ def test_onnx_expand_bomb_refused_when_folded(tmp_path):
         ("MatMul", [np.ones((1 << 15, 1), np.float32), np.ones((1, 1 << 15), np.float32)], {}),
         ("Einsum", [np.ones(1 << 12, np.float32)] * 3, {"equation": "a,b,c->"}),
         ("Pad", [np.ones(4, np.float32), np.asarray([0, 1 << 30], np.int64)], {}),
+        ("Concat", [np.ones(1 << 20, np.float32)] * 80, {"axis": 0}),
     ],
 )
 def test_onnx_amplifying_ops_refused_at_run(tmp_path, op, inputs, attrs):

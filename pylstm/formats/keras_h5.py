@@ -246,8 +246,8 @@ def open_h5(source, name: str):
 def read_json(text, name: str, what: str) -> dict:
     try:
         value = json.loads(_text(text))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise FormatError(f"{name}: {what} is not valid JSON ({exc})") from None
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise FormatError(f"{name}: {what} is not valid JSON ({str(exc)[:200]})") from None
     if not isinstance(value, dict):
         raise FormatError(f"{name}: {what} is not a JSON object")
     return value

@@ -2,7 +2,7 @@
 
 A small graph can ask numpy for huge arrays (``Expand`` to a shape of 10^9, ``Tile``,
 ``ConstantOfShape``, ``Range``, ``Pad``, ``OneHot``, broadcasting ``[N, 1] + [1, N]``, an outer
-``MatMul``, ``Einsum``). :func:`predicted_bytes` computes, from the inputs' shapes and values alone,
+``MatMul``, ``Einsum``, a ``Concat`` listing one input many times). :func:`predicted_bytes` computes, from the inputs' shapes and values alone,
 how many bytes an operator's output will take (and, for ``Einsum``, how many products it will
 compute); the graph (``onnx_graph.py``) refuses the node before running it when that passes its
 limit:
@@ -106,6 +106,8 @@ def _predict(node, args) -> int | None:
         cols = b[-1] if len(b) >= 2 else 1
         batch = _broadcast_count([a[:-2], b[:-2]])
         return batch * rows * cols * _itemsize(*args)
+    if kind == "Concat":  # one input may be listed many times
+        return sum(int(np.size(a)) for a in args if a is not None) * _itemsize(*args)
     if kind == "Einsum":
         return _einsum_products(node.attrs.get("equation", ""), args)
     return None
