@@ -5,7 +5,6 @@ ONNX files), :func:`from_onnx` or :func:`from_arrays`, then call it like the obj
 """
 
 
-
 def _engine_missing(exc: ImportError) -> ImportError:
     """The error for an ``import pylstm`` that finds no compiled engine next to this file."""
     import glob
@@ -31,6 +30,7 @@ except ImportError as _exc:
 from ._capi import get_include
 from .batcher import BatchedStream, StreamBatcher
 from .errors import BatcherClosed, DeviceError, FormatError, UnsupportedError
+from .faces.cell_face import CellModel
 from .faces.keras_face import KerasModel, KerasStream
 from .faces.onnx_face import OnnxModel
 from .faces.torch_face import TorchModel
@@ -48,6 +48,7 @@ __all__ = [
     "Activation",
     "BatchedStream",
     "BatcherClosed",
+    "CellModel",
     "DeviceError",
     "Direction",
     "FormatError",

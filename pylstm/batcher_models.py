@@ -25,11 +25,12 @@ from .validation import as_float_array, as_state, to_numpy
 
 def served_model(model):
     """The served form of ``model`` (TypeError for objects the batcher cannot serve)."""
+    from .faces.cell_face import CellModel
     from .faces.keras_face import KerasModel
     from .faces.onnx_face import OnnxModel
     from .faces.torch_face import TorchModel
 
-    if isinstance(model, TorchModel):
+    if isinstance(model, (TorchModel, CellModel)):
         return EngineModel(model)
     if isinstance(model, KerasModel):
         return KerasServed(model)

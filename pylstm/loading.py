@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import os
 
-from .engine import Engine
 from .errors import UnsupportedError
-from .faces.torch_face import TorchModel
 from .formats.sniff import detect_format
 
 _TORCH_OPTIONS = {"prefix", "batch_first", "nonlinearity"}
@@ -59,7 +57,11 @@ def load(path, *, device: str = "cpu", precision: str = "fp32", max_bytes=None, 
     Returns
     -------
     TorchModel
-        For PyTorch files: ``model(x, hx=None, *, lengths=None)``. Every model takes inputs
+        For PyTorch files of a module: ``model(x, hx=None, *, lengths=None)``.
+    CellModel
+        For PyTorch files of a cell (``LSTMCell``, ``GRUCell``, ``RNNCell``: keys
+        ``weight_ih``, ``weight_hh``, ``bias_ih``, ``bias_hh``): ``model(x, hx=None)``, one
+        step, as the cell. Every model takes inputs
         of float16, bfloat16 (torch tensors, ``ml_dtypes`` arrays), float32 or float64,
         converted to float32 (integer token ids for Keras models that start with an
         ``Embedding``).
@@ -103,7 +105,7 @@ def load(path, *, device: str = "cpu", precision: str = "fp32", max_bytes=None, 
 def _load(path, *, device, precision, **options):
     """:func:`load` once the ``max_bytes`` limit is in place."""
     from .formats.safetensors_file import read_safetensors
-    from .formats.torch import layers_from_state_dict
+    from .formats.torch import model_from_state_dict
     from .formats.torch_pickle import read_torch_file
 
     kind = detect_format(path)
@@ -111,14 +113,15 @@ def _load(path, *, device, precision, **options):
     if kind in ("torch-zip", "torch-legacy", "safetensors"):
         _check_options(options, _TORCH_OPTIONS, "PyTorch")
         state = read_safetensors(path) if kind == "safetensors" else read_torch_file(path)
-        layers = layers_from_state_dict(
+        return model_from_state_dict(  # a TorchModel, or a CellModel for a cell's weights
             state,
             prefix=options.get("prefix"),
             nonlinearity=options.get("nonlinearity", "tanh"),
+            batch_first=options.get("batch_first"),
             source=os.path.basename(name),
+            device=device,
+            precision=precision,
         )
-        engine = Engine(layers, device, precision)
-        return TorchModel(engine, batch_first=bool(options.get("batch_first", False)))
     if kind == "onnx":
         from .formats.onnx import load_onnx
 

@@ -26,6 +26,7 @@ PICKLE_FORMAT = 1
 _CLASSES = {
     "Engine": ("pylstm.engine", "Engine"),
     "TorchModel": ("pylstm.faces.torch_face", "TorchModel"),
+    "CellModel": ("pylstm.faces.cell_face", "CellModel"),
     "KerasModel": ("pylstm.faces.keras_face", "KerasModel"),
     "KerasStream": ("pylstm.faces.keras_face", "KerasStream"),
     "OnnxModel": ("pylstm.faces.onnx_face", "OnnxModel"),

@@ -304,9 +304,6 @@ def test_unknown_simd_env(monkeypatch):
     "factory,name",
     [
         (lambda: torch.nn.Linear(3, 4), "Linear"),
-        (lambda: torch.nn.LSTMCell(3, 4), "LSTMCell"),
-        (lambda: torch.nn.GRUCell(3, 4), "GRUCell"),
-        (lambda: torch.nn.RNNCell(3, 4), "RNNCell"),
         (lambda: torch.nn.Sequential(torch.nn.LSTM(3, 4)), "Sequential"),
         (
             lambda: torch.nn.Transformer(
