@@ -71,6 +71,9 @@ def build_model(config: dict, weights, *, keras_major: int, device, precision, s
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
         raise FormatError(f"{source}: malformed model config ({exc!r})") from None
     ctx = Context(keras_major, device, precision, source)
+    pair = getattr(weights, "pair_by_order", None)  # legacy .h5: by name, else by order
+    if pair is not None:
+        pair([name for name, layer in spec.layers.items() if _holds_weights(layer)])
     ops = {}
     for name, layer in spec.layers.items():
         needs = not layer.is_operation and layer.class_name not in ("InputLayer", "Dropout")
@@ -91,6 +94,17 @@ def build_model(config: dict, weights, *, keras_major: int, device, precision, s
     inner = config.get("config")
     model_name = inner.get("name") if isinstance(inner, dict) else None
     return KerasModel(spec, ops, name=model_name or os.path.basename(source))
+
+
+def _holds_weights(layer) -> bool:
+    """Whether a config layer of a class pylstm runs stores weights (an ``.h5`` lists it)."""
+    cls = layer.class_name
+    if cls in RECURRENT or cls in ("Bidirectional", "RNN", "Dense", "Embedding"):
+        return True
+    if cls == "TimeDistributed":
+        inner = (layer.config or {}).get("layer") or {}
+        return isinstance(inner, dict) and inner.get("class_name") == "Dense"
+    return False
 
 
 def _config_option(config, path_name: str) -> dict:
@@ -190,19 +204,15 @@ def load_keras(path, *, device="cpu", precision="fp32", **options):
     with open_h5(name, source) as f:
         try:
             if config is None and "model_config" not in f.attrs:
-                raise _WeightsOnly(
+                raise FormatError(
                     f"{source} holds weights only; pass the architecture with "
                     "config='model.json' (the output of model.to_json())"
                 )
             return _load_h5(f, config, forced, source, device, precision)
-        except (FormatError, UnsupportedError, _WeightsOnly):
+        except (FormatError, UnsupportedError):
             raise
         except (OSError, KeyError, RuntimeError, ValueError, TypeError) as exc:
             raise FormatError(f"{source}: corrupt or unreadable HDF5 content ({exc})") from None
-
-
-class _WeightsOnly(ValueError):
-    """A weights file loaded without ``config=``."""
 
 
 def _load_h5(f, config, forced, source, device, precision):

@@ -324,6 +324,17 @@ def _functional(config: dict, keras_major: int, where: str) -> ModelSpec:
 MODEL_CLASSES = ("Sequential", "Functional", "Model")
 
 
+def plain_config(value):
+    """``value`` with every tuple turned into a list, as a JSON round trip would: a live Keras
+    3 ``get_config()`` holds tuples (``output_layers``, shapes, ``keras_history``) where saved
+    configs hold lists. Dicts and lists are copied; other values are kept as they are."""
+    if isinstance(value, dict):
+        return {k: plain_config(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain_config(v) for v in value]
+    return value
+
+
 def model_spec(config, *, keras_major: int, where: str) -> ModelSpec:
     """The graph of a model config, or of a single layer's.
 
@@ -346,6 +357,10 @@ def model_spec(config, *, keras_major: int, where: str) -> ModelSpec:
     """
     if not isinstance(config, dict) or "class_name" not in config:
         raise FormatError(f"{where}: the model config has no class_name")
+    try:
+        config = plain_config(config)
+    except RecursionError:
+        raise FormatError(f"{where}: the model config is nested too deeply") from None
     class_name = config["class_name"]
     inner = config.get("config")
     if class_name == "Sequential":

@@ -125,13 +125,43 @@ class LegacyWeights:
         self.group = group
         self.source = source
         self.layer_names = read_attribute_list(group, "layer_names")
+        self._stored_as: dict = {}  # config layer name -> the file's, when paired by order
+
+    def pair_by_order(self, names) -> None:
+        """Pair the config's layers that hold weights (``names``, in model order) with the
+        file's, as tf.keras 2's ``load_weights`` does for an ``.h5``: by name when the file has
+        every name, else in order (the file's layers with weights, in ``layer_names`` order), as
+        when a model is rebuilt with other layer names.
+
+        Raises
+        ------
+        FormatError
+            Names differ and so does the number of layers with weights.
+        """
+        names = list(names)
+        if not self.layer_names or all(n in self.group for n in names):
+            return
+        stored = [
+            n
+            for n in self.layer_names
+            if n in self.group
+            and read_attribute_list(member(self.group, n, self.source), "weight_names")
+        ]
+        if len(stored) != len(names):
+            raise FormatError(
+                f"{self.source}: the config's layers with weights ({', '.join(names)}) are not "
+                f"the file's ({', '.join(stored)}) by name, and cannot be paired in order: "
+                f"{len(names)} layers against {len(stored)}"
+            )
+        self._stored_as = dict(zip(names, stored))
 
     def __call__(self, spec) -> list:
         """Arrays of layer ``spec.name``, in the order ``layer.get_weights()`` gives them."""
-        g = member(self.group, spec.name, self.source) if spec.name in self.group else None
+        name = self._stored_as.get(spec.name, spec.name)
+        g = member(self.group, name, self.source) if name in self.group else None
         if g is None:
-            if spec.name in self.layer_names or not self.layer_names:
-                raise FormatError(f"{self.source}: layer {spec.name!r}: its weights are missing")
+            if name in self.layer_names or not self.layer_names:
+                raise FormatError(f"{self.source}: layer {name!r}: its weights are missing")
             return []
         out = []
         for wname in read_attribute_list(g, "weight_names"):

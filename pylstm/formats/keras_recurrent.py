@@ -10,6 +10,10 @@ Keras layout, converted here once:
   applied after the recurrent product (``linear_before_reset``); ``reset_after=False``: ``[3H]``.
 * ``unit_forget_bias`` only initialises the bias (forget gate to 1) before training: it does not
   change inference, so it is ignored here.
+* Keras 2 ``CuDNNLSTM`` / ``CuDNNGRU``: the same kernels, and cuDNN's two bias vectors per gate,
+  ``bias`` ``[2*G*H]`` = input biases then recurrent biases (each in Keras' gate order); sigmoid
+  and tanh always. ``CuDNNGRU`` is a GRU with the reset gate after the recurrent product and the
+  recurrent bias inside it (``reset_after=True``), as PyTorch's GRU.
 * Masked steps carry the state and repeat the previous output (``masked_output="hold"``) unless
   ``zero_output_for_mask``, which ``Bidirectional`` forces on when it returns sequences.
 """
@@ -26,10 +30,18 @@ from ..network import Direction, Layer
 from .keras_activations import engine_activation
 
 SUPPORTED = (
-    "LSTM, GRU, SimpleRNN, Bidirectional, RNN(LSTMCell|GRUCell|SimpleRNNCell), Embedding, "
-    "Masking, Dense, TimeDistributed(Dense|Dropout|Activation), Dropout, Activation, InputLayer"
+    "LSTM, GRU, SimpleRNN, CuDNNLSTM, CuDNNGRU (Keras 2), Bidirectional, "
+    "RNN(LSTMCell|GRUCell|SimpleRNNCell), Embedding, Masking, Dense, "
+    "TimeDistributed(Dense|Dropout|Activation), Dropout, Activation, InputLayer"
 )
-RECURRENT = {"LSTM": "lstm", "GRU": "gru", "SimpleRNN": "rnn"}
+RECURRENT = {
+    "LSTM": "lstm",
+    "GRU": "gru",
+    "SimpleRNN": "rnn",
+    "CuDNNLSTM": "lstm",
+    "CuDNNGRU": "gru",
+}
+_CUDNN = ("CuDNNLSTM", "CuDNNGRU")
 _CELLS = {"LSTMCell": "LSTM", "GRUCell": "GRU", "SimpleRNNCell": "SimpleRNN"}
 
 
@@ -127,8 +139,11 @@ def _direction(class_name, cfg, weights, keras_major, where) -> tuple:
     cell = RECURRENT[class_name]
     G = {"lstm": 4, "gru": 3, "rnn": 1}[cell]
     H = int(cfg["units"])
-    use_bias = bool(cfg.get("use_bias", True))
-    reset_after = bool(cfg.get("reset_after", keras_major >= 3)) if cell == "gru" else True
+    cudnn = class_name in _CUDNN  # always a bias, sigmoid/tanh, GRU reset after the product
+    use_bias = cudnn or bool(cfg.get("use_bias", True))
+    reset_after = True
+    if cell == "gru" and not cudnn:
+        reset_after = bool(cfg.get("reset_after", keras_major >= 3))
     if cfg.get("time_major"):
         raise UnsupportedError(f"{where}: time_major=True is not supported")
     if not weights:
@@ -137,19 +152,31 @@ def _direction(class_name, cfg, weights, keras_major, where) -> tuple:
     shapes = [(I, G * H), (H, G * H)]
     names = ["kernel", "recurrent_kernel"]
     if use_bias:
-        shapes.append((2, G * H) if cell == "gru" and reset_after else (G * H,))
+        if cudnn:
+            shapes.append((2 * G * H,))
+        else:
+            shapes.append((2, G * H) if cell == "gru" and reset_after else (G * H,))
         names.append("bias")
     kernel, recurrent, *bias = check_weights(weights, shapes, where, names)
     default_rec = "sigmoid" if keras_major >= 3 else "hard_sigmoid"
-    act = engine_activation(cfg.get("activation", "tanh"), keras_major, f"{where}: activation")
-    rec = engine_activation(
-        cfg.get("recurrent_activation", default_rec), keras_major, f"{where}: recurrent_activation"
-    )
+    if cudnn:  # cuDNN's cells: no activation options
+        act = engine_activation("tanh", keras_major, where)
+        rec = engine_activation("sigmoid", keras_major, where)
+    else:
+        act = engine_activation(cfg.get("activation", "tanh"), keras_major, f"{where}: activation")
+        rec = engine_activation(
+            cfg.get("recurrent_activation", default_rec),
+            keras_major,
+            f"{where}: recurrent_activation",
+        )
     acts = {"lstm": (rec, act, act), "gru": (rec, act), "rnn": (act,)}[cell]
     bias_w = bias_r = None
     if bias:
         b = bias[0]
-        bias_w, bias_r = (b[0], b[1]) if b.ndim == 2 else (b, np.zeros_like(b))
+        if cudnn:  # input biases, then recurrent biases
+            bias_w, bias_r = b[: G * H], b[G * H :]
+        else:
+            bias_w, bias_r = (b[0], b[1]) if b.ndim == 2 else (b, np.zeros_like(b))
     direction = Direction(
         w=kernel.T,
         r=recurrent.T,
