@@ -57,7 +57,8 @@ int fail(int code, const char* message) noexcept {
   return code;
 }
 
-[[noreturn]] void raise(int code, const char* format, ...) {
+// Throws a CapiError with `code` and a printf-style message.
+[[noreturn]] void fail_with(int code, const char* format, ...) {
   char text[512];
   va_list args;
   va_start(args, format);
@@ -146,16 +147,16 @@ void check_state_counts(const pylstm_sizes& s, const void* h, int64_t h_count, c
                         int64_t c_count, const char* fn) {
   const int64_t B = s.batch_size;
   if (h == nullptr || h_count != B * s.h_size) {
-    raise(PYLSTM_ERR_VALUE,
-          "%s: h must hold %lld floats (batch %lld x h_size %lld), got %lld floats at %p", fn,
-          (long long)(B * s.h_size), (long long)B, (long long)s.h_size, (long long)h_count, h);
+    fail_with(PYLSTM_ERR_VALUE,
+              "%s: h must hold %lld floats (batch %lld x h_size %lld), got %lld floats at %p", fn,
+              (long long)(B * s.h_size), (long long)B, (long long)s.h_size, (long long)h_count, h);
   }
   if (c == nullptr ? c_count != 0 : c_count != B * s.c_size) {
-    raise(PYLSTM_ERR_VALUE,
-          "%s: c must hold %lld floats (batch %lld x c_size %lld), or be NULL with count 0; got "
-          "%lld floats at %p",
-          fn, (long long)(B * s.c_size), (long long)B, (long long)s.c_size, (long long)c_count,
-          c);
+    fail_with(PYLSTM_ERR_VALUE,
+              "%s: c must hold %lld floats (batch %lld x c_size %lld), or be NULL with count "
+              "0; got %lld floats at %p",
+              fn, (long long)(B * s.c_size), (long long)B, (long long)s.c_size, (long long)c_count,
+              c);
   }
 }
 
@@ -167,7 +168,7 @@ int model_open(PyObject* model, pylstm_model** out) noexcept {
   if (out == nullptr) return fail(PYLSTM_ERR_VALUE, "model_open: out is NULL");
   *out = nullptr;
   return guarded([&] {
-    if (model == nullptr) raise(PYLSTM_ERR_VALUE, "model_open: model is NULL");
+    if (model == nullptr) fail_with(PYLSTM_ERR_VALUE, "model_open: model is NULL");
     auto h = std::make_unique<pylstm_model>();
     with_python([&] {
       h->owner = py::reinterpret_borrow<py::object>(model);
@@ -188,14 +189,14 @@ int model_sizes(const pylstm_model* m, pylstm_sizes* out) noexcept {
 
 int model_forward(const pylstm_model* m, const pylstm_forward_args* a) noexcept {
   return guarded([&] {
-    if (m == nullptr || a == nullptr) raise(PYLSTM_ERR_VALUE, "model_forward: NULL argument");
+    if (m == nullptr || a == nullptr) fail_with(PYLSTM_ERR_VALUE, "model_forward: NULL argument");
     const int64_t T = a->steps, B = a->batch;
     if (T < 1 || B < 1) {
-      raise(PYLSTM_ERR_VALUE, "model_forward: steps and batch must be >= 1, got %lld and %lld",
-            (long long)T, (long long)B);
+      fail_with(PYLSTM_ERR_VALUE, "model_forward: steps and batch must be >= 1, got %lld and %lld",
+                (long long)T, (long long)B);
     }
     if (a->x == nullptr || a->y == nullptr) {
-      raise(PYLSTM_ERR_VALUE, "model_forward: x or y is NULL");
+      fail_with(PYLSTM_ERR_VALUE, "model_forward: x or y is NULL");
     }
     ForwardArgs f;
     f.steps = T;
@@ -208,10 +209,10 @@ int model_forward(const pylstm_model* m, const pylstm_forward_args* a) noexcept 
       for (int64_t b = 0; b < B; ++b) {
         const int64_t n = a->lengths[b];
         if (n < 1 || n > T) {
-          raise(PYLSTM_ERR_VALUE,
-                "model_forward: lengths[%lld] = %lld; each length must be between 1 and steps "
-                "(%lld)",
-                (long long)b, (long long)n, (long long)T);
+          fail_with(PYLSTM_ERR_VALUE,
+                    "model_forward: lengths[%lld] = %lld; each length must be between 1 and steps "
+                    "(%lld)",
+                    (long long)b, (long long)n, (long long)T);
         }
         for (int64_t t = 0; t < n; ++t) mask[static_cast<size_t>(t * B + b)] = 1;
       }
@@ -231,7 +232,7 @@ int stream_open(PyObject* stream, pylstm_stream** out) noexcept {
   if (out == nullptr) return fail(PYLSTM_ERR_VALUE, "stream_open: out is NULL");
   *out = nullptr;
   return guarded([&] {
-    if (stream == nullptr) raise(PYLSTM_ERR_VALUE, "stream_open: stream is NULL");
+    if (stream == nullptr) fail_with(PYLSTM_ERR_VALUE, "stream_open: stream is NULL");
     auto h = std::make_unique<pylstm_stream>();
     with_python([&] {
       h->owner = py::reinterpret_borrow<py::object>(stream);
@@ -264,16 +265,16 @@ int stream_sizes(const pylstm_stream* s, pylstm_sizes* out) noexcept {
 int stream_step(pylstm_stream* s, int64_t steps, int64_t batch, const float* x, int64_t xt,
                 int64_t xb, float* y, int64_t yt, int64_t yb) noexcept {
   return guarded([&] {
-    if (s == nullptr) raise(PYLSTM_ERR_VALUE, "stream_step: stream is NULL");
+    if (s == nullptr) fail_with(PYLSTM_ERR_VALUE, "stream_step: stream is NULL");
     const int64_t B = s->sizes.batch_size;
     if (batch != B || steps < 0) {
-      raise(PYLSTM_ERR_VALUE,
-            "stream_step: expected steps >= 0 and batch = %lld (this stream's batch size), got "
-            "steps %lld and batch %lld",
-            (long long)B, (long long)steps, (long long)batch);
+      fail_with(PYLSTM_ERR_VALUE,
+                "stream_step: expected steps >= 0 and batch = %lld (this stream's batch size), got "
+                "steps %lld and batch %lld",
+                (long long)B, (long long)steps, (long long)batch);
     }
     if (steps == 0) return;
-    if (x == nullptr || y == nullptr) raise(PYLSTM_ERR_VALUE, "stream_step: x or y is NULL");
+    if (x == nullptr || y == nullptr) fail_with(PYLSTM_ERR_VALUE, "stream_step: x or y is NULL");
     if (s->raw != nullptr) {
       s->raw->step_rows(steps, Rows<const float>{x, xt, xb}, Rows<float>{y, yt, yb});
       return;
@@ -286,8 +287,9 @@ int stream_step(pylstm_stream* s, int64_t steps, int64_t batch, const float* x, 
       py::object r = s->core.attr("step")(xa);
       auto ya = py::array_t<float, py::array::c_style | py::array::forcecast>::ensure(r);
       if (!ya || ya.ndim() != 3 || ya.shape(0) != steps || ya.shape(1) != B || ya.shape(2) != O) {
-        raise(PYLSTM_ERR_RUNTIME, "stream_step: the stream returned no [%lld, %lld, %lld] array",
-              (long long)steps, (long long)B, (long long)O);
+        fail_with(PYLSTM_ERR_RUNTIME,
+                  "stream_step: the stream returned no [%lld, %lld, %lld] array", (long long)steps,
+                  (long long)B, (long long)O);
       }
       copy_rows(ya.data(), B * O, O, y, yt, yb, steps, B, O);
     });
@@ -297,7 +299,7 @@ int stream_step(pylstm_stream* s, int64_t steps, int64_t batch, const float* x, 
 int stream_get_state(pylstm_stream* s, float* h, int64_t h_count, float* c,
                      int64_t c_count) noexcept {
   return guarded([&] {
-    if (s == nullptr) raise(PYLSTM_ERR_VALUE, "stream_get_state: stream is NULL");
+    if (s == nullptr) fail_with(PYLSTM_ERR_VALUE, "stream_get_state: stream is NULL");
     check_state_counts(s->sizes, h, h_count, c, c_count, "stream_get_state");
     if (s->raw != nullptr) {
       std::memcpy(h, s->raw->h_state(), sizeof(float) * h_count);
@@ -308,11 +310,11 @@ int stream_get_state(pylstm_stream* s, float* h, int64_t h_count, float* c,
     with_python([&] {
       py::tuple hc = s->core.attr("get_state")();
       auto ha = py::array_t<float, py::array::c_style | py::array::forcecast>::ensure(hc[0]);
-      if (!ha || ha.size() != h_count) raise(PYLSTM_ERR_RUNTIME, "stream_get_state: bad h");
+      if (!ha || ha.size() != h_count) fail_with(PYLSTM_ERR_RUNTIME, "stream_get_state: bad h");
       std::memcpy(h, ha.data(), sizeof(float) * h_count);
       if (c != nullptr) {
         auto ca = py::array_t<float, py::array::c_style | py::array::forcecast>::ensure(hc[1]);
-        if (!ca || ca.size() != c_count) raise(PYLSTM_ERR_RUNTIME, "stream_get_state: bad c");
+        if (!ca || ca.size() != c_count) fail_with(PYLSTM_ERR_RUNTIME, "stream_get_state: bad c");
         std::memcpy(c, ca.data(), sizeof(float) * c_count);
       }
     });
@@ -322,7 +324,7 @@ int stream_get_state(pylstm_stream* s, float* h, int64_t h_count, float* c,
 int stream_set_state(pylstm_stream* s, const float* h, int64_t h_count, const float* c,
                      int64_t c_count) noexcept {
   return guarded([&] {
-    if (s == nullptr) raise(PYLSTM_ERR_VALUE, "stream_set_state: stream is NULL");
+    if (s == nullptr) fail_with(PYLSTM_ERR_VALUE, "stream_set_state: stream is NULL");
     check_state_counts(s->sizes, h, h_count, c, c_count, "stream_set_state");
     if (s->raw != nullptr) {
       std::memcpy(s->raw->h_state(), h, sizeof(float) * h_count);
@@ -354,7 +356,7 @@ int stream_set_state(pylstm_stream* s, const float* h, int64_t h_count, const fl
 
 int stream_reset(pylstm_stream* s) noexcept {
   return guarded([&] {
-    if (s == nullptr) raise(PYLSTM_ERR_VALUE, "stream_reset: stream is NULL");
+    if (s == nullptr) fail_with(PYLSTM_ERR_VALUE, "stream_reset: stream is NULL");
     if (s->raw != nullptr) {
       std::fill(s->raw->h_state(), s->raw->h_state() + s->sizes.batch_size * s->sizes.h_size, 0.f);
       std::fill(s->raw->c_state(), s->raw->c_state() + s->sizes.batch_size * s->sizes.c_size, 0.f);
