@@ -508,3 +508,20 @@ def test_keras_zip_bomb_refused(tmp_path):
                 dst.writestr(info.filename, src.read(info))
     with pytest.raises(FormatError, match="max_bytes"):
         pylstm.load(path, max_bytes=8 << 20)
+
+
+# --------------------------------------------------------------------------------------------
+# inputs the fuzzers (fuzz/) found, kept as regression tests
+
+FUZZ_FINDINGS = {
+    # an LSTM node whose attribute name is not valid UTF-8: protobuf returned bytes and the
+    # error message raised TypeError (python -m fuzz run --harness onnx, 2026-11-30)
+    "onnx_non_utf8_attribute_name.onnx": FormatError,
+}
+
+
+@pytest.mark.parametrize("name", sorted(FUZZ_FINDINGS))
+def test_fuzz_findings(tmp_path, name):
+    pytest.importorskip("onnx")
+    with pytest.raises(FUZZ_FINDINGS[name]):
+        pylstm.load(os.path.join(HOSTILE, name))

@@ -115,6 +115,26 @@ def build_model(model, *, base_dir: str, device="cpu", precision="fp32", source=
         )
 
 
+def _check_names(model, source: str) -> None:
+    """Every name the graph is wired by must be text: protobuf hands back ``bytes`` for a string
+    field that is not valid UTF-8 (a corrupt file), which would break the graph's lookups."""
+    g = model.graph
+    names = [g.name]
+    for n in g.node:
+        names += [n.name, n.op_type, n.domain, *n.input, *n.output]
+        names += [a.name for a in n.attribute]
+    for t in g.initializer:
+        names.append(t.name)
+        names += [e.key for e in t.external_data] + [e.value for e in t.external_data]
+    names += [v.name for v in (*g.input, *g.output, *g.value_info)]
+    names += [o.domain for o in model.opset_import]
+    for name in names:
+        if not isinstance(name, str):
+            raise FormatError(
+                f"{source}: the name {bytes(name)[:40]!r} is not valid UTF-8: corrupt file"
+            )
+
+
 def _build_model(model, *, base_dir: str, device="cpu", precision="fp32", source="model"):
     """An :class:`OnnxModel` from a parsed ``ModelProto``.
 
@@ -127,6 +147,7 @@ def _build_model(model, *, base_dir: str, device="cpu", precision="fp32", source
     source : str
         Named in error messages.
     """
+    _check_names(model, source)
     onnx = import_onnx()
     graph = model.graph
     opsets = {}
