@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import zipfile
 
 from ..errors import FormatError, UnsupportedError
 from ..faces.keras_face import KerasModel
@@ -22,6 +21,7 @@ from .keras_h5 import (
     KerasZip,
     LegacyWeights,
     V3Weights,
+    is_zip_archive,
     keras_major_of,
     open_h5,
     read_attribute,
@@ -186,7 +186,7 @@ def load_keras(path, *, device="cpu", precision="fp32", **options):
     source = os.path.basename(name)
     forced = _version_option(options.get("keras_version"))
     given = options.get("config")
-    if zipfile.is_zipfile(name):
+    if is_zip_archive(name):
         if given is not None:
             raise TypeError("config= is for weights-only files; a .keras file holds its config")
         with KerasZip(name) as archive:

@@ -283,6 +283,15 @@ def read_json(text, name: str, what: str) -> dict:
     return value
 
 
+def is_zip_archive(path: str) -> bool:
+    """``zipfile.is_zipfile``, but False instead of the ``BadZipFile`` it raises for some damaged
+    end records (a "multi-disk" zip64 locator, found by fuzzing)."""
+    try:
+        return zipfile.is_zipfile(path)
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        return False
+
+
 class KerasZip:
     """The parts of a ``.keras`` archive: ``config``, ``keras_version`` and ``weights``.
 
