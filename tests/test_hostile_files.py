@@ -529,3 +529,23 @@ def test_fuzz_findings(tmp_path, name):
         pytest.importorskip("onnx")
     with pytest.raises(FUZZ_FINDINGS[name]):
         pylstm.load(os.path.join(HOSTILE, name))
+
+
+def test_pickle_opcode_bomb_refused_quickly(tmp_path):
+    """A data.pkl that inflates to millions of opcodes (EMPTY_LIST, POP) is refused by count."""
+    buf = io.BytesIO()
+    torch.save(_lstm_state(), buf)
+    src = zipfile.ZipFile(io.BytesIO(buf.getvalue()))
+    original = src.read(next(n for n in src.namelist() if n.endswith("data.pkl")))
+    payload = original[:2] + b"]0" * 4_000_000 + original[2:]  # after PROTO 2
+    path = tmp_path / "ops.pt"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            data = payload if info.filename.endswith("data.pkl") else src.read(info)
+            dst.writestr(info.filename, data)
+    assert os.path.getsize(path) < 100_000
+    t0 = time.perf_counter()
+    with pytest.raises(FormatError, match="opcodes"):
+        pylstm.load(path)
+    assert time.perf_counter() - t0 < 5
+    pylstm.load(path, max_bytes=4 << 30)  # the limit follows max_bytes

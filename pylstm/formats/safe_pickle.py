@@ -82,7 +82,15 @@ _INT_OPS = {"INT", "LONG", "LONG1", "LONG4", "BININT", "BININT1", "BININT2"}
 _REFUSED_OPS = {"EXT1", "EXT2", "EXT4"}  # copyreg's extension registry bypasses find_class
 
 
-def _scan_pickle(stream, path: str, what: str, max_int_bits: int) -> int:
+# Most opcodes one pickle may hold, unless the caller gives a limit (max_ops): walking them costs
+# about a microsecond each, and a deflated archive member can hold a few hundred million.
+DEFAULT_MAX_OPS = 1_000_000
+# The readers give max_bytes // BYTES_PER_OP (a torch state dict's pickle holds a few dozen
+# opcodes per tensor, whose data is far larger).
+BYTES_PER_OP = 256
+
+
+def _scan_pickle(stream, path: str, what: str, max_int_bits: int, max_ops: int | None = None) -> int:
     """Walk one pickle opcode by opcode, without building anything, up to its ``STOP``.
 
     Catches truncation and garbage before the real unpickler runs, refuses globals outside the
@@ -97,6 +105,8 @@ def _scan_pickle(stream, path: str, what: str, max_int_bits: int) -> int:
         The file and the pickle's role, for messages.
     max_int_bits : int
         Largest integer allowed, in bits.
+    max_ops : int, optional
+        Most opcodes allowed (:data:`DEFAULT_MAX_OPS` when None).
 
     Returns
     -------
@@ -109,9 +119,16 @@ def _scan_pickle(stream, path: str, what: str, max_int_bits: int) -> int:
         The pickle is truncated, malformed or names a refused global.
     """
     n_ops = 0
+    max_ops = DEFAULT_MAX_OPS if max_ops is None else max_ops
     try:
         for opcode, arg, _pos in pickletools.genops(stream):
             n_ops += 1
+            if n_ops > max_ops:
+                raise FormatError(
+                    f"{path}: {what} holds more than {max_ops} pickle opcodes (max_bytes // "
+                    f"{BYTES_PER_OP}); if you trust the file, pass pylstm.load(path, "
+                    "max_bytes=N) with a larger N"
+                )
             name = opcode.name
             if name == "GLOBAL":
                 module, _, attr = arg.partition(" ")
@@ -186,7 +203,14 @@ class _RestrictedUnpickler(pickle.Unpickler):
         return StorageRef(key, storage_type.dtype, numel, view_offset, view_numel)
 
 
-def unpickle(data: bytes, path: str, what: str, max_int_bits: int = 64, scanned: bool = False):
+def unpickle(
+    data: bytes,
+    path: str,
+    what: str,
+    max_int_bits: int = 64,
+    scanned: bool = False,
+    max_ops: int | None = None,
+):
     """Scan then load one pickle held in memory with the restricted unpickler.
 
     Parameters
@@ -199,6 +223,8 @@ def unpickle(data: bytes, path: str, what: str, max_int_bits: int = 64, scanned:
         Largest integer allowed, in bits.
     scanned : bool
         ``data`` has already passed :func:`_scan_pickle`.
+    max_ops : int, optional
+        Most opcodes allowed.
 
     Returns
     -------
@@ -213,7 +239,9 @@ def unpickle(data: bytes, path: str, what: str, max_int_bits: int = 64, scanned:
         Malformed, truncated or hostile pickle.
     """
     if not scanned:
-        _scan_pickle(_BoundedReader(io.BytesIO(data), len(data)), path, what, max_int_bits)
+        _scan_pickle(
+            _BoundedReader(io.BytesIO(data), len(data)), path, what, max_int_bits, max_ops
+        )
     unpickler = _RestrictedUnpickler(data, path, what)
     try:
         obj = unpickler.load()
@@ -224,7 +252,9 @@ def unpickle(data: bytes, path: str, what: str, max_int_bits: int = 64, scanned:
     return obj, unpickler.storages
 
 
-def unpickle_from_stream(fh, end: int, path: str, what: str, max_int_bits: int = 64):
+def unpickle_from_stream(
+    fh, end: int, path: str, what: str, max_int_bits: int = 64, max_ops: int | None = None
+):
     """Load the pickle that starts at the current position of ``fh`` and leave ``fh`` after it.
 
     Parameters
@@ -237,6 +267,8 @@ def unpickle_from_stream(fh, end: int, path: str, what: str, max_int_bits: int =
         For messages.
     max_int_bits : int
         Largest integer allowed, in bits.
+    max_ops : int, optional
+        Most opcodes allowed.
 
     Returns
     -------
@@ -249,7 +281,7 @@ def unpickle_from_stream(fh, end: int, path: str, what: str, max_int_bits: int =
         Malformed, truncated or hostile pickle.
     """
     start = fh.tell()
-    stop = _scan_pickle(_BoundedReader(fh, end), path, what, max_int_bits)
+    stop = _scan_pickle(_BoundedReader(fh, end), path, what, max_int_bits, max_ops)
     fh.seek(start)
     data = fh.read(stop - start)
     return unpickle(data, path, what, max_int_bits, scanned=True)

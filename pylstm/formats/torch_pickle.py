@@ -28,7 +28,7 @@ import zipfile
 import numpy as np
 
 from pylstm.errors import FormatError
-from pylstm.formats.safe_pickle import MALFORMED, unpickle, unpickle_from_stream
+from pylstm.formats.safe_pickle import BYTES_PER_OP, MALFORMED, unpickle, unpickle_from_stream
 from pylstm.formats.sniff import TORCH_LEGACY_MAGIC, check_regular_file, is_torch_legacy_header
 from pylstm.formats.limits import Budget, max_bytes_for, read_zip_member
 from pylstm.formats.torch_tensors import flatten, materialize, walk_limit
@@ -156,7 +156,7 @@ def _read_zip(fh, path: str, file_size: int) -> dict:
         prefix = _archive_prefix(zf, path)
         big_endian = _zip_byteorder(zf, prefix, path, file_size, inflated)
         data = _read_member(zf, prefix + "data.pkl", path, file_size, inflated)
-        obj, storages = unpickle(data, path, "data.pkl")
+        obj, storages = unpickle(data, path, "data.pkl", max_ops=limit // BYTES_PER_OP)
         entries = flatten(obj, path, max_items=walk_limit(len(data)))
 
         def load_storage(key: str, nbytes: int, tensor_name: str):
@@ -276,9 +276,10 @@ def _read_legacy(fh, path: str, file_size: int) -> dict:
         Anything malformed, truncated, missing or hostile.
     """
     big_endian = _legacy_header(fh, path, file_size)
-    obj, storages = unpickle_from_stream(fh, file_size, path, "the saved object")
+    max_ops = max_bytes_for(file_size) // BYTES_PER_OP
+    obj, storages = unpickle_from_stream(fh, file_size, path, "the saved object", max_ops=max_ops)
     pickled = fh.tell()
-    keys, _ = unpickle_from_stream(fh, file_size, path, "the storage key list")
+    keys, _ = unpickle_from_stream(fh, file_size, path, "the storage key list", max_ops=max_ops)
     table = _legacy_storage_table(fh, keys, storages, big_endian, path, file_size)
     entries = flatten(obj, path, max_items=walk_limit(pickled))
 
