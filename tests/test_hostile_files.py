@@ -549,3 +549,23 @@ def test_pickle_opcode_bomb_refused_quickly(tmp_path):
         pylstm.load(path)
     assert time.perf_counter() - t0 < 5
     pylstm.load(path, max_bytes=4 << 30)  # the limit follows max_bytes
+
+
+@pytest.mark.parametrize(
+    "name, edit",
+    [
+        ("leading_space", lambda h: b" " + h),
+        ("trailing_spaces", lambda h: h + b"   "),
+        ("trailing_nul", lambda h: h + b"\0"),
+        ("dtype_lowercase", lambda h: h.replace(b"F32", b"f32")),
+        ("shape_float", lambda h: h.replace(b"[2]", b"[2.0]")),
+        ("three_offsets", lambda h: h.replace(b"[0, 8]", b"[0, 8, 9]")),
+        ("extra_field", lambda h: h.replace(b'"dtype"', b'"x": 1, "dtype"')),
+    ],
+)
+def test_safetensors_header_text_matches_the_library(tmp_path, name, edit):
+    header = json.dumps({"a": _f32(0, 8, [2])}).encode()
+    text = edit(header)
+    path = tmp_path / f"{name}.safetensors"
+    path.write_bytes(struct.pack("<Q", len(text)) + text + bytes(8))
+    assert _ours_refuses(path) == _official_refuses(path), name
