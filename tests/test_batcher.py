@@ -642,3 +642,21 @@ def test_stream_protocol_torch_keras_onnx(tmp_path):
     _protocol_check(_keras_model().stream(3), xs, 3)
     onnx_model = _onnx_model(tmp_path)
     _protocol_check(onnx_model.stream(3), [{"x": x} for x in xs], 3)
+
+
+def test_event_loops_are_not_kept_alive():
+    import weakref
+
+    from pylstm import batcher as batcher_module
+
+    model = _torch_model("GRU")
+    with pylstm.StreamBatcher(model) as b:
+        s, _other = b.open(), b.open()
+        loop = asyncio.new_event_loop()
+        loop.run_until_complete(s.astep(np.ones(I)))
+        loop.close()
+        ref = weakref.ref(loop)
+        del loop
+        gc.collect()
+        assert ref() is None
+        assert all(k is not None for k in batcher_module._INBOXES)
