@@ -520,6 +520,9 @@ FUZZ_FINDINGS = {
     # a zip whose zip64 end locator claims several disks: zipfile.is_zipfile raised BadZipFile
     # in the Keras reader (python -m fuzz run --harness torch_zip, 2026-11-30)
     "zip_multidisk_end_record.pt": FormatError,
+    # an LSTM whose hidden_size attribute is a list of ints: TypeError from int(list)
+    # (python -m fuzz run --harness onnx, 2026-11-30)
+    "onnx_ints_hidden_size.onnx": FormatError,
 }
 
 

@@ -94,7 +94,13 @@ class Graph:
                 self._fold(node)
                 continue
             if node.recurrent:
-                node.run = make_recurrent(node, self.constants)
+                try:
+                    node.run = make_recurrent(node, self.constants)
+                except (TypeError, AttributeError, IndexError, KeyError) as exc:
+                    # an attribute of the wrong type (a list where an int belongs, ...)
+                    raise FormatError(
+                        f"{source}: {node.describe()} has a malformed attribute or input ({exc})"
+                    ) from None
             else:
                 node.run = _numpy_runner(node)
             self.nodes.append(node)
