@@ -11,7 +11,11 @@ How a Keras recurrent layer maps onto the engine (checked against Keras 3 and tf
   i.e. reversed in time; its last output is the one at time 0. ``Bidirectional`` flips the
   backward sequence back, so a standard one is the engine's two-direction output as it is;
 * ``return_sequences=False`` returns the output of the last processed step (held through masks);
-  ``return_state`` appends ``h`` (and ``c`` for LSTM) per direction, forward first.
+  ``return_state`` appends ``h`` (and ``c`` for LSTM) per direction, forward first;
+  ``initial_state`` (tensors of the graph: other inputs, another layer's states) is taken in the
+  same order, ``[h, c]`` per direction, forward first. Keras 3 passes no propagated mask (e.g.
+  from ``Embedding(mask_zero=True)``) to a layer called with ``initial_state``, only a ``mask=``
+  given explicitly; tf.keras 2 passes it. pylstm does what the config's Keras did.
 """
 
 from __future__ import annotations
@@ -44,15 +48,28 @@ class KerasModel:
     def __init__(self, spec, ops: dict, *, name: str = "model"):
         self.spec, self.ops, self.name = spec, ops, name
         for node in spec.nodes:
-            if not isinstance(ops[node.layer], TensorOp) and len(node.tensor_args) != 1:
+            op = ops[node.layer]
+            if isinstance(op, Recurrent) and node.initial_state and len(node.tensor_args) > 1:
+                raise UnsupportedError(
+                    f"{name}: layer {node.layer!r} is called on {len(node.tensor_args)} tensors "
+                    "and an initial_state"
+                )
+            if not isinstance(op, (TensorOp, Recurrent)) and len(node.tensor_args) != 1:
                 raise UnsupportedError(
                     f"{name}: layer {node.layer!r} is called on {len(node.tensor_args)} tensors; "
                     "pylstm runs layers with one input"
                 )
+            if node.initial_state and not isinstance(op, Recurrent):
+                raise UnsupportedError(
+                    f"{name}: layer {node.layer!r} takes an initial_state but is not recurrent"
+                )
         self._check_references()
-        self.takes_token_ids = any(
-            isinstance(ops[n.layer], Embedding) and spec.input in n.tensor_args for n in spec.nodes
-        )
+        self._inputs = spec.inputs if hasattr(spec, "extra_inputs") else [spec.input]
+        self._token_inputs = [
+            any(isinstance(ops[n.layer], Embedding) and ref in n.tensor_args for n in spec.nodes)
+            for ref in self._inputs
+        ]
+        self.takes_token_ids = self._token_inputs[0]
         self._recurrent = [n for n in spec.nodes if isinstance(ops[n.layer], Recurrent)]
         self.stateful = any(ops[n.layer].stateful for n in self._recurrent)
         self._state: dict = {}
@@ -67,12 +84,14 @@ class KerasModel:
     def _check_references(self):
         """Every tensor the graph reads exists (FormatError otherwise)."""
         spec = self.spec
-        outputs = {(spec.input.layer, spec.input.node): 1}
+        inputs = [spec.input, *getattr(spec, "extra_inputs", [])]
+        outputs = {(r.layer, r.node): 1 for r in inputs}
         for node in spec.nodes:
             outputs[(node.layer, node.index)] = getattr(self.ops[node.layer], "num_outputs", 1)
-        refs = [spec.input, *(spec.outputs or [])]
+        refs = [*inputs, *(spec.outputs or [])]
         for node in spec.nodes:
-            refs += node.tensor_args + ([node.mask] if node.mask is not None else [])
+            refs += node.tensor_args + list(getattr(node, "initial_state", []))
+            refs += [node.mask] if node.mask is not None else []
         for ref in refs:
             if not 0 <= ref.index < outputs.get((ref.layer, ref.node), 0):
                 raise FormatError(
@@ -100,6 +119,7 @@ class KerasModel:
 
     # -- inputs -----------------------------------------------------------------------------
     def _input(self, x):
+        """The (first) input, checked: ``[B, T, F]`` floats, or ``[B, T]`` token ids."""
         if self.takes_token_ids:
             try:
                 ids = to_numpy(x)
@@ -120,6 +140,62 @@ class KerasModel:
             raise ValueError(f"x: expected {self._features} features (last axis), got {x.shape}")
         return x
 
+    def _other_input(self, k: int, value):
+        """Input ``k`` >= 1 of a model with several: token ids where it feeds an ``Embedding``,
+        else floats of the ``InputLayer``'s rank and last dimension (e.g. a state ``[B, H]``)."""
+        name = self._inputs[k].layer
+        if self._token_inputs[k]:
+            ids = to_numpy(value)
+            if ids.dtype.kind not in "iu" or ids.ndim != 2:
+                raise TypeError(
+                    f"input {name!r} feeds an Embedding: expected [B, T] integer token ids, got "
+                    f"dtype {ids.dtype}, shape {ids.shape}"
+                )
+            return ids
+        x = as_float_array(value, f"input {name!r}")
+        layer = self.spec.layers.get(name)
+        shape = (layer.config or {}) if layer is not None else {}
+        shape = shape.get("batch_shape") or shape.get("batch_input_shape")
+        known = isinstance(shape, (list, tuple)) and len(shape) > 0
+        if known and (
+            x.ndim != len(shape) or (isinstance(shape[-1], int) and x.shape[-1] != shape[-1])
+        ):
+            want = ["B", *("?" if d is None else d for d in shape[1:])]
+            raise ValueError(f"input {name!r}: expected shape {want}, got {x.shape}")
+        return x
+
+    def _inputs_of(self, x) -> tuple:
+        """``(first input, [the others])`` from what the model is called with: the array itself
+        for a model with one input; a list (in the model's input order) or a dict keyed by
+        input names for several, as Keras takes them."""
+        names = [r.layer for r in self._inputs]
+        if len(names) == 1:
+            return self._input(x), []
+        if isinstance(x, dict):
+            missing = [n for n in names if n not in x]
+            unknown = [k for k in x if k not in names]
+            if missing or unknown:
+                raise ValueError(
+                    f"x: this model's inputs are {names}; missing {missing}, unknown {unknown}"
+                )
+            values = [x[n] for n in names]
+        elif isinstance(x, (list, tuple)) and len(x) == len(names):
+            values = list(x)
+        else:
+            raise TypeError(
+                f"x: this model has {len(names)} inputs ({', '.join(names)}): pass a list of "
+                f"{len(names)} arrays in that order, or a dict keyed by these names"
+            )
+        first = self._input(values[0])
+        others = [self._other_input(k, v) for k, v in enumerate(values[1:], start=1)]
+        for k, other in enumerate(others, start=1):
+            if other.shape[0] != first.shape[0]:
+                raise ValueError(
+                    f"input {names[k]!r} holds {other.shape[0]} sequences, input {names[0]!r} "
+                    f"{first.shape[0]}"
+                )
+        return first, others
+
     @staticmethod
     def _mask(mask, x):
         if mask is None:
@@ -130,11 +206,14 @@ class KerasModel:
         return m.astype(bool)
 
     # -- running ----------------------------------------------------------------------------
-    def _run(self, x, mask, carry, stream: bool):
+    def _run(self, x, mask, carry, stream: bool, others=()):
+        """``x``: the first input, ``mask`` its mask; ``others``: the other inputs, in order."""
         spec = self.spec
         if x.shape[1] == 0:
             raise ValueError(f"x: the sequence length must be at least 1, got shape {x.shape}")
         values = {spec.input: (x, mask)}
+        for ref, value in zip(self._inputs[1:], others):
+            values[ref] = (value, None)
         last = None
         for node in spec.nodes:
             op = self.ops[node.layer]
@@ -146,7 +225,14 @@ class KerasModel:
                 else (values[tensors[0]][1] if tensors else None)
             )
             if isinstance(op, Recurrent):
-                outs, masks = run_recurrent(op, node, args[0], in_mask, carry, stream)
+                # initial_state: Keras 3 records it as a keyword, Keras 2 as further inputs.
+                # Keras 3 propagates no mask into a call with several tensor arguments (only a
+                # mask passed explicitly, which its config records); tf.keras 2 does.
+                refs = list(getattr(node, "initial_state", [])) or tensors[1:]
+                if getattr(node, "initial_state", None) and node.mask is None:
+                    in_mask = None
+                initial = [values[r][0] for r in refs]
+                outs, masks = run_recurrent(op, node, args[0], in_mask, carry, stream, initial)
             else:
                 outs, masks = op.run(args, in_mask)
             for k, (out, m) in enumerate(zip(outs, masks)):
@@ -167,14 +253,17 @@ class KerasModel:
 
         Parameters
         ----------
-        x : array_like
+        x : array_like, or a list or dict of them
             ``[B, T, F]`` of float16, bfloat16, float32 or float64 (batch first, as Keras),
             converted to float32; or ``[B, T]`` integer token ids when the model starts with an
             ``Embedding`` (:attr:`takes_token_ids`). A numpy array, a torch tensor (bfloat16
-            too), an ``ml_dtypes`` bfloat16 array or nested lists.
+            too), an ``ml_dtypes`` bfloat16 array or nested lists. A model with several inputs
+            (:attr:`input_names`) takes a list of them in that order or a dict keyed by these
+            names, as Keras does: each of the ``InputLayer``'s shape (e.g. ``[B, H]`` for a state
+            passed as ``initial_state``).
         mask : array_like of bool, shape ``[B, T]``, optional
-            A mask for the input, as ``keras_model(x, mask=mask)`` (False = skipped step); any
-            dtype, read as bool.
+            A mask for the (first) input, as ``keras_model(x, mask=mask)`` (False = skipped
+            step); any dtype, read as bool.
 
         Returns
         -------
@@ -192,9 +281,14 @@ class KerasModel:
             Wrong shapes, out-of-range token ids, a batch size that differs from the one a
             stateful layer holds.
         """
-        x = self._input(x)
+        x, others = self._inputs_of(x)
         state = self._state if self.stateful else None
-        return self._run(x, self._mask(mask, x), state, stream=False)
+        return self._run(x, self._mask(mask, x), state, stream=False, others=others)
+
+    @property
+    def input_names(self) -> list:
+        """The names of the model's inputs (its ``InputLayer`` s), in call order."""
+        return [r.layer for r in self._inputs]
 
     def reset_states(self) -> None:
         """Zero the state that ``stateful`` layers keep between calls (Keras' ``reset_states``)."""
@@ -234,6 +328,11 @@ class KerasStream:
 
     def __init__(self, model: KerasModel, batch_size: int):
         self.batch_size = positive_int(batch_size, "batch_size")
+        if len(model._inputs) > 1:
+            raise ValueError(
+                f"cannot stream: the model has {len(model._inputs)} inputs "
+                f"({', '.join(model.input_names)}); streams feed models with one input"
+            )
         for node in model._recurrent:
             op = model.ops[node.layer]
             if op.bidirectional or any(s.go_backwards for s in op.subs):
@@ -352,9 +451,40 @@ def _hold_across_chunks(y, mask_t, previous):
     y[before] = np.broadcast_to(previous[:, None, :], y.shape)[before]
 
 
-def run_recurrent(op: Recurrent, node, x, mask, carry, stream: bool):
+def _initial_states(op: Recurrent, states: list, B: int) -> list:
+    """Keras' ``initial_state`` list (``[h, c]`` per direction, forward first) as ``(h0, c0)``
+    per engine of ``op`` (``[D, B, H]`` float32, zeros for what is not given)."""
+    need = sum(2 if s.cell == "lstm" else 1 for s in op.subs)
+    if len(states) != need:
+        raise ValueError(
+            f"layer {op.name!r}: initial_state has {len(states)} tensors, expected {need} "
+            f"({' + '.join('[h, c]' if s.cell == 'lstm' else '[h]' for s in op.subs)})"
+        )
+    out = []
+    for engine in op.engines:
+        layer = engine.layers[0]
+        shape = (layer.num_directions, B, layer.hidden_size)
+        c0 = np.zeros(shape, np.float32) if layer.cell == "lstm" else None
+        out.append([np.zeros(shape, np.float32), c0])
+    k = 0
+    for sub in op.subs:
+        for part in range(2 if sub.cell == "lstm" else 1):
+            a = np.asarray(states[k], np.float32)
+            if a.shape != (B, sub.units):
+                raise ValueError(
+                    f"layer {op.name!r}: initial_state[{k}] has shape {a.shape}, expected "
+                    f"{(B, sub.units)}"
+                )
+            out[sub.engine][part][sub.slot] = a
+            k += 1
+    return out
+
+
+def run_recurrent(op: Recurrent, node, x, mask, carry, stream: bool, initial=()):
     """Run one Keras recurrent layer (see the module docstring). ``carry``: a dict keeping the
-    state between calls (stateful layers, streams), or None. Returns (outputs, masks)."""
+    state between calls (stateful layers, streams), or None; ``initial``: the ``initial_state``
+    arrays, which take precedence over a carried state (as in Keras). Returns (outputs,
+    masks)."""
     x = np.asarray(x)
     if x.dtype != np.float32:
         x = x.astype(np.float32)
@@ -378,9 +508,12 @@ def run_recurrent(op: Recurrent, node, x, mask, carry, stream: bool):
             f"layer {op.name!r} is stateful and holds the state of {saved[0][0].shape[1]} "
             f"sequences; got a batch of {B} (call reset_states() to start over)"
         )
+    given = _initial_states(op, list(initial), B) if len(initial) else None
     results = []
     for e, engine in enumerate(op.engines):
         h0, c0, prev = saved[e] if saved is not None else (None, None, None)
+        if given is not None:
+            h0, c0 = given[e]
         y, h_n, c_n = _engine_run(engine, x, mask_t, h0, c0)
         if stream and op.hold and mask_t is not None and prev is not None:
             _hold_across_chunks(y, mask_t, prev)

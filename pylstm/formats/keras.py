@@ -255,7 +255,7 @@ def from_keras(obj, *, device="cpu", precision="fp32") -> KerasModel:
     Parameters
     ----------
     obj : keras.Model, keras.Sequential, or a recurrent layer
-        A Keras 3 (or tf.keras 2) ``Sequential`` or functional model with one input, or a
+        A Keras 3 (or tf.keras 2) ``Sequential`` or functional model (one or several inputs), or a
         built ``LSTM``, ``GRU``, ``SimpleRNN``, ``RNN`` or ``Bidirectional`` layer.
     device : str
         Where the model runs: ``"cpu"`` (the default), ``"cuda"`` (the first GPU) or

@@ -2,7 +2,8 @@
 ``model_config`` attribute of an ``.h5``) into a plain graph, shared by live objects and files.
 
 Accepted forms: ``Sequential`` (layers as a list, or the old Keras 2 bare list), ``Functional`` /
-``Model`` graphs with one input (Keras 3 nodes ``{"args": [...], "kwargs": {...}}`` whose tensors
+``Model`` graphs with one or several inputs (recurrent layers may take ``initial_state`` tensors
+from other layers or inputs; Keras 3 nodes ``{"args": [...], "kwargs": {...}}`` whose tensors
 carry ``keras_history``; Keras 2 nodes ``[[name, node_index, tensor_index, kwargs], ...]``), and a
 single layer (for ``from_keras(layer)``). Keras 3 functional configs also hold operations such as
 ``NotEqual`` and ``Any`` (how ``Embedding(mask_zero=True)`` and ``Masking`` masks were recorded) and
@@ -71,6 +72,9 @@ class NodeSpec:
         A mask passed explicitly (Keras 3 records the masks it propagated this way).
     kwargs : dict
         Other keyword arguments that are not tensors.
+    initial_state : list of TensorRef
+        A recurrent layer's ``initial_state`` tensors (Keras order: ``[h, c]`` per direction,
+        forward first); empty when the layer starts from zeros.
     """
 
     layer: str
@@ -78,10 +82,16 @@ class NodeSpec:
     args: list
     mask: TensorRef | None = None
     kwargs: dict = field(default_factory=dict)
+    initial_state: list = field(default_factory=list)
 
     @property
     def tensor_args(self) -> list:
         return [a for a in self.args if isinstance(a, TensorRef)]
+
+    @property
+    def reads(self) -> list:
+        """Every tensor this call needs: its arguments, ``initial_state`` and mask."""
+        return self.tensor_args + self.initial_state + ([self.mask] if self.mask else [])
 
 
 @dataclass
@@ -96,7 +106,7 @@ class ModelSpec:
     nodes : list of NodeSpec
         In an order where every input is computed before it is used.
     input : TensorRef
-        The model's one input (``INPUT`` or an ``InputLayer`` output).
+        The model's (first) input (``INPUT`` or an ``InputLayer`` output).
     input_config : dict or None
         The ``InputLayer`` config (``batch_shape`` / ``batch_input_shape``, ``dtype``), if any.
     outputs : list of TensorRef, or None
@@ -104,6 +114,9 @@ class ModelSpec:
         the model returns one array when there is one output (Keras unpacks lists of one).
     output_keys : list of str, or None
         Keras 3 models with a dict of outputs return a dict with these keys.
+    extra_inputs : list of TensorRef
+        A functional model's other inputs, in ``input_layers`` order (``[input, *extra_inputs]``
+        is what the model is called with).
     """
 
     kind: str
@@ -113,6 +126,11 @@ class ModelSpec:
     input_config: dict | None
     outputs: list | None
     output_keys: list | None = None
+    extra_inputs: list = field(default_factory=list)
+
+    @property
+    def inputs(self) -> list:
+        return [self.input, *self.extra_inputs]
 
 
 def snake_case(name: str) -> str:
@@ -216,9 +234,19 @@ def _parse_node(layer: str, index: int, node, where: str) -> NodeSpec:
         raise FormatError(f"{where}: malformed inbound node of layer {layer!r}")
     kwargs = {}
     mask = None
+    initial_state = []
     for key, value in raw.items():
         value = _keras3_value(value, where)
         if key == "training":
+            continue
+        if key == "initial_state" and value is not None:
+            states = value if isinstance(value, list) else [value]
+            states = [_as_ref(v) for v in states]
+            if not all(isinstance(v, TensorRef) for v in states):
+                raise UnsupportedError(
+                    f"{where}: layer {layer!r} has an initial_state that is not a list of tensors"
+                )
+            initial_state = states
             continue
         if key == "mask":
             if isinstance(value, list) and len(value) == 3 and isinstance(value[0], str):
@@ -231,11 +259,18 @@ def _parse_node(layer: str, index: int, node, where: str) -> NodeSpec:
             isinstance(value, list) and any(isinstance(v, (TensorRef, list)) for v in value)
         ):
             raise UnsupportedError(
-                f"{where}: layer {layer!r} is called with tensor argument {key!r} (e.g. "
-                "initial_state from another layer); pylstm runs single-input graphs only"
+                f"{where}: layer {layer!r} is called with tensor argument {key!r}; pylstm "
+                "passes tensors between layers as inputs and as initial_state only"
             )
         kwargs[key] = value
-    return NodeSpec(layer, index, args, mask, kwargs)
+    return NodeSpec(layer, index, args, mask, kwargs, initial_state)
+
+
+def _as_ref(value):
+    """A ``[name, node, index]`` triple (Keras 2) as a TensorRef; other values as they are."""
+    if isinstance(value, list) and len(value) == 3 and isinstance(value[0], str):
+        return TensorRef(str(value[0]), int(value[1]), int(value[2]))
+    return value
 
 
 def _refs(value, where: str, what: str) -> tuple:
@@ -265,17 +300,18 @@ def _functional(config: dict, keras_major: int, where: str) -> ModelSpec:
         raise FormatError(f"{where}: two layers share a name")
     _assign_weight_keys([s for s in specs if not s.is_operation])
     inputs, _ = _refs(config.get("input_layers"), where, "input_layers")
-    if len(inputs) != 1:
-        raise UnsupportedError(
-            f"{where}: the model has {len(inputs)} inputs; pylstm runs models with one input"
-        )
     outputs, keys = _refs(config.get("output_layers"), where, "output_layers")
+    for model_input in inputs:
+        if (
+            layers.get(model_input.layer) is None
+            or layers[model_input.layer].class_name != "InputLayer"
+        ):
+            raise FormatError(
+                f"{where}: input_layers names {model_input.layer!r}, not an InputLayer"
+            )
+    if len({r.layer for r in inputs}) != len(inputs):
+        raise FormatError(f"{where}: input_layers names an InputLayer twice")
     model_input = inputs[0]
-    if (
-        layers.get(model_input.layer) is None
-        or layers[model_input.layer].class_name != "InputLayer"
-    ):
-        raise FormatError(f"{where}: input_layers names {model_input.layer!r}, not an InputLayer")
     pending = []
     for spec in specs:
         if spec.class_name == "InputLayer":
@@ -283,23 +319,22 @@ def _functional(config: dict, keras_major: int, where: str) -> ModelSpec:
         for i, node in enumerate(raw_nodes[spec.name]):
             pending.append(_parse_node(spec.name, i, node, f"{where}: layer {spec.name!r}"))
     # Order the calls so that each one's inputs exist (shared layers may be listed early).
-    known = {(model_input.layer, 0)}
+    known = {(r.layer, 0) for r in inputs}
     nodes = []
     while pending:
-        ready = [
-            n
-            for n in pending
-            if all((r.layer, r.node) in known for r in n.tensor_args + ([n.mask] if n.mask else []))
-        ]
+        ready = [n for n in pending if all((r.layer, r.node) in known for r in n.reads)]
         if not ready:
             missing = {
                 r.layer
                 for n in pending
-                for r in n.tensor_args
+                for r in n.reads
                 if r.layer not in layers or (r.layer, r.node) not in known
             }
             if any(m in layers and layers[m].class_name == "InputLayer" for m in missing):
-                raise UnsupportedError(f"{where}: the model has more than one input")
+                raise FormatError(
+                    f"{where}: the graph reads an InputLayer that is not among the model's "
+                    f"input_layers: {sorted(missing)}"
+                )
             raise FormatError(f"{where}: the graph refers to unknown layers or calls: {missing}")
         for n in ready:
             known.add((n.layer, n.index))
@@ -308,7 +343,7 @@ def _functional(config: dict, keras_major: int, where: str) -> ModelSpec:
     for ref in outputs:
         if (ref.layer, ref.node) not in known:
             raise FormatError(f"{where}: output_layers names an unknown call {tuple(ref)}")
-    used = {n.layer for n in nodes} | {model_input.layer}
+    used = {n.layer for n in nodes} | {r.layer for r in inputs}
     layers = {k: v for k, v in layers.items() if k in used}
     return ModelSpec(
         "functional",
@@ -318,6 +353,7 @@ def _functional(config: dict, keras_major: int, where: str) -> ModelSpec:
         layers[model_input.layer].config,
         outputs,
         keys,
+        inputs[1:],
     )
 
 
@@ -352,8 +388,7 @@ def model_spec(config, *, keras_major: int, where: str) -> ModelSpec:
     FormatError
         A malformed config.
     UnsupportedError
-        Several inputs, tensors passed between layers other than the main input (e.g.
-        ``initial_state``).
+        Tensors passed to a layer other than as its inputs or ``initial_state``.
     """
     if not isinstance(config, dict) or "class_name" not in config:
         raise FormatError(f"{where}: the model config has no class_name")
