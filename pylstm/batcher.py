@@ -42,7 +42,7 @@ _INITIAL_SLOTS = 16
 class _Request:
     """One pending chunk of one stream."""
 
-    __slots__ = ("stream", "payload", "key", "one_step", "arrived", "done", "loop", "future")
+    __slots__ = ("arrived", "done", "future", "key", "loop", "one_step", "payload", "stream")
 
     def __init__(self, stream, payload, key, one_step, loop=None, future=None):
         self.stream, self.payload, self.key, self.one_step = stream, payload, key, one_step
@@ -149,9 +149,7 @@ class _Core:
         """Whether a blocking call may run its chunk in its own thread: nothing is pending or
         held by the worker, and there is nobody to wait for (one open stream, or no delay)."""
         return (
-            not self.queue
-            and not self.held
-            and (self.max_delay_s == 0 or self.live_streams() <= 1)
+            not self.queue and not self.held and (self.max_delay_s == 0 or self.live_streams() <= 1)
         )
 
     def work(self) -> None:
@@ -161,7 +159,9 @@ class _Core:
                 return
             with self.run_lock:
                 if self.closed:
-                    settle([(r, None, BatcherClosed("the StreamBatcher was closed")) for r in batch])
+                    settle(
+                        [(r, None, BatcherClosed("the StreamBatcher was closed")) for r in batch]
+                    )
                     return
                 self.collect_released()
                 done = self.run_round(batch)
@@ -404,7 +404,7 @@ class BatchedStream:
     number of streams may be used from any threads and event loops at once.
     """
 
-    __slots__ = ("_batcher", "_core", "_slot", "_busy", "_closed", "_finalizer", "__weakref__")
+    __slots__ = ("__weakref__", "_batcher", "_busy", "_closed", "_core", "_finalizer", "_slot")
 
     def __init__(self, batcher: StreamBatcher, slot: int):
         self._batcher = batcher  # keeps the batcher open while its streams live

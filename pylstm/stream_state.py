@@ -35,7 +35,7 @@ class StreamState:
         float32, each ``[B, ...]`` with the same B. Views are allowed.
     """
 
-    __slots__ = ("names", "arrays")
+    __slots__ = ("arrays", "names")
 
     def __init__(self, names, arrays):
         self.names = tuple(names)
@@ -80,9 +80,12 @@ class StreamState:
     def put(self, rows, src: StreamState) -> None:
         """Replace the state of the sequences ``rows`` with ``src`` (``len(rows)`` sequences,
         or one sequence broadcast to all ``rows``)."""
-        if src.names is not self.names and (  # (states of one model share their names)
-            len(src.arrays) != len(self.arrays)
-            or any(d.shape[1:] != a.shape[1:] for d, a in zip(self.arrays, src.arrays))
+        if (
+            src.names is not self.names
+            and (  # (states of one model share their names)
+                len(src.arrays) != len(self.arrays)
+                or any(d.shape[1:] != a.shape[1:] for d, a in zip(self.arrays, src.arrays))
+            )
         ):
             raise ValueError(
                 f"state: expected per-sequence shapes {list(self.shapes)} "

@@ -42,7 +42,9 @@ def _torch_model(cell, **kw):
 def _from_arrays():
     rng = np.random.default_rng(3)
     d = pylstm.Direction(
-        w=rng.normal(size=(4 * H, I)), r=rng.normal(size=(4 * H, H)), peephole=rng.normal(size=(3, H))
+        w=rng.normal(size=(4 * H, I)),
+        r=rng.normal(size=(4 * H, H)),
+        peephole=rng.normal(size=(3, H)),
     )
     return pylstm.from_arrays([pylstm.Layer("lstm", [d], clip=2.0)], batch_first=True)
 
@@ -271,7 +273,8 @@ def test_onnx_export(tmp_path):
         got = _serve_threads(b, streams[:3])
         got += asyncio.run(_serve_async(b, streams[3:]))
         s = b.open()
-        y, h, c = s.step({"x": streams[0][0]})  # a dict of feeds works too
+        y, _h, _c = s.step({"x": streams[0][0]})  # a dict of feeds works too
+        assert y.shape == (4,)
         with pytest.raises(ValueError, match="time inputs"):
             s.step({"x": streams[0][0], "nope": streams[0][0]})
     for g, c in zip(got, streams):
@@ -607,6 +610,10 @@ def test_many_event_loops_and_threads_share_one_batcher():
 
 
 # -- the stream protocol itself ----------------------------------------------------------------
+def _as_list(v):
+    return v if isinstance(v, list) else [v]
+
+
 def _protocol_check(stream, chunks, batch):
     """step_state from open_state equals step, state for state, and leaves the stream alone."""
     state = stream.open_state(batch)
@@ -617,8 +624,7 @@ def _protocol_check(stream, chunks, batch):
         for a, b in zip(before.arrays, stream.get_state().arrays):
             assert np.array_equal(a, b)  # step_state did not touch the stream's own state
         want = stream.step(chunk)
-        as_list = (lambda v: v if isinstance(v, list) else [v])
-        _assert_same(as_list(got), as_list(want), 0)
+        _assert_same(_as_list(got), _as_list(want), 0)
         for a, b in zip(state.arrays, stream.get_state().arrays):
             np.testing.assert_array_equal(a, b)
     # take / put / reset per sequence

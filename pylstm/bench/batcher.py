@@ -47,10 +47,7 @@ class BatcherConfig:
 
     @property
     def name(self) -> str:
-        return (
-            f"{self.cell.upper()} H={self.hidden_size} N={self.streams} "
-            f"@{self.rate_hz:g}/s each"
-        )
+        return f"{self.cell.upper()} H={self.hidden_size} N={self.streams} @{self.rate_hz:g}/s each"
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -260,9 +257,7 @@ def measure_batcher_point(cfg: BatcherConfig, *, budget_s: float = 2.0, seed: in
         finally:
             server.close()
     if "stream" in check:
-        entry["max_abs_diff"] = float(
-            max(np.abs(check[m] - check["stream"]).max() for m in check)
-        )
+        entry["max_abs_diff"] = float(max(np.abs(check[m] - check["stream"]).max() for m in check))
     for mine in ("batcher", "batcher_async"):
         for peer in ("stream", "onnxruntime"):
             if peer in entry and mine in entry:
@@ -273,11 +268,16 @@ def measure_batcher_point(cfg: BatcherConfig, *, budget_s: float = 2.0, seed: in
     return entry
 
 
-COLUMNS = ("config",) + tuple(
-    f"{label} {what}"
-    for label in ("batcher", "batcher asyncio", "stream", "ort")
-    for what in ("steps/s", "p50 ms", "p99 ms")
-) + ("x ort", "x ort asyncio")
+COLUMNS = (
+    "config",
+    *(
+        f"{label} {what}"
+        for label in ("batcher", "batcher asyncio", "stream", "ort")
+        for what in ("steps/s", "p50 ms", "p99 ms")
+    ),
+    "x ort",
+    "x ort asyncio",
+)
 
 
 def table_row(entry: dict) -> list:
@@ -325,7 +325,7 @@ def run_batcher_section(record: dict, configs: list, *, budget_s: float, out) ->
         record["notes"].append(f"batcher section: load average (1, 5, 15 min) at its start: {load}")
     print("\nMany streams, one step per call at Poisson times (open loop)", file=out)
     short = ["config"] + [f"{m} {w}" for m in ("B", "BA", "S", "O") for w in ("st/s", "p50", "p99")]
-    print(_line(short + ["x O", "x O (BA)"]), file=out)
+    print(_line([*short, "x O", "x O (BA)"]), file=out)
     for cfg in configs:
         entry = measure_batcher_point(cfg, budget_s=budget_s)
         record["results"].append(entry)
