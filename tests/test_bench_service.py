@@ -136,3 +136,24 @@ def test_cli_lists_and_selects_the_sections(tmp_path):
     assert res.stdout.splitlines() == ["LSTM L=1 B=1 I=256 H=256 T=100: service, scaling"]
     res = bench_cli("--list", "--sections", "neighbours", "--batch", "64", cwd=tmp_path)
     assert res.stdout.splitlines() == ["LSTM L=1 B=64 I=256 H=256 T=100: neighbours"]
+
+
+def test_the_recorded_run_prints_and_plots(tmp_path):
+    """README's service-condition run: every section in its tables and its plot."""
+    from pathlib import Path
+
+    from pylstm.bench.report import load_record
+
+    path = Path(__file__).parent.parent / "bench" / "results" / "cpu-20261130-service.json"
+    if not path.exists():
+        pytest.skip("the recorded run is not in this checkout")
+    record = load_record(str(path))
+    assert {r["kind"] for r in record["results"]} == set(CONDITION_SECTIONS)
+    assert record["machine"]["pylstm_backend"] and record["machine"]["isa"]
+    text = "\n".join(markdown_lines(record))
+    for title in ("**Service:", "**Shared:", "**Neighbours:", "**Scaling:"):
+        assert title in text
+    pytest.importorskip("matplotlib")
+    from pylstm.bench.plot import plot_record
+
+    assert plot_record(record, str(tmp_path / "run.png")) == list(CONDITION_SECTIONS)
