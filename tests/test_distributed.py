@@ -101,6 +101,32 @@ def test_predictor_pickles_small_and_builds_once_per_process(data, tmp_path):
         Predictor(42)
 
 
+def test_predictor_keras_and_onnx_models():
+    """Keras models take the batch as model(x); ONNX models get it as their first input."""
+    pytest.importorskip("onnx")
+    from test_keras_common import import_keras, saturate
+    from test_pickle import _onnx_model
+
+    keras = import_keras()
+    rng = np.random.default_rng(6)
+    layer = keras.layers.GRU(5, return_sequences=True)
+    x = rng.normal(size=(6, 9, 3)).astype(np.float32)
+    layer(x)
+    saturate([layer], rng)
+    model = pylstm.from_keras(layer)
+    got = pickle.loads(pickle.dumps(Predictor(model)))({"x": x})
+    assert np.array_equal(got["y"], model(x))
+    last = Predictor(model, output="last")(x)
+    assert np.array_equal(last, model(x)[:, -1])
+
+    onnx_model = pylstm.from_onnx(_onnx_model().SerializeToString())
+    xt = rng.normal(size=(7, 2, 4)).astype(np.float32)  # the graph's own layout [T, B, I]
+    got = Predictor(onnx_model, onnx_output="Y_h")(xt)
+    assert np.array_equal(got, onnx_model.run(["Y_h"], {"X": xt})[0])
+    with pytest.raises(ValueError, match="PyTorch-style"):
+        Predictor(model)([x[0], x[1, :4]])
+
+
 def test_worker_threads_reads_the_environment(monkeypatch):
     monkeypatch.delenv("PYLSTM_NUM_THREADS", raising=False)
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
