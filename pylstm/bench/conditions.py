@@ -41,6 +41,9 @@ CONDITION_SECTIONS = ("service", "shared", "neighbours", "scaling")
 SERVICE_GAPS_MS = (2, 20)
 #: Timed calls per engine, point and gap (service) or per point (shared): at least, at most.
 MIN_CALLS = 30
+#: ... at least this many when the budget is below QUICK_BUDGET_S (``--quick``: a few calls).
+QUICK_MIN_CALLS = 10
+QUICK_BUDGET_S = 0.5
 MAX_CALLS = 1000
 #: Seconds a child may take before it is stopped.
 CHILD_TIMEOUT_S = 600
@@ -188,7 +191,8 @@ def run_condition_sections(
     with tempfile.TemporaryDirectory(prefix="pylstm-bench-") as folder:
         points = write_point_files(configs, folder)
         if "service" in sections or "shared" in sections:
-            spec = {**common, "min_calls": MIN_CALLS, "max_calls": MAX_CALLS}
+            fewest = MIN_CALLS if budget_s >= QUICK_BUDGET_S else QUICK_MIN_CALLS
+            spec = {**common, "min_calls": fewest, "max_calls": MAX_CALLS}
             spec.update(points=points, shared=False)
             # back to back (0): the reference of both sections
             gaps = [0, *SERVICE_GAPS_MS] if "service" in sections else [0]

@@ -31,7 +31,7 @@ WARM_S = 0.05
 #: CAP_MIN_S), once it has FEWEST_CALLS calls: on a loaded machine calls can take 100 times longer
 #: than on a quiet one, and the run must still end.
 CAP_BUDGETS = 3
-CAP_MIN_S = 0.5
+CAP_MIN_S = 0.25
 FEWEST_CALLS = 5
 
 
