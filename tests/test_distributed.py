@@ -192,6 +192,8 @@ def test_ray_data_model_path(ray_session, data, tmp_path):
     expected = pylstm.load(path, batch_first=True)(x)[0]
     rows = _ray_rows(ray_session, x, str(path), batch_first=True, num_threads=1)
     assert np.array_equal(np.stack([r["y"] for r in rows]), expected)
+    for pid in {r["pid"] for r in rows}:  # each actor loaded the file once
+        assert len({r["model_id"] for r in rows if r["pid"] == pid}) == 1
 
 
 # -- Dask ----------------------------------------------------------------------------------------
