@@ -176,15 +176,16 @@ def run_condition_sections(
     if not configs or not sections:
         return
 
-    def emit(kind, entries):
-        if not entries:
-            return
-        table = Table(kind, out)
-        table.start()
+    def emit(kind, entries):  # entries: any iterable; each row printed as it comes
+        table = None
         for entry in entries:
+            if table is None:
+                table = Table(kind, out)
+                table.start()
             record["results"].append(entry)
             table.row(entry)
-        table.finish()
+        if table is not None:
+            table.finish()
 
     engines = available_engines()
     common = {"threads": threads, "budget_s": budget_s}
@@ -212,11 +213,13 @@ def run_condition_sections(
         in_process = [(c, p, engines) for c, p in zip(configs, points)]
         try:
             if "neighbours" in sections:
-                emit("neighbours", [measure_neighbours_point(*a, **common) for a in in_process])
+                emit("neighbours", (measure_neighbours_point(*a, **common) for a in in_process))
             if "scaling" in sections:
                 cpus = pylstm.info()["cpus"]
-                rows = [e for a in in_process for e in measure_scaling_point(*a, cpus, **common)]
-                emit("scaling", rows)
+                emit(
+                    "scaling",
+                    (e for a in in_process for e in measure_scaling_point(*a, cpus, **common)),
+                )
         finally:
             load = load_average()
             if load:
