@@ -3,8 +3,9 @@ SPEC.json``.
 
 A child holds only the engines its spec names, so an engine measured alone never shares its
 process with another engine's thread pool: the pylstm child imports neither torch nor ONNX
-Runtime (it reads the PyTorch state dict with ``pylstm.load``), the ONNX Runtime child only
-onnxruntime, the torch child only torch. The parent (:mod:`pylstm.bench.conditions`) writes the
+Runtime (it reads the PyTorch state dict with ``pylstm.load``); the ONNX Runtime and torch
+children import their engine and pylstm's package (this module lives there), whose thread pool
+never starts in them since they make no pylstm call. The parent (:mod:`pylstm.bench.conditions`) writes the
 models and inputs to files, runs one child at a time and reads back the raw times.
 
 Spec (JSON): ``engines`` (names), ``threads``, ``budget_s``, ``min_calls``, ``max_calls``,
