@@ -76,9 +76,16 @@ def _run(args) -> int:
         seconds = time.perf_counter() - start
         tail = (done.stdout + done.stderr).strip().splitlines()
         execs = next((ln for ln in reversed(tail) if "number_of_executed_units" in ln), "")
+        count = execs.split(":")[-1].strip() if execs else ""
+        record = next((ln for ln in reversed(tail) if ln.startswith('{"harness"')), "")
+        if record:
+            result = json.loads(record)
+            count = str(result["executions"])
+            if result["findings"]:
+                count += f" ({result['findings']} findings in fuzz/findings/{harness}/)"
         print(
             f"{harness}: {driver}, exit {done.returncode}, {seconds:.1f} s"
-            + (f", {execs.split(':')[-1].strip()} executions" if execs else "")
+            + (f", {count} executions" if count else "")
         )
         if done.returncode != 0:
             failed.append(harness)
