@@ -154,3 +154,69 @@ def test_errors_name_the_inputs():
         pm([x, np.zeros((3, 6), np.float32), h])
     with pytest.raises(ValueError, match="cannot stream: the model has 3 inputs"):
         pm.stream(2)
+
+
+def test_keras2_initial_state_as_further_inbound_tensors(tmp_path):
+    """tf.keras 2 records ``LSTM(...)(x, initial_state=[h, c])`` as one call on three inbound
+    tensors ``[[x], [h], [c]]``: a whole-model ``.h5`` written in that layout (h5py, tf.keras 2's
+    attributes) with the weights of a Keras 3 model, which is the reference."""
+    h5py = pytest.importorskip("h5py")
+    import json
+
+    model = state_input_model("lstm")
+    layer = model.get_layer(index=3)
+    assert isinstance(layer, L.LSTM)
+    inputs = [
+        {
+            "class_name": "InputLayer",
+            "name": n,
+            "inbound_nodes": [],
+            "config": {"batch_input_shape": shape, "dtype": "float32", "name": n},
+        }
+        for n, shape in (("x", [None, None, 4]), ("h", [None, 6]), ("c", [None, 6]))
+    ]
+    lstm = {
+        "class_name": "LSTM",
+        "name": "lstm",
+        "inbound_nodes": [[["x", 0, 0, {}], ["h", 0, 0, {}], ["c", 0, 0, {}]]],
+        "config": {
+            "name": "lstm",
+            "units": 6,
+            "activation": "tanh",
+            "recurrent_activation": "sigmoid",
+            "use_bias": True,
+            "return_sequences": True,
+            "return_state": True,
+            "go_backwards": False,
+            "stateful": False,
+            "unroll": False,
+            "time_major": False,
+        },
+    }
+    config = {
+        "class_name": "Functional",
+        "config": {
+            "name": "model",
+            "layers": [*inputs, lstm],
+            "input_layers": [["x", 0, 0], ["h", 0, 0], ["c", 0, 0]],
+            "output_layers": [["lstm", 0, 0], ["lstm", 0, 1], ["lstm", 0, 2]],
+        },
+    }
+    path = str(tmp_path / "keras2.h5")
+    with h5py.File(path, "w") as f:
+        f.attrs["keras_version"] = "2.15.0"
+        f.attrs["backend"] = "tensorflow"
+        f.attrs["model_config"] = json.dumps(config)
+        g = f.create_group("model_weights")
+        g.attrs["layer_names"] = np.array([b"x", b"h", b"c", b"lstm"], dtype=object)
+        for n in ("x", "h", "c"):
+            g.create_group(n).attrs["weight_names"] = np.array([], "S1")
+        names = [f"lstm/lstm_cell/{w}:0" for w in ("kernel", "recurrent_kernel", "bias")]
+        lg = g.create_group("lstm")
+        lg.attrs["weight_names"] = np.array([n.encode() for n in names], dtype=object)
+        for n, w in zip(names, layer.get_weights()):
+            lg.create_dataset(n, data=w)
+    rng = np.random.default_rng(9)
+    x = (rng.normal(size=(3, 7, 4)) * 2).astype(np.float32)
+    h, c = (rng.uniform(-1, 1, size=(3, 6)).astype(np.float32) for _ in range(2))
+    check(pylstm.load(path)([x, h, c]), outputs_of(model, [x, h, c]), "tf.keras 2 layout")
