@@ -347,3 +347,51 @@ def test_onnx_rnn_activations_against_onnxruntime(tmp_path, isa, name, clip):
     for a, b in zip(out, ref):
         # 1e-6 relative to the value (affine of 1e30 is 7e29)
         assert_same(a, b, atol=1e-6, scaled=True, what=f"{name} clip={clip}")
+
+
+ONNX_VARIANTS = {
+    "gru-reset-before": ("GRU", {"linear_before_reset": 0}, {}),
+    "gru-reset-after-bi": ("GRU", {"linear_before_reset": 1, "direction": "bidirectional"}, {}),
+    "lstm-peephole-clip": ("LSTM", {"clip": 1.5}, {"peephole": True}),
+    "lstm-input-forget": ("LSTM", {"input_forget": 1}, {}),
+    "rnn-relu-reverse": ("RNN", {"activations": ["Relu"], "direction": "reverse"}, {}),
+}
+
+
+@pytest.mark.parametrize("name", list(ONNX_VARIANTS))
+def test_onnx_variants_against_the_float64_oracle(tmp_path, isa, name):
+    """Cell variants no framework runs with NaN kept (ONNX Runtime's LSTM/GRU drop it): the
+    float64 numpy oracle of tests/onnx_oracle.py, which propagates NaN and infinity by IEEE."""
+    import warnings
+
+    onnx = pytest.importorskip("onnx")
+    from onnx_oracle import make_model, random_case, reference
+
+    op, attrs, case = ONNX_VARIANTS[name]
+    rng = np.random.default_rng(18)
+    arrays = random_case(
+        op,
+        rng,
+        T=7,
+        B=5,
+        I=4,
+        H=6,
+        direction=attrs.get("direction", "forward"),
+        initial=True,
+        **case,
+    )
+    x = arrays["X"]
+    x[2, 1, 0] = np.nan
+    x[3, 2, 1] = np.inf
+    x[5, 3, 3] = -np.inf
+    path = str(tmp_path / f"{name}.onnx")
+    onnx.save(make_model(op, arrays, attrs), path)
+    feeds = {"X": x}
+    out = pylstm.load(path).run(None, feeds)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # inf - inf and exp overflow in the oracle, as in IEEE
+        ref = reference(op, arrays, attrs)
+    assert np.isnan(ref[0]).any() and np.isfinite(ref[0][:, :, 0]).all()  # row 0 stays clean
+    for a, b, n in zip(out, ref, ("Y", "Y_h", "Y_c")):
+        # fp32 against float64: 3e-5 for unit-scale outputs, relative to the row for relu / c
+        assert_same(a, b, atol=ATOL, scaled=True, what=f"{name} {n}")
