@@ -54,7 +54,8 @@ class KerasModel:
                     f"{name}: layer {node.layer!r} is called on {len(node.tensor_args)} tensors "
                     "and an initial_state"
                 )
-            if not isinstance(op, (TensorOp, Recurrent)) and len(node.tensor_args) != 1:
+            multi = isinstance(op, (TensorOp, Recurrent)) or getattr(op, "multi_input", False)
+            if not multi and len(node.tensor_args) != 1:
                 raise UnsupportedError(
                     f"{name}: layer {node.layer!r} is called on {len(node.tensor_args)} tensors; "
                     "pylstm runs layers with one input"
@@ -233,6 +234,11 @@ class KerasModel:
                     in_mask = None
                 initial = [values[r][0] for r in refs]
                 outs, masks = run_recurrent(op, node, args[0], in_mask, carry, stream, initial)
+            elif hasattr(op, "run_call"):  # layers around (keras_around): a mask per input
+                arg_masks = [values[t][1] for t in tensors]
+                if node.mask is not None:
+                    arg_masks[0] = values[node.mask][0]
+                outs, masks = op.run_call(args, arg_masks, node.kwargs)
             else:
                 outs, masks = op.run(args, in_mask)
             for k, (out, m) in enumerate(zip(outs, masks)):
@@ -333,6 +339,14 @@ class KerasStream:
                 f"cannot stream: the model has {len(model._inputs)} inputs "
                 f"({', '.join(model.input_names)}); streams feed models with one input"
             )
+        for node in model.spec.nodes:
+            op = model.ops[node.layer]
+            if getattr(op, "mixes_time", False):
+                raise UnsupportedError(
+                    f"cannot stream: layer {node.layer!r} ({op.cls}) reads other time steps than "
+                    "the current one, so chunks would not add up to one call; call the model "
+                    "instead"
+                )
         for node in model._recurrent:
             op = model.ops[node.layer]
             if op.bidirectional or any(s.go_backwards for s in op.subs):

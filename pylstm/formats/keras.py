@@ -16,6 +16,7 @@ import sys
 
 from ..errors import FormatError, UnsupportedError
 from ..faces.keras_face import KerasModel
+from .keras_around import WEIGHTED, canonical_class
 from .keras_config import MODEL_CLASSES, model_spec
 from .keras_h5 import (
     KerasZip,
@@ -100,6 +101,13 @@ def _holds_weights(layer) -> bool:
     """Whether a config layer of a class pylstm runs stores weights (an ``.h5`` lists it)."""
     cls = layer.class_name
     if cls in RECURRENT or cls in ("Bidirectional", "RNN", "Dense", "Embedding"):
+        return True
+    if canonical_class(cls) in WEIGHTED:
+        cfg = layer.config or {}
+        if canonical_class(cls) in ("Attention", "AdditiveAttention"):
+            return bool(cfg.get("use_scale")) or cfg.get("score_mode") == "concat"
+        if canonical_class(cls) == "LayerNormalization":
+            return bool(cfg.get("center", True) or cfg.get("scale", True))
         return True
     if cls == "TimeDistributed":
         inner = (layer.config or {}).get("layer") or {}

@@ -142,13 +142,29 @@ def snake_case(name: str) -> str:
 
 # Keras 3 operations that functional configs record for masks; legacy .h5 files written by
 # Keras 3 drop the "module" key that tells operations from layers, so they are known by name.
-MASK_OPERATIONS = ("NotEqual", "Equal", "Any", "All", "LogicalNot", "LogicalAnd", "LogicalOr")
+# Merge layers' masks add ExpandDims, ZerosLike, OnesLike and the Concatenate operation (known
+# there from the Concatenate layer by its config, which has no "trainable").
+MASK_OPERATIONS = (
+    "NotEqual",
+    "Equal",
+    "Any",
+    "All",
+    "LogicalNot",
+    "LogicalAnd",
+    "LogicalOr",
+    "ExpandDims",
+    "ZerosLike",
+    "OnesLike",
+    "Concatenate",
+)
 
 
 def _is_operation(entry: dict) -> bool:
     module = str(entry.get("module") or "")
     if module:
         return module.startswith(("keras.src.ops", "keras.ops"))
+    if entry.get("class_name") == "Concatenate":
+        return "trainable" not in (entry.get("config") or {"trainable": True})
     return entry.get("class_name") in MASK_OPERATIONS
 
 

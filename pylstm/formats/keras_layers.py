@@ -12,6 +12,7 @@ import numpy as np
 
 from ..errors import FormatError, UnsupportedError
 from .keras_activations import numpy_activation
+from .keras_around import AROUND, build_around, canonical_class
 from .keras_config import MASK_OPERATIONS
 from .keras_recurrent import RECURRENT, SUPPORTED, Context, as_f32, build_recurrent, check_weights
 
@@ -139,6 +140,13 @@ class TensorOp:
             return [self._BINARY[self.class_name](values[0], values[1])], [None]
         if self.class_name == "LogicalNot":
             return [np.logical_not(values[0])], [None]
+        if self.class_name == "ExpandDims":
+            return [np.expand_dims(values[0], int(self.config.get("axis", -1)))], [None]
+        if self.class_name in ("ZerosLike", "OnesLike"):
+            like = np.zeros_like if self.class_name == "ZerosLike" else np.ones_like
+            return [like(values[0], dtype=self.config.get("dtype") or values[0].dtype)], [None]
+        if self.class_name == "Concatenate":
+            return [np.concatenate(values, axis=int(self.config.get("axis", 0)))], [None]
         axis = self.config.get("axis")
         axis = tuple(axis) if isinstance(axis, list) else axis
         keep = bool(self.config.get("keepdims", False))
@@ -189,6 +197,8 @@ def build_op(spec, weights: list, ctx: Context):
         return build_recurrent(spec, weights, ctx)
     if cls in ("Dropout", "InputLayer"):
         return Identity()
+    if canonical_class(cls) in AROUND:
+        return build_around(canonical_class(cls), cfg, weights, ctx, where, spec.name)
     if cls == "Activation":
         return Activation(numpy_activation(cfg.get("activation"), ctx.keras_major, where))
     if cls == "Masking":

@@ -32,7 +32,11 @@ from .keras_activations import engine_activation
 SUPPORTED = (
     "LSTM, GRU, SimpleRNN, CuDNNLSTM, CuDNNGRU (Keras 2), Bidirectional, "
     "RNN(LSTMCell|GRUCell|SimpleRNNCell), Embedding, Masking, Dense, "
-    "TimeDistributed(Dense|Dropout|Activation), Dropout, Activation, InputLayer"
+    "TimeDistributed(Dense|Dropout|Activation), Dropout, Activation, InputLayer, Conv1D, "
+    "MaxPooling1D, AveragePooling1D, GlobalMaxPooling1D, GlobalAveragePooling1D, "
+    "BatchNormalization, LayerNormalization, Flatten, Reshape, Permute, RepeatVector, "
+    "Concatenate, Add, Subtract, Multiply, Average, Maximum, Minimum, Dot, Attention, "
+    "AdditiveAttention, SpatialDropout1D, GaussianNoise, GaussianDropout, AlphaDropout"
 )
 RECURRENT = {
     "LSTM": "lstm",
