@@ -12,7 +12,7 @@ import os
 
 from ..errors import FormatError, UnsupportedError
 from ..faces.onnx_face import NodeArg, OnnxModel
-from .onnx_graph import DEFAULT_DOMAINS, Graph, Node
+from .onnx_graph import DEFAULT_DOMAINS, Graph, Node, Subgraph
 from .onnx_rnn import RecurrentNode
 from .onnx_tensors import TensorBudget, numpy_dtype, tensor_budget, tensor_to_array, type_name
 
@@ -52,7 +52,7 @@ def read_model_proto(path: str):
     return model
 
 
-def _attribute(attr, onnx, base_dir: str, source: str, where: str):
+def _attribute(attr, onnx, base_dir: str, source: str, where: str, subgraph=None):
     A = onnx.AttributeProto
     if attr.ref_attr_name:
         raise UnsupportedError(f"{source}: {where}: attribute references are not supported")
@@ -73,6 +73,8 @@ def _attribute(attr, onnx, base_dir: str, source: str, where: str):
         return [v.decode("utf-8", "replace") for v in attr.strings]
     if kind == A.TENSORS:
         return [tensor_to_array(t, base_dir=base_dir, source=source) for t in attr.tensors]
+    if kind == A.GRAPH and subgraph is not None:
+        return subgraph(attr.g)  # If branches (onnx_graph.Subgraph); Loop/Scan are refused
     if kind in (A.GRAPH, A.GRAPHS):
         return None  # only control-flow ops have subgraphs; the graph refuses them by name
     raise UnsupportedError(
@@ -165,21 +167,47 @@ def _build_model(model, *, base_dir: str, device="cpu", precision="fp32", source
         _value_info(vi, source, is_input=True) for vi in graph.input if vi.name not in constants
     ]
     outputs = [_value_info(vi, source, is_input=False) for vi in graph.output]
-    nodes = []
-    for k, n in enumerate(graph.node):
-        domain = "" if n.domain in DEFAULT_DOMAINS else n.domain
-        where = f"node {n.name or k!r} ({n.op_type})"
-        nodes.append(
-            Node(
-                op_type=n.op_type,
-                name=n.name or f"{n.op_type}_{k}",
-                inputs=list(n.input),
-                outputs=list(n.output),
-                attrs={a.name: _attribute(a, onnx, base_dir, source, where) for a in n.attribute},
-                domain=domain,
-                opset=opsets.get(domain, 1),
+    depth = [0]
+
+    def decode_nodes(proto_nodes, prefix=""):
+        out = []
+        for k, n in enumerate(proto_nodes):
+            domain = "" if n.domain in DEFAULT_DOMAINS else n.domain
+            where = f"node {n.name or k!r} ({n.op_type})"
+            attrs = {
+                a.name: _attribute(a, onnx, base_dir, source, where, subgraph) for a in n.attribute
+            }
+            out.append(
+                Node(
+                    op_type=n.op_type,
+                    name=n.name or f"{prefix}{n.op_type}_{k}",
+                    inputs=list(n.input),
+                    outputs=list(n.output),
+                    attrs=attrs,
+                    domain=domain,
+                    opset=opsets.get(domain, 1),
+                )
             )
-        )
+        return out
+
+    def subgraph(g):
+        """A subgraph attribute (an If branch) as plain data: its nodes (decoded the same
+        way), initializers and output names."""
+        if depth[0] >= 16:
+            raise FormatError(f"{source}: subgraphs nested more than 16 deep")
+        if g.sparse_initializer:
+            raise UnsupportedError(f"{source}: sparse initializers are not supported")
+        depth[0] += 1
+        try:
+            consts = {
+                t.name: tensor_to_array(t, base_dir=base_dir, source=source) for t in g.initializer
+            }
+            sub_nodes = decode_nodes(g.node, prefix=f"{g.name or 'subgraph'}/")
+        finally:
+            depth[0] -= 1
+        return Subgraph(g.name, sub_nodes, consts, [o.name for o in g.output])
+
+    nodes = decode_nodes(graph.node)
 
     def make_recurrent(node, consts):
         return RecurrentNode(node, consts, device=device, precision=precision, source=source)

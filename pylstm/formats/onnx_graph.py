@@ -1,7 +1,9 @@
 """A small numpy executor for ONNX graphs whose heavy nodes are recurrent layers.
 
 The recurrent nodes (LSTM, GRU, RNN) run in the pylstm engine (``onnx_rnn.py``); every other
-node runs in numpy (``onnx_ops.py``). At load time the graph is sorted topologically and every
+node runs in numpy (``onnx_ops.py``). ``If``: a condition known at load inlines the branch it
+takes (both branches are decoded and checked); a run-time condition runs the chosen branch, a
+graph of its own that sees the enclosing graph's values. At load time the graph is sorted topologically and every
 node whose inputs are all constants is computed once (constant folding: ``Constant`` nodes,
 weights transposed or sliced in the graph, shape arithmetic on constants), so that recurrent
 weights computed by such subgraphs are packed like initializers. At run time only the nodes
@@ -25,7 +27,6 @@ PACKED_INPUTS = (1, 2, 3, 7)  # W, R, B and (LSTM) P: converted into the engine 
 DEFAULT_DOMAINS = ("", "ai.onnx")
 # Operators with subgraphs or state that the executor does not run, with a reason.
 _NOT_RUN = {
-    "If": "control flow (subgraphs)",
     "Loop": "control flow (subgraphs)",
     "Scan": "control flow (subgraphs)",
 }
@@ -51,6 +52,71 @@ class Node:
 
     def describe(self) -> str:
         return f"node {self.name!r} ({self.op_type})" if self.name else f"a {self.op_type} node"
+
+
+@dataclass
+class Subgraph:
+    """A subgraph attribute (``If``'s ``then_branch`` / ``else_branch``) as plain data: its
+    nodes, its initializers and its output names. Its nodes may read values of the enclosing
+    graphs (outer scope)."""
+
+    name: str
+    nodes: list
+    constants: dict
+    outputs: list
+
+    def outer_reads(self) -> list:
+        """Names this subgraph (and those nested in it) reads from enclosing scopes, in order."""
+        produced = set(self.constants)
+        reads = []
+        for node in self.nodes:
+            names = list(node.inputs)
+            for value in node.attrs.values():
+                if isinstance(value, Subgraph):
+                    names += value.outer_reads()
+            reads += [n for n in names if n and n not in produced and n not in reads]
+            produced.update(o for o in node.outputs if o)
+        reads += [o for o in self.outputs if o not in produced and o not in reads]
+        return reads
+
+
+def _prepare_if(node: Node, source: str) -> None:
+    """``If``: both branches decoded, their outer-scope reads appended to the node's inputs
+    (after ``cond``) so that sorting, folding and planning see them."""
+    branches = [node.attrs.get("then_branch"), node.attrs.get("else_branch")]
+    if not all(isinstance(b, Subgraph) for b in branches):
+        raise FormatError(f"{source}: {node.describe()} lacks a then_branch or else_branch graph")
+    for b in branches:
+        if len(b.outputs) != len(node.outputs):
+            raise FormatError(
+                f"{source}: {node.describe()}: branch {b.name!r} has {len(b.outputs)} outputs, "
+                f"the node {len(node.outputs)}"
+            )
+    cond = node.inputs[0] if node.inputs else ""
+    if not cond:
+        raise FormatError(f"{source}: {node.describe()} has no condition input")
+    outer = []
+    for b in branches:
+        outer += [n for n in b.outer_reads() if n != cond and n not in outer]
+    node.inputs = [cond, *outer]
+    node.attrs["outer"] = outer
+
+
+class IfRunner:
+    """Runs the branch an ``If`` node's run-time condition picks, with the outer values the
+    branch reads visible (each branch a :class:`Graph` of its own, built at load)."""
+
+    def __init__(self, node: Node, then_graph, else_graph):
+        self.node, self.then_graph, self.else_graph = node, then_graph, else_graph
+
+    def __call__(self, cond, *outer, context=None):
+        flag = np.asarray(cond)
+        if flag.size != 1:
+            raise ValueError(f"{self.node.describe()}: cond must hold one value, got {flag.shape}")
+        graph = self.then_graph if bool(flag.reshape(-1)[0]) else self.else_graph
+        values = dict(zip(self.node.attrs["outer"], outer))
+        feeds = {k: values[k] for k in graph.inputs if k in values}
+        return [np.asarray(v) for v in graph.run(feeds, graph.outputs, context)]
 
 
 class Graph:
@@ -80,6 +146,7 @@ class Graph:
         self.source = source
         self.inputs = list(inputs)
         self.outputs = list(outputs)
+        self._make_recurrent = make_recurrent
         for node in nodes:
             self._check_supported(node)
         nodes = self._sorted(nodes, set(constants) | set(self.inputs))
@@ -89,7 +156,16 @@ class Graph:
         self.max_bytes = limits.explicit_max_bytes()
         self._budget = current_budget()
         self.nodes = []
-        for node in nodes:
+        work = list(reversed(nodes))  # a stack: If nodes with a constant condition push a branch
+        while work:
+            node = work.pop()
+            if node.op_type == "If" and node.inputs[0] in self.constants:
+                work.extend(reversed(self._inline_if(node)))
+                continue
+            if node.op_type == "If":
+                node.run = self._if_runner(node)
+                self.nodes.append(node)
+                continue
             if not node.recurrent and all(not n or n in self.constants for n in node.inputs):
                 self._fold(node)
                 continue
@@ -120,8 +196,52 @@ class Graph:
         self.constants = {k: v for k, v in self.constants.items() if k in needed}
         self._plans = {}
         self._budget = None
+        self._make_recurrent = None
 
     # -- load time ----------------------------------------------------------------------------
+    def _inline_if(self, node: Node) -> list:
+        """The nodes of the branch a constant condition takes (the other branch was checked
+        at load too), then Identity nodes from the branch's outputs to the node's."""
+        flag = np.asarray(self.constants[node.inputs[0]])
+        if flag.size != 1:
+            raise FormatError(f"{self.source}: {node.describe()}: cond holds {flag.size} values")
+        taken = node.attrs["then_branch" if bool(flag.reshape(-1)[0]) else "else_branch"]
+        for name, value in taken.constants.items():
+            self.constants[name] = value
+        for inner in taken.nodes:
+            self._check_supported(inner)
+        available = set(self.constants) | set(self.inputs)
+        available |= {o for n in self.nodes for o in n.outputs if o}
+        out = self._sorted(list(taken.nodes), available)
+        for src, dst in zip(taken.outputs, node.outputs):
+            if dst:
+                out.append(Node("Identity", f"{node.name}/{dst}", [src], [dst], {}, "", 13))
+        for extra in out[len(taken.nodes) :]:
+            extra.recurrent = False
+        return out
+
+    def _if_runner(self, node: Node) -> IfRunner:
+        """Each branch as a :class:`Graph` whose inputs are the outer values it reads (those
+        known at load are its constants)."""
+        graphs = []
+        for key in ("then_branch", "else_branch"):
+            branch = node.attrs[key]
+            outer = branch.outer_reads()
+            consts = {n: self.constants[n] for n in outer if n in self.constants}
+            consts.update(branch.constants)
+            feeds = [n for n in outer if n not in consts]
+            graphs.append(
+                Graph(
+                    branch.nodes,
+                    consts,
+                    feeds,
+                    branch.outputs,
+                    self._make_recurrent,
+                    source=f"{self.source}: {node.describe()} {key}",
+                )
+            )
+        return IfRunner(node, *graphs)
+
     def _check_supported(self, node: Node) -> None:
         if node.domain not in DEFAULT_DOMAINS:
             raise UnsupportedError(
@@ -129,6 +249,10 @@ class Graph:
                 "pylstm runs operators of the default ONNX domain only"
             )
         node.recurrent = node.op_type in RECURRENT_OPS
+        if node.op_type == "If":
+            if "outer" not in node.attrs:
+                _prepare_if(node, self.source)
+            return
         if node.recurrent or node.op_type in OPS:
             return
         why = _NOT_RUN.get(node.op_type, "not implemented by pylstm's graph executor")
@@ -246,6 +370,8 @@ class Graph:
             try:
                 if node.recurrent:
                     outs = node.run(args, [bool(o) for o in node.outputs], context)
+                elif node.op_type == "If":
+                    outs = node.run(*args, context=context)
                 else:
                     outs = node.run(*args)
             except (TypeError, ValueError, NotImplementedError):
