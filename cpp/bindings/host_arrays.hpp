@@ -52,15 +52,18 @@ Rows<T> rows_of(const pybind11::array& a, int64_t steps, int64_t batch, int64_t 
   if (features > 1 && a.strides(2) != static_cast<py::ssize_t>(sizeof(float))) {
     throw std::invalid_argument(std::string(name) + ": the feature axis must be contiguous");
   }
-  if (a.strides(0) % sizeof(float) || a.strides(1) % sizeof(float)) {
+  // Signed arithmetic: a reversed axis has a negative stride (sizeof is unsigned, and dividing
+  // by it would turn -16 bytes into 2^62 - 4 elements; UBSan caught the overflow that followed).
+  constexpr py::ssize_t float_size = static_cast<py::ssize_t>(sizeof(float));
+  if (a.strides(0) % float_size || a.strides(1) % float_size) {
     throw std::invalid_argument(std::string(name) + ": strides must be whole floats");
   }
   if constexpr (!std::is_const_v<T>) {
     if (!a.writeable()) throw std::invalid_argument(std::string(name) + " must be writeable");
   }
   T* data = static_cast<T*>(const_cast<void*>(a.data()));
-  return Rows<T>{data, static_cast<int64_t>(a.strides(0) / sizeof(float)),
-                 static_cast<int64_t>(a.strides(1) / sizeof(float))};
+  return Rows<T>{data, static_cast<int64_t>(a.strides(0) / float_size),
+                 static_cast<int64_t>(a.strides(1) / float_size)};
 }
 
 // The arguments of a forward over host arrays, checked: x [T, B, input_size], y [T, B,
