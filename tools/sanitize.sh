@@ -10,7 +10,8 @@
 # sanitizer): the editable install of the checkout is never touched. The tests then run from that
 # copy (its pylstm/ comes first on sys.path) with the sanitizer runtime in LD_PRELOAD, since the
 # Python interpreter itself is not instrumented. Any sanitizer report fails the run
-# (halt_on_error); leak detection is off (CPython and its extensions keep memory until exit).
+# (halt_on_error) and is printed at the end (from $dir/report.<pid>); leak detection is off
+# (CPython and its extensions keep memory until exit).
 #
 # Default test subset (the engine, its callers and the hostile files; the Keras-live, CUDA, bench,
 # distributed and fuzz tests are left out as slow under a sanitizer or not about the engine):
@@ -32,14 +33,14 @@ case "$kind" in
       tests/test_load.py tests/test_stream.py tests/test_threads.py tests/test_precision.py
       tests/test_kernel_paths.py tests/test_activations.py tests/test_onnx_ops.py
       tests/test_onnx_models.py tests/test_hostile_files.py tests/test_endurance.py)
-    export ASAN_OPTIONS="detect_leaks=0:halt_on_error=1:abort_on_error=0:exitcode=86:detect_odr_violation=0:allocator_may_return_null=1"
-    export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:exitcode=87"
+    export ASAN_OPTIONS="detect_leaks=0:halt_on_error=1:abort_on_error=0:exitcode=86:detect_odr_violation=0:allocator_may_return_null=1:log_path=$dir/report"
+    export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:exitcode=87:log_path=$dir/report"
     ;;
   tsan)
     flags="-fsanitize=thread -fno-omit-frame-pointer -g"
     runtime="$(gcc -print-file-name=libtsan.so)"
     default_tests=(tests/test_threads.py tests/test_stream.py tests/test_endurance.py)
-    export TSAN_OPTIONS="halt_on_error=1:exitcode=88:report_signal_unsafe=0"
+    export TSAN_OPTIONS="halt_on_error=1:exitcode=88:report_signal_unsafe=0:log_path=$dir/report"
     ;;
   *)
     echo "usage: bash tools/sanitize.sh asan|tsan [pytest args...]" >&2
@@ -72,4 +73,10 @@ fi
 status=0
 "${run[@]}" || status=$?
 echo "$kind: tests finished in $(( $(date +%s) - start )) s with status $status"
+# pytest captures the test process's stderr: the sanitizer writes its reports to files instead
+for report in "$dir"/report.*; do
+  [ -e "$report" ] || continue
+  echo "=== $report"
+  head -60 "$report"
+done
 exit $status
