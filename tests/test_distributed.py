@@ -140,17 +140,24 @@ def test_worker_threads_reads_the_environment(monkeypatch):
 
 # -- Ray Data ------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def ray_session():
+def ray_session(tmp_path_factory):
     ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'pylstm[ray]')")
     pytest.importorskip("ray.data", reason="ray[data] is not installed")
     path = os.pathsep.join([TESTS_DIR, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    ray.init(
-        num_cpus=2,
-        include_dashboard=False,
-        log_to_driver=False,
-        configure_logging=False,
-        runtime_env={"env_vars": {"PYTHONPATH": path}},
-    )
+    # Ray's workers put the driver's working folder on their sys.path; from the repository root
+    # that is pylstm's source folder, which shadows the installed pylstm (tests/conftest.py).
+    cwd = os.getcwd()
+    os.chdir(tmp_path_factory.mktemp("ray-driver"))
+    try:
+        ray.init(
+            num_cpus=2,
+            include_dashboard=False,
+            log_to_driver=False,
+            configure_logging=False,
+            runtime_env={"env_vars": {"PYTHONPATH": path}},
+        )
+    finally:
+        os.chdir(cwd)
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
     context.execution_options.preserve_order = True  # rows come back in the input's order
