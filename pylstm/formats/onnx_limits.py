@@ -110,6 +110,26 @@ def _predict(node, args) -> int | None:
         return sum(int(np.size(a)) for a in args if a is not None) * _itemsize(*args)
     if kind == "Einsum":
         return _einsum_products(node.attrs.get("equation", ""), args)
+    if kind in ("Resize", "Upsample") and args:
+        x = args[0]
+        sizes = args[3] if len(args) >= 4 and args[3] is not None and np.size(args[3]) else None
+        if sizes is not None:
+            return math.prod(max(d, 0) for d in _ints(sizes)) * _itemsize(x)
+        scales = args[2] if kind == "Resize" and node.opset >= 11 and len(args) >= 3 else None
+        if scales is None:
+            scales = args[1] if len(args) >= 2 else node.attrs.get("scales")
+        factors = [float(v) for v in np.asarray(scales, np.float64).reshape(-1)]
+        return int(math.prod(max(d * f, 1.0) for d, f in zip(np.shape(x), factors))) * _itemsize(x)
+    if kind == "ConvTranspose" and len(args) >= 2:  # the uncropped output, in float64
+        x, w = np.shape(args[0]), np.shape(args[1])
+        n = len(x) - 2
+        strides = node.attrs.get("strides") or [1] * n
+        dilations = node.attrs.get("dilations") or [1] * n
+        full = [
+            s * max(i - 1, 0) + (k - 1) * d + 1
+            for i, k, s, d in zip(x[2:], w[2:], strides, dilations)
+        ]
+        return x[0] * w[1] * int(node.attrs.get("group", 1)) * math.prod(full) * 8
     return None
 
 

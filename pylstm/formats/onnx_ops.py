@@ -9,7 +9,7 @@ node carries the opset version of its domain). Recurrent operators are not here:
 ``onnx_rnn.py``.
 """
 
-from . import onnx_ops_math, onnx_ops_tensor  # noqa: F401  (they register their operators)
+from . import onnx_ops_conv, onnx_ops_math, onnx_ops_tensor  # noqa: F401  (they register their operators)
 from .onnx_ops_common import OPS
 
 __all__ = ["OPS"]
