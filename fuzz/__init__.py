@@ -24,3 +24,14 @@ Commands (from the repository root)::
     python -m fuzz run --harness onnx --runs 2000 --driver random
     python -m fuzz list
 """
+
+import glob as _glob
+import os as _os
+import sys as _sys
+
+# ``python -m fuzz`` runs from the repository root, whose pylstm/ is the source folder: without a
+# compiled engine there (a non-editable install) it would shadow the installed pylstm, so the
+# root leaves sys.path (this package is already imported). As tests/conftest.py does.
+_ROOT = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
+if not _glob.glob(_os.path.join(_ROOT, "pylstm", "_core*")):
+    _sys.path[:] = [p for p in _sys.path if _os.path.abspath(p or _os.curdir) != _ROOT]
