@@ -360,3 +360,22 @@ def test_pointwise_layers_stream():
     stream = ours.stream(2)
     chunks = np.concatenate([stream.step(x[:, :4]), stream.step(x[:, 4:])], axis=1)
     assert_outputs(chunks, model(x))  # 3e-5 relative
+
+
+def test_merge_masks_follow_the_keras_version():
+    """Keras 3 ORs the inputs' masks (None if one has none); tf.keras 2 ANDs those present."""
+    from pylstm.formats.keras_around import Concatenate, Merge
+
+    a = np.array([[True, True, False, False]])
+    b = np.array([[True, False, True, False]])
+    x = np.zeros((1, 4, 2), np.float32)
+    _, (m3,) = Merge("add", "Add", 3).run_call([x, x], [a, b], {})
+    _, (m2,) = Merge("add", "Add", 2).run_call([x, x], [a, b], {})
+    np.testing.assert_array_equal(m3, a | b)
+    np.testing.assert_array_equal(m2, a & b)
+    assert Merge("add", "Add", 3).run_call([x, x], [a, None], {})[1][0] is None
+    np.testing.assert_array_equal(Merge("add", "Add", 2).run_call([x, x], [a, None], {})[1][0], a)
+    _, (c3,) = Concatenate("c", -1, 3).run_call([x, x], [a, b], {})
+    _, (c2,) = Concatenate("c", -1, 2).run_call([x, x], [a, b], {})
+    np.testing.assert_array_equal(c3, a | b)
+    np.testing.assert_array_equal(c2, a & b)

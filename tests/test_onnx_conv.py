@@ -69,6 +69,10 @@ CASES = [
     ("resize-linear-align", "Resize", 13, [f(1, 2, 4, 5), np.array([], F), np.array([], F), np.array([1, 2, 7, 9], np.int64)], {"mode": "linear", "coordinate_transformation_mode": "align_corners"}),
     ("resize-linear-pytorch", "Resize", 13, [f(1, 2, 4, 5), np.array([], F), np.array([1, 1, 0.5, 1.8], F)], {"mode": "linear", "coordinate_transformation_mode": "pytorch_half_pixel"}),
     ("resize-linear-asym-down", "Resize", 13, [f(1, 2, 9), np.array([], F), np.array([1, 1, 0.4], F)], {"mode": "linear", "coordinate_transformation_mode": "asymmetric"}),
+    ("upsample9-nearest", "Upsample", 9, [f(1, 2, 5, 4), np.array([1, 1, 2, 3], F)], {"mode": "nearest"}),
+    ("upsample9-linear", "Upsample", 9, [f(1, 2, 5, 4), np.array([1, 1, 2, 3], F)], {"mode": "linear"}),
+    ("resize10-nearest-down", "Resize", 10, [f(1, 2, 9, 8), np.array([1, 1, 0.6, 2.5], F)], {"mode": "nearest"}),
+    ("resize10-linear", "Resize", 10, [f(1, 2, 9, 8), np.array([1, 1, 0.3, 0.7], F)], {"mode": "linear"}),
     ("resize-opset11-sizes", "Resize", 11, [f(1, 2, 6), np.array([], F), np.array([], F), np.array([1, 2, 9], np.int64)], {"mode": "linear"}),
 ]
 # fmt: on
@@ -151,6 +155,8 @@ def test_exported_conv_front_end_bidirectional_lstm(tmp_path):
         assert got.shape == want.shape
         np.testing.assert_allclose(got, want, atol=3e-5)  # unit-scale outputs
         np.testing.assert_allclose(got, ref, atol=3e-5)  # and torch itself
+    with pytest.raises(ValueError, match="cannot stream"):  # bidirectional, convolutions
+        ours.stream(2)
 
 
 def test_resize_to_a_huge_size_is_refused_before_allocating():
@@ -168,3 +174,31 @@ def test_resize_to_a_huge_size_is_refused_before_allocating():
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     with pytest.raises(ValueError, match="would produce"):
         from_onnx_model(model).run(None, {"x": np.ones((1, 1, 4), F)})
+
+
+def test_a_convolution_over_time_refuses_to_stream(tmp_path):
+    torch = pytest.importorskip("torch")
+
+    class ConvLSTM(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv1d(3, 4, 3, padding=1)
+            self.lstm = torch.nn.LSTM(4, 5, batch_first=True)
+
+        def forward(self, x):  # x [B, 3, T]
+            return self.lstm(self.conv(x).transpose(1, 2))[0]
+
+    path = str(tmp_path / "conv_lstm.onnx")
+    torch.onnx.export(
+        ConvLSTM().eval(),
+        (torch.randn(1, 3, 7),),
+        path,
+        dynamo=False,
+        input_names=["x"],
+        output_names=["y"],
+        dynamic_axes={"x": {0: "B", 2: "T"}},
+    )
+    import pylstm
+
+    with pytest.raises(ValueError, match=r"Conv.*neighbouring time steps"):
+        pylstm.load(path).stream(1)

@@ -11,9 +11,9 @@ Every op takes batch-first arrays (``[B, T, C]`` for sequences, Keras' ``channel
 
 Masks, as Keras 3 applies them: ``BatchNormalization``, ``LayerNormalization`` and the identity
 layers pass the mask on; ``GlobalAveragePooling1D`` averages over the valid steps only and
-returns no mask; merge layers OR their inputs' masks (``Concatenate`` joins them along its axis);
-``Attention`` / ``AdditiveAttention`` ignore masked value steps, zero masked query steps and pass
-the query's mask on. The other layers do not support masking in Keras; a mask reaching them is
+returns no mask; merge layers OR their inputs' masks (tf.keras 2: AND; ``Concatenate`` joins them
+along its axis); ``Attention`` / ``AdditiveAttention`` ignore masked value steps, zero masked query
+steps and pass the query's mask on. The other layers do not support masking in Keras; a mask reaching them is
 refused (``UnsupportedError``) rather than guessed.
 
 ``mixes_time`` marks layers whose output at one step reads other steps (a ``Conv1D`` with a
@@ -299,14 +299,15 @@ class Shape(AroundOp):
         return [np.ascontiguousarray(y, np.float32)], [None]
 
 
-def _or_masks(masks):
-    """Keras 3's merge mask: None when any input has none, else the inputs' masks ORed."""
+def _merge_mask(masks, keras_major: int):
+    """Keras 3: None when any input has none, else the inputs' masks ORed; tf.keras 2: the
+    masks present ANDed (None when there are none)."""
+    if keras_major < 3:
+        present = [np.asarray(m, bool) for m in masks if m is not None]
+        return np.logical_and.reduce(present) if present else None
     if not masks or any(m is None for m in masks):
         return None
-    out = np.asarray(masks[0], bool)
-    for m in masks[1:]:
-        out = out | np.asarray(m, bool)
-    return out
+    return np.logical_or.reduce([np.asarray(m, bool) for m in masks])
 
 
 class Merge(AroundOp):
@@ -315,6 +316,10 @@ class Merge(AroundOp):
 
     takes_mask = True
     multi_input = True
+
+    def __init__(self, name, cls, keras_major: int = 3):
+        super().__init__(name, cls)
+        self.keras_major = keras_major
 
     def compute(self, args, masks, kwargs):
         xs = [np.asarray(a, np.float32) for a in args]
@@ -332,7 +337,7 @@ class Merge(AroundOp):
             }[self.cls](y, other)
         if self.cls == "Average":
             y = y / np.float32(len(xs))
-        return [as_f32(y)], [_or_masks(masks)]
+        return [as_f32(y)], [_merge_mask(masks, self.keras_major)]
 
 
 class Concatenate(AroundOp):
@@ -342,9 +347,9 @@ class Concatenate(AroundOp):
     takes_mask = True
     multi_input = True
 
-    def __init__(self, name, axis):
+    def __init__(self, name, axis, keras_major: int = 3):
         super().__init__(name, "Concatenate")
-        self.axis = axis
+        self.axis, self.keras_major = axis, keras_major
 
     def compute(self, args, masks, kwargs):
         xs = [np.asarray(a, np.float32) for a in args]
@@ -364,7 +369,8 @@ class Concatenate(AroundOp):
                 else:
                     m = np.asarray(m, bool)
                     full.append(np.broadcast_to(m[..., None], x.shape) if m.ndim < x.ndim else m)
-            mask = np.concatenate(full, axis=self.axis).any(axis=-1)
+            joined = np.concatenate(full, axis=self.axis)  # Keras 3 any, tf.keras 2 all
+            mask = joined.any(axis=-1) if self.keras_major >= 3 else joined.all(axis=-1)
         return [y], [mask]
 
     @property
@@ -554,9 +560,9 @@ def build_around(cls, cfg, weights, ctx, where, name):
     if cls == "RepeatVector":
         return Shape(name, cls, int(cfg["n"]))
     if cls in MERGE:
-        return Merge(name, cls)
+        return Merge(name, cls, ctx.keras_major)
     if cls == "Concatenate":
-        return Concatenate(name, int(cfg.get("axis", -1)))
+        return Concatenate(name, int(cfg.get("axis", -1)), ctx.keras_major)
     if cls == "Dot":
         return Dot(name, cfg.get("axes", -1), bool(cfg.get("normalize", False)))
     if cls in ("Attention", "AdditiveAttention"):

@@ -233,7 +233,7 @@ def _resize(node, x, roi=None, scales=None, sizes=None):
     if node.op_type == "Upsample" or node.opset < 11:  # (X, scales), asymmetric coordinates
         scales, sizes = (roi if roi is not None else attrs.get("scales")), None
         coord = "asymmetric"
-        rule = "floor"
+        rule = "simple"  # ONNX Runtime: floor when upsampling an axis, ceil when downsampling
     else:
         coord = attrs.get("coordinate_transformation_mode", "half_pixel")
         rule = attrs.get("nearest_mode", "round_prefer_floor")
@@ -247,7 +247,7 @@ def _resize(node, x, roi=None, scales=None, sizes=None):
             f"{node.describe()}: coordinate_transformation_mode {coord!r} is not supported "
             f"({', '.join(_COORDINATES)})"
         )
-    if rule not in ("round_prefer_floor", "round_prefer_ceil", "floor", "ceil"):
+    if rule not in ("round_prefer_floor", "round_prefer_ceil", "floor", "ceil", "simple"):
         raise UnsupportedError(f"{node.describe()}: nearest_mode {rule!r} is not supported")
     if attrs.get("antialias") or attrs.get("axes") is not None:
         raise UnsupportedError(f"{node.describe()}: antialias and axes are not supported")
@@ -270,7 +270,8 @@ def _resize(node, x, roi=None, scales=None, sizes=None):
             continue
         coords = _source_coordinates(coord, out, size, factor)
         if mode == "nearest":
-            index = np.clip(_nearest(coords, rule), 0, size - 1).astype(np.int64)
+            how = ("ceil" if factor < 1 else "floor") if rule == "simple" else rule
+            index = np.clip(_nearest(coords, how), 0, size - 1).astype(np.int64)
             y = np.take(y, index, axis=axis)
             continue
         low = np.floor(coords)

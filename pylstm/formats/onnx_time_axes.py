@@ -36,6 +36,17 @@ _REDUCE = {"ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "R
            "ReduceSumSquare", "ArgMax", "ArgMin"}
 # fmt: on
 _SHAPE_ARITH = {"Add", "Sub", "Mul", "Div"}
+# Operators on [N, C, *spatial] whose outputs read windows of the spatial axes.
+_NEIGHBOURHOOD = {
+    "Conv",
+    "ConvTranspose",
+    "MaxPool",
+    "AveragePool",
+    "GlobalAveragePool",
+    "GlobalMaxPool",
+    "Resize",
+    "Upsample",
+}
 
 
 class NotStreamable(ValueError):
@@ -305,6 +316,12 @@ class Analysis:
             if self._has_time(x):
                 self._fail(node, f"({op}) works along axes that may include the time axis")
             return [AV([fresh(k) for k in range(len(x.labels))], mixed)]
+        if op in _NEIGHBOURHOOD and x is not None and len(x.labels) >= 3:
+            # [N, C, *spatial]: each output position reads a window of spatial positions (the
+            # spatial labels are kept so that the time axis is found through the node)
+            if any(self.L.is_time(lab) for lab in x.labels[2:]):
+                self._fail(node, f"({op}) reads neighbouring time steps")
+            return [AV([x.labels[0], fresh(1), *x.labels[2:]], mixed)]
         if any(self._has_time(a) for a in ins if a is not None):
             self._fail(node, "is an operator whose effect on the time axis pylstm cannot check")
         return [AV(None if x is None else [fresh(k) for k in range(len(x.labels))], mixed)]
