@@ -183,3 +183,32 @@ def test_if_pickles():
     again = pickle.loads(pickle.dumps(ours))
     feeds = {"x": rng.normal(size=(2, 3, 4)).astype(F), "rate": np.array(48000, np.int64)}
     np.testing.assert_array_equal(again.run(None, feeds)[0], ours.run(None, feeds)[0])
+
+
+def test_subgraphs_nested_too_deep_are_refused():
+    import pylstm
+
+    leaf = branch("leaf", [helper.make_node("Identity", ["x"], ["y0"])], ["y0"])
+    inner = leaf
+    for depth in range(20):
+        node = helper.make_node("If", ["c"], [f"y{depth + 1}"], then_branch=inner, else_branch=leaf)
+        inner = branch(f"level{depth}", [node], [f"y{depth + 1}"])
+    graph = helper.make_graph(
+        [helper.make_node("If", ["c"], ["out"], then_branch=inner, else_branch=leaf)],
+        "g",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [2]),
+            helper.make_tensor_value_info("c", TensorProto.BOOL, []),
+        ],
+        [helper.make_empty_tensor_value_info("out")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(pylstm.FormatError, match="nested"):
+        from_onnx_model(model)
+
+
+def test_an_if_on_a_time_carrying_value_does_not_stream():
+    rng = np.random.default_rng(5)
+    model = lstm_branch_model(rng)
+    with pytest.raises(ValueError, match="cannot stream"):
+        from_onnx_model(model).stream(1)

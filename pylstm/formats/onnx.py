@@ -197,6 +197,11 @@ def _build_model(model, *, base_dir: str, device="cpu", precision="fp32", source
             raise FormatError(f"{source}: subgraphs nested more than 16 deep")
         if g.sparse_initializer:
             raise UnsupportedError(f"{source}: sparse initializers are not supported")
+        names = [g.name, *(o.name for o in g.output), *(t.name for t in g.initializer)]
+        for n in g.node:
+            names += [n.name, n.op_type, n.domain, *n.input, *n.output]
+        if not all(isinstance(name, str) for name in names):
+            raise FormatError(f"{source}: a name in subgraph {g.name!r} is not valid UTF-8")
         depth[0] += 1
         try:
             consts = {
