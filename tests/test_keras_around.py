@@ -130,13 +130,24 @@ def test_global_average_pooling_with_mask(tmp_path):
     check(model, ids, tmp_path)  # 3e-5 relative (Dense output)
 
 
-def test_masked_input_to_a_layer_without_masking_is_refused():
-    inp = keras.Input((6, 3))
-    h = L.Masking()(inp)
-    model = keras.Model(inp, L.Conv1D(2, 3)(h))
-    x = np.ones((1, 6, 3), np.float32)
-    with pytest.raises(pylstm.UnsupportedError, match="Conv1D"):
-        pylstm.from_keras(model)(x)
+@pytest.mark.parametrize("layer", ["Conv1D", "GlobalMaxPooling1D", "MaxPooling1D", "Flatten"])
+def test_masked_input_to_a_layer_without_masking_drops_the_mask(layer, tmp_path):
+    """Keras drops the mask (with a warning) where a layer does not support masking: the LSTM
+    after it sees every step."""
+    rng = rng_for("drop mask", layer)
+    make = {
+        "Conv1D": lambda: [L.Conv1D(4, 3, padding="same"), L.LSTM(3)],
+        "GlobalMaxPooling1D": lambda: [L.LSTM(3, return_sequences=True), L.GlobalMaxPooling1D()],
+        "MaxPooling1D": lambda: [L.MaxPooling1D(2), L.GRU(3)],
+        "Flatten": lambda: [L.LSTM(3, return_sequences=True), L.Flatten(), L.Dense(2)],
+    }[layer]
+    model = seq_model([L.Masking(), *make()], 8, 3)
+    randomize(model, rng)
+    x = rng.normal(size=(4, 8, 3)).astype(np.float32)
+    x[~right_padded_mask(4, 8)] = 0.0
+    with pytest.warns(UserWarning, match=layer):
+        got = pylstm.from_keras(model)(x)
+    assert_outputs(got, model(x))  # 3e-5 relative
 
 
 # (BatchNormalization axis, LayerNormalization axis); Keras' torch backend normalizes over

@@ -13,14 +13,16 @@ Masks, as Keras 3 applies them: ``BatchNormalization``, ``LayerNormalization`` a
 layers pass the mask on; ``GlobalAveragePooling1D`` averages over the valid steps only and
 returns no mask; merge layers OR their inputs' masks (tf.keras 2: AND; ``Concatenate`` joins them
 along its axis); ``Attention`` / ``AdditiveAttention`` ignore masked value steps, zero masked query
-steps and pass the query's mask on. The other layers do not support masking in Keras; a mask reaching them is
-refused (``UnsupportedError``) rather than guessed.
+steps and pass the query's mask on. The other layers do not support masking in Keras, which drops
+a mask reaching them with a warning (downstream layers see none); pylstm does the same.
 
 ``mixes_time`` marks layers whose output at one step reads other steps (a ``Conv1D`` with a
 kernel longer than 1, pooling, ``Flatten``, global pooling, attention...): streams refuse them.
 """
 
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 
@@ -76,15 +78,20 @@ class AroundOp:
         self.name, self.cls = name, cls
 
     def _no_mask(self, masks):
+        """Keras drops a mask given to a layer that does not support masking, with a warning
+        (downstream layers see no mask); so does pylstm."""
         if not self.takes_mask and any(m is not None for m in masks):
-            raise UnsupportedError(
-                f"layer {self.name!r} ({self.cls}) does not support masking in Keras; it was "
-                "given a masked input (from Embedding(mask_zero=True), Masking or mask=)"
+            warnings.warn(
+                f"layer {self.name!r} ({self.cls}) does not support masking and drops the mask "
+                "of its input, as in Keras: downstream layers see no mask",
+                UserWarning,
+                stacklevel=4,
             )
+            return [None] * len(masks)
+        return masks
 
     def run_call(self, args, masks, kwargs):
-        self._no_mask(masks)
-        return self.compute(args, masks, kwargs)
+        return self.compute(args, self._no_mask(masks), kwargs)
 
     def run(self, args, mask):  # the one-input calling convention of the other ops
         return self.run_call(args, [mask], {})
