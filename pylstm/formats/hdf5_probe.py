@@ -324,7 +324,10 @@ def _set_limits(max_bytes: int, seconds: float) -> None:
         import resource
 
         limit = max_bytes + _CHILD_OVERHEAD
-        for which in (resource.RLIMIT_AS, resource.RLIMIT_DATA):
+        # Under AddressSanitizer or ThreadSanitizer (tools/sanitize.sh) the runtime maps terabytes
+        # of shadow memory: no address-space limit can hold; the time limit still does.
+        sanitized = any(k in os.environ.get("LD_PRELOAD", "") for k in ("libasan", "libtsan"))
+        for which in () if sanitized else (resource.RLIMIT_AS, resource.RLIMIT_DATA):
             soft, hard = resource.getrlimit(which)
             if hard == resource.RLIM_INFINITY or hard > limit:
                 resource.setrlimit(which, (limit, hard))
