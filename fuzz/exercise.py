@@ -2,14 +2,15 @@
 
 What a loaded hostile file may do at run time is bounded too (ONNX operators' outputs, see
 ``pylstm/formats/onnx_limits.py``); a run may raise ``ValueError`` (shapes the file declares
-inconsistently), never anything else.
+inconsistently) or ``TypeError`` (a dtype the model declares for an input that its operators do
+not take: the documented error for a wrong dtype), never anything else.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-RUN_ERRORS = (ValueError, NotImplementedError)
+RUN_ERRORS = (ValueError, TypeError, NotImplementedError)
 
 
 def _feed_for(arg, rng):
