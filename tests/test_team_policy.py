@@ -16,7 +16,9 @@ from child_process import child_env
 import pylstm
 
 choose_team = pylstm._core._choose_team
-contended = pylstm._core._team_was_contended
+updated = pylstm._core._updated_contention
+is_contended = pylstm._core._is_contended
+MS = 1_000_000
 
 SMALL = 512 * 1024  # multiply-adds of a one-step LSTM call, B=1, I=H=256
 LARGE = 52 * 1024 * 1024  # the same layer over 100 steps
@@ -39,12 +41,29 @@ def test_backing_off_runs_alone():
     assert choose_team(4, LARGE, workers_asleep=False, backing_off=True) == 1
 
 
-def test_contention_needs_a_long_call_and_mostly_waiting():
-    ms = 1_000_000
-    assert not contended(100_000, 90_000)  # too short to judge (0.1 ms)
-    assert contended(2 * ms, int(1.5 * ms))  # waited 75% of the call
-    assert not contended(2 * ms, int(0.1 * ms))  # balanced team
-    assert not contended(2 * ms, int(0.8 * ms))  # 40% is the line
+def test_calls_too_short_to_judge_leave_the_average():
+    assert updated(0.2, 100_000, 90_000) == 0.2  # 0.1 ms
+
+
+def test_one_stall_is_not_contention_but_stalls_on_every_call_are():
+    average = 0.0
+    average = updated(average, 12 * MS, 11 * MS)  # one lost time slice
+    assert not is_contended(average)
+    average = updated(average, 12 * MS, 11 * MS)  # and again
+    assert is_contended(average)
+
+
+def test_a_balanced_team_stays_uncontended():
+    average = 0.0
+    for _ in range(100):
+        average = updated(average, 2 * MS, int(0.1 * MS))
+    assert not is_contended(average)
+
+
+def test_the_probe_after_a_back_off_decides():
+    line = 0.3  # the pool sets the average here after backing off
+    assert is_contended(updated(line, 2 * MS, int(1.5 * MS)))  # contended again
+    assert not is_contended(updated(line, 2 * MS, 0))  # clean: teams resume
 
 
 CHILD = """

@@ -27,7 +27,9 @@ void register_runtime(py::module_& m) {
   // The thread pool's per-call team policy (thread_pool.cpp), for tests.
   m.def("_choose_team", &choose_team, py::arg("useful"), py::arg("call_macs"),
         py::arg("workers_asleep"), py::arg("backing_off"));
-  m.def("_team_was_contended", &team_was_contended, py::arg("job_ns"), py::arg("wait_ns"));
+  m.def("_updated_contention", &updated_contention, py::arg("average"), py::arg("job_ns"),
+        py::arg("wait_ns"));
+  m.def("_is_contended", &is_contended, py::arg("average"));
 }
 
 }  // namespace pylstm

@@ -25,16 +25,21 @@ namespace {
 //   at least kColdCallMacs of work (about 0.3-0.5 ms on one core): a single-step call that
 //   arrives after an idle gap runs on its caller alone. Calls that follow each other closely
 //   find the workers spinning and split smaller work.
-// * Every team call measures how long its caller waited at the per-step barriers. When that is
-//   most of the call, the other members were not running (another process or thread pool held
-//   their CPUs): the pool then runs calls on the caller alone for a back-off period that
-//   doubles while the contention lasts (kMinBackoffNs .. kMaxBackoffNs) and retries a team
-//   after it. A contended team is slower than one thread, since every member waits for the
-//   slowest at every step.
+// * Every team call adds up the caller's long waits at the per-step barriers (longer than
+//   kLongBarrierWaitNs: another member was not running; short waits are the barrier's own
+//   latency). The pool keeps a running average of their share of the call, the newest call
+//   weighing kContentionWeight: a time slice lost now and then barely moves it, losing one on
+//   every call does. When the average passes kContendedWaitShare, another process or thread
+//   pool holds the team's CPUs, and a contended team is slower than one thread (every member
+//   waits for the slowest at every step): calls then run on the caller alone for a back-off
+//   period, after which one team call probes again; the average is set at the line, so that
+//   probe decides: contended again, the back-off doubles (kMinBackoffNs .. kMaxBackoffNs);
+//   clean, teams resume.
 constexpr int64_t kWorkerSpinNs = 100 * 1000;
 constexpr int64_t kColdCallMacs = 4 * 1024 * 1024;
 constexpr int64_t kContentionMinJobNs = 200 * 1000;
-constexpr double kContendedWaitShare = 0.4;
+constexpr double kContendedWaitShare = 0.3;
+constexpr double kContentionWeight = 0.25;
 constexpr int64_t kMinBackoffNs = 20 * 1000 * 1000;
 constexpr int64_t kMaxBackoffNs = 1000 * 1000 * 1000;
 
@@ -317,10 +322,13 @@ int choose_team(int useful, int64_t call_macs, bool workers_asleep, bool backing
   return useful;
 }
 
-bool team_was_contended(int64_t job_ns, int64_t wait_ns) {
-  return job_ns >= kContentionMinJobNs &&
-         static_cast<double>(wait_ns) > kContendedWaitShare * static_cast<double>(job_ns);
+double updated_contention(double average, int64_t job_ns, int64_t wait_ns) {
+  if (job_ns < kContentionMinJobNs) return average;  // too short to judge
+  const double share = std::min(1.0, static_cast<double>(wait_ns) / static_cast<double>(job_ns));
+  return (1.0 - kContentionWeight) * average + kContentionWeight * share;
 }
+
+bool is_contended(double average) { return average > kContendedWaitShare; }
 
 int ThreadPool::team_for(int useful, int64_t call_macs) const {
   if (useful <= 1 || num_threads() <= 1) return 1;
@@ -335,11 +343,12 @@ int ThreadPool::team_for(int useful, int64_t call_macs) const {
 void ThreadPool::note_team_call(int64_t job_ns, int64_t wait_ns) {
   const int64_t end = now_ns();
   last_job_end_ns_.store(end, std::memory_order_relaxed);
-  if (job_ns < kContentionMinJobNs) return;  // too short to judge: the back-off stays as it is
-  if (team_was_contended(job_ns, wait_ns)) {
+  contention_ = updated_contention(contention_, job_ns, wait_ns);
+  if (is_contended(contention_)) {
     backoff_ns_ = std::min(kMaxBackoffNs, std::max(kMinBackoffNs, 2 * backoff_ns_));
     backoff_until_ns_.store(end + backoff_ns_, std::memory_order_relaxed);
-  } else {
+    contention_ = kContendedWaitShare;  // the probe after the back-off decides
+  } else if (contention_ < kContendedWaitShare / 2) {
     backoff_ns_ = 0;
   }
 }
@@ -380,15 +389,15 @@ void ThreadPool::run(int want, const std::function<void(const Team&)>& job) {
   }
   wake_cv_.notify_all();
   std::exception_ptr mine;
-  int64_t wait_ns = 0;
+  BarrierWaits waits;
   const int64_t start = now_ns();
   try {
-    job(Team{0, size, &barrier_, &wait_ns});
+    job(Team{0, size, &barrier_, &waits});
   } catch (...) {
     mine = std::current_exception();
   }
   spin_until([&] { return pending_.load(std::memory_order_acquire) == 0; });
-  note_team_call(now_ns() - start, wait_ns);
+  note_team_call(now_ns() - start, waits.long_wait_ns);
   if (mine) std::rethrow_exception(mine);
   if (error_) std::rethrow_exception(error_);
 }

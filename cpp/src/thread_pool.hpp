@@ -34,21 +34,33 @@ class SpinBarrier {
 // Monotonic clock in nanoseconds.
 int64_t now_ns();
 
+// A barrier wait longer than this means a member was not running (descheduled), not that the
+// members met a little apart: healthy waits take a few microseconds, a time slice lost to
+// another process takes hundreds.
+constexpr int64_t kLongBarrierWaitNs = 50 * 1000;
+
+// Member 0's record of its barrier waits in one job: the pool's contention signal.
+struct BarrierWaits {
+  int barriers = 0;
+  int64_t long_wait_ns = 0;  // waits longer than kLongBarrierWaitNs, after the first barrier
+};
+
 struct Team {
   int id = 0;
   int size = 1;
   SpinBarrier* barrier_ = nullptr;
-  // Member 0 adds the time it waits at barriers here (the pool's contention signal).
-  int64_t* wait_ns = nullptr;
+  BarrierWaits* waits = nullptr;  // member 0 only
   void barrier() const {
     if (size <= 1) return;
-    if (wait_ns == nullptr) {
+    if (waits == nullptr) {
       barrier_->wait();
       return;
     }
     const int64_t start = now_ns();
     barrier_->wait();
-    *wait_ns += now_ns() - start;
+    const int64_t waited = now_ns() - start;
+    // The first wait of a job includes waking the workers, which is not contention.
+    if (waits->barriers++ > 0 && waited > kLongBarrierWaitNs) waits->long_wait_ns += waited;
   }
   // Static split of [0, n) into `size` contiguous ranges; this member's range. The same member
   // always gets the same range, so the weights it reads stay in its own cache across steps.
@@ -97,7 +109,8 @@ class ThreadPool {
   void note_team_call(int64_t job_ns, int64_t wait_ns);
   std::atomic<int64_t> last_job_end_ns_{0};
   std::atomic<int64_t> backoff_until_ns_{0};
-  int64_t backoff_ns_ = 0;  // under run_mutex_
+  int64_t backoff_ns_ = 0;    // under run_mutex_
+  double contention_ = 0.0;  // under run_mutex_: see updated_contention
 
   std::atomic<int> num_threads_{1};
   std::mutex run_mutex_;  // held while a job runs; try_lock decides pool vs. inline
@@ -119,7 +132,10 @@ class ThreadPool {
 // The team policy's two decisions as pure functions (thread_pool.cpp explains them; tests call
 // them through _core): the team for a call, and whether a finished team call was contended.
 int choose_team(int useful, int64_t call_macs, bool workers_asleep, bool backing_off);
-bool team_was_contended(int64_t job_ns, int64_t wait_ns);
+// The running average of the share of team calls spent in long barrier waits, after a call of
+// job_ns with wait_ns of them; and whether an average means the team's CPUs are contended.
+double updated_contention(double average, int64_t job_ns, int64_t wait_ns);
+bool is_contended(double average);
 
 // Number of CPUs this process may run on (affinity mask), at least 1.
 int available_cpus();
