@@ -27,6 +27,27 @@ _FIRST_KEY = re.compile(r"^(?P<prefix>.*?)weight_ih_l0$")
 _CELL_KEY = re.compile(r"^(?P<prefix>.*?)weight_ih$")
 
 
+def _state_tensor(state: dict, key: str, source: str, required: bool = True):
+    """``state[key]`` as a finite float32 array; None when absent and not ``required``.
+
+    Raises
+    ------
+    FormatError
+        Missing (and required), not floats, or NaN/infinity (the message names the tensor).
+    """
+    if key not in state:
+        if required:
+            raise FormatError(f"{source}: missing tensor {key!r}")
+        return None
+    arr = np.asarray(state[key])
+    if arr.dtype.kind != "f":
+        raise FormatError(f"{source}: tensor {key!r} has dtype {arr.dtype}, expected floats")
+    arr = arr.astype(np.float32, copy=False)
+    if not np.all(np.isfinite(arr)):
+        raise FormatError(f"{source}: tensor {key!r} contains NaN or infinity")
+    return arr
+
+
 def from_torch(module, *, device: str = "cpu", precision: str = "fp32"):
     """Build a model from a live ``torch.nn.LSTM``, ``GRU`` or ``RNN``, or a cell
     (``torch.nn.LSTMCell``, ``GRUCell``, ``RNNCell``).
@@ -195,18 +216,7 @@ def cell_layer_from_state_dict(
         raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
 
     def tensor(name: str, required: bool = True):
-        key = prefix + name
-        if key not in state:
-            if required:
-                raise FormatError(f"{source}: missing tensor {key!r}")
-            return None
-        arr = np.asarray(state[key])
-        if arr.dtype.kind != "f":
-            raise FormatError(f"{source}: tensor {key!r} has dtype {arr.dtype}, expected floats")
-        arr = arr.astype(np.float32, copy=False)
-        if not np.all(np.isfinite(arr)):
-            raise FormatError(f"{source}: tensor {key!r} contains NaN or infinity")
-        return arr
+        return _state_tensor(state, prefix + name, source, required)
 
     w_ih, w_hh = tensor("weight_ih"), tensor("weight_hh")
     if w_ih.ndim != 2 or w_hh.ndim != 2:
@@ -301,18 +311,7 @@ def layers_from_state_dict(
         )
 
     def tensor(name: str, required: bool = True):
-        key = prefix + name
-        if key not in state:
-            if required:
-                raise FormatError(f"{source}: missing tensor {key!r}")
-            return None
-        arr = np.asarray(state[key])
-        if arr.dtype.kind != "f":
-            raise FormatError(f"{source}: tensor {key!r} has dtype {arr.dtype}, expected floats")
-        arr = arr.astype(np.float32, copy=False)
-        if not np.all(np.isfinite(arr)):
-            raise FormatError(f"{source}: tensor {key!r} contains NaN or infinity")
-        return arr
+        return _state_tensor(state, prefix + name, source, required)
 
     def check_shape(name: str, arr, shape):
         if arr is not None and arr.shape != shape:
