@@ -135,10 +135,14 @@ def measure_point(spec: dict, point: dict, index: int, backend: dict) -> dict:
         samples = {name: [] for name in runs}
         perf = time.perf_counter
         deadline = perf() + cap_s(spec) * len(runs)
+        order = list(runs.items())
         for k in range(calls):
             if k >= FEWEST_CALLS and perf() > deadline:
                 break
-            for name, run in runs.items():
+            # The order rotates each round, so that every engine follows every other one as
+            # often (an engine right after PyTorch meets its OpenMP threads still spinning).
+            shift = k % len(order)
+            for name, run in order[shift:] + order[:shift]:
                 start = perf()
                 run()
                 samples[name].append(perf() - start)
