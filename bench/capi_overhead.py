@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,17 +22,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "capi_ext"))
 import build as capi_build
 import pylstm
-
-
-def cpu_name() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name:"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+from pylstm.bench.machine import cpu_model
 
 
 def main(argv=None) -> None:
@@ -96,7 +84,7 @@ def main(argv=None) -> None:
     base = med["engine (C++ loop)"]
     print(
         f"LSTM H={H} I={I} B=1, one step per call, {n} calls x {args.rounds} rounds, "
-        f"{pylstm.info()['simd']}, {pylstm.get_num_threads()} threads; CPU: {cpu_name()}"
+        f"{pylstm.info()['simd']}, {pylstm.get_num_threads()} threads; CPU: {cpu_model()}"
     )
     print(f"{'way':24s} {'us/step':>8s} {'above engine':>13s}")
     for name, v in med.items():

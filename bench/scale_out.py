@@ -24,8 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import subprocess
 import sys
 import time
 import warnings
@@ -33,18 +31,8 @@ import warnings
 import numpy as np
 
 import pylstm
+from pylstm.bench.machine import cpu_model
 from pylstm.distributed import Predictor
-
-
-def cpu_name() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name:"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def make_model(inputs: int, hidden: int):
@@ -224,7 +212,7 @@ def main(argv=None) -> None:
     report = {
         "what": "batch inference over a dataset: one process vs Ray Data and Dask workers",
         "machine": {
-            "cpu": cpu_name(),
+            "cpu": cpu_model(),
             "cpus_available": len(os.sched_getaffinity(0)),
             "python": sys.version.split()[0],
             "pylstm": pylstm.__version__,

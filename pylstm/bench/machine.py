@@ -10,7 +10,8 @@ import numpy as np
 import pylstm
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else what ``platform`` says."""
     try:
         with open("/proc/cpuinfo") as fh:
             for line in fh:
@@ -124,7 +125,7 @@ def machine_description() -> dict:
     """
     info = pylstm.info()
     return {
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "vendor": _cpu_field("vendor_id"),
         "cpu_family": _cpu_field("cpu family"),
         "cpu_model": _cpu_field("model"),
