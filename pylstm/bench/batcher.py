@@ -126,6 +126,21 @@ def _arrivals(n: int, rate_hz: float, duration_s: float, threads: int, rng) -> l
     return [list(heapq.merge(*lists)) for lists in per_thread]
 
 
+def _load_summary(latencies, schedule, start, end, duration_s, *, client_threads) -> dict:
+    """Throughput and latency of one open-loop run: ``latencies`` per stream (seconds from each
+    step's due time to its answer), ``schedule`` the arrivals offered over ``duration_s``."""
+    lat = np.concatenate([np.asarray(x) for x in latencies if x]) * 1e3
+    offered = sum(len(s) for s in schedule)
+    return {
+        "steps_per_s": len(lat) / (end - start),
+        "offered_steps_per_s": offered / duration_s,
+        "completed": len(lat) / max(offered, 1),
+        "p50_ms": float(np.percentile(lat, 50)),
+        "p99_ms": float(np.percentile(lat, 99)),
+        "client_threads": client_threads,
+    }
+
+
 def _drive(server, n: int, rate_hz: float, duration_s: float, xs, seed: int = 0) -> dict:
     """Run the open-loop load on ``server``; returns throughput and latency percentiles."""
     threads = min(n, MAX_CLIENT_THREADS)
@@ -159,16 +174,7 @@ def _drive(server, n: int, rate_hz: float, duration_s: float, xs, seed: int = 0)
     end = time.perf_counter()
     if errors:
         raise errors[0]
-    lat = np.concatenate([np.asarray(x) for x in latencies if x]) * 1e3
-    offered = sum(len(s) for s in schedule)
-    return {
-        "steps_per_s": len(lat) / (end - start),
-        "offered_steps_per_s": offered / duration_s,
-        "completed": len(lat) / max(offered, 1),
-        "p50_ms": float(np.percentile(lat, 50)),
-        "p99_ms": float(np.percentile(lat, 99)),
-        "client_threads": threads,
-    }
+    return _load_summary(latencies, schedule, start, end, duration_s, client_threads=threads)
 
 
 def _drive_async(server, n: int, rate_hz: float, duration_s: float, xs, seed: int = 0) -> dict:
@@ -198,16 +204,7 @@ def _drive_async(server, n: int, rate_hz: float, duration_s: float, xs, seed: in
         return start, time.perf_counter()
 
     start, end = asyncio.run(main())
-    lat = np.concatenate([np.asarray(x) for x in latencies if x]) * 1e3
-    offered = sum(len(s) for s in schedule)
-    return {
-        "steps_per_s": len(lat) / (end - start),
-        "offered_steps_per_s": offered / duration_s,
-        "completed": len(lat) / max(offered, 1),
-        "p50_ms": float(np.percentile(lat, 50)),
-        "p99_ms": float(np.percentile(lat, 99)),
-        "client_threads": 0,
-    }
+    return _load_summary(latencies, schedule, start, end, duration_s, client_threads=0)
 
 
 def _back_to_back_us(server, x, calls: int = 20000) -> float:
