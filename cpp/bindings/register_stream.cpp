@@ -15,10 +15,17 @@ namespace pylstm {
 namespace {
 
 // `chunk` as a float32 numpy array: float32 numpy arrays as they are (the fast path of a
-// streaming step); everything else (float16/64, bfloat16, torch tensors, lists, wrong dtypes)
-// through pylstm.validation.as_float_array, which converts or raises pylstm's TypeError.
+// streaming step), float16 and float64 numpy arrays converted here; everything else (bfloat16,
+// torch tensors, lists, wrong dtypes) through pylstm.validation.as_float_array, which converts
+// or raises pylstm's TypeError.
 py::array float32_array(const py::handle& chunk) {
   if (py::isinstance<py::array_t<float>>(chunk)) return py::reinterpret_borrow<py::array>(chunk);
+  if (py::isinstance<py::array>(chunk)) {
+    const py::dtype dtype = py::reinterpret_borrow<py::array>(chunk).dtype();
+    if (dtype.kind() == 'f' && (dtype.itemsize() == 2 || dtype.itemsize() == 8)) {
+      return py::array_t<float, py::array::forcecast>::ensure(chunk);
+    }
+  }
   return py::module_::import("pylstm.validation")
       .attr("as_float_array")(chunk, "chunk")
       .cast<py::array>();
