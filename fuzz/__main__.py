@@ -34,10 +34,10 @@ def _child(args) -> int:
 
         with atheris.instrument_imports(include=["pylstm"]):
             import pylstm  # noqa: F401
-            import pylstm.formats.keras  # noqa: F401
-            import pylstm.formats.onnx  # noqa: F401
-            import pylstm.formats.safetensors_file  # noqa: F401
-            import pylstm.formats.torch_pickle  # noqa: F401
+            import pylstm.convert.keras  # noqa: F401
+            import pylstm.convert.onnx  # noqa: F401
+            import pylstm.read.safetensors_file  # noqa: F401
+            import pylstm.read.torch_pickle  # noqa: F401
         argv = [
             sys.argv[0],
             f"-runs={args.runs}",

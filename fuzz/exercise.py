@@ -1,7 +1,7 @@
 """Run a model that a harness managed to load, once, on a small input of the right shape.
 
 What a loaded hostile file may do at run time is bounded too (ONNX operators' outputs, see
-``pylstm/formats/onnx_limits.py``); a run may raise ``ValueError`` (shapes the file declares
+``pylstm/runtime/ops/limits.py``); a run may raise ``ValueError`` (shapes the file declares
 inconsistently) or ``TypeError`` (a dtype the model declares for an input that its operators do
 not take: the documented error for a wrong dtype), never anything else.
 """

@@ -23,26 +23,26 @@ def _engine_missing(exc: ImportError) -> ImportError:
 
 
 try:
-    from . import _core  # noqa: F401  (the compiled engine)
+    from . import _core  # noqa: F401  (the compiled engine
 except ImportError as _exc:
     raise _engine_missing(_exc) from None
 
 from ._capi import get_include
-from .batcher import BatchedStream, StreamBatcher
+from .convert.arrays import from_arrays
+from .convert.canonical import Activation, Direction, Layer, reorder_gates
+from .convert.keras import from_keras
+from .convert.onnx import from_onnx_model as from_onnx
+from .convert.torch import from_torch
 from .errors import BatcherClosed, DeviceError, FormatError, UnsupportedError
 from .faces.cell_face import CellModel
 from .faces.keras_face import KerasModel, KerasStream
 from .faces.onnx_face import OnnxModel
 from .faces.torch_face import TorchModel
-from .formats.arrays import from_arrays
-from .formats.keras import from_keras
-from .formats.onnx import from_onnx_model as from_onnx
-from .formats.torch import from_torch
 from .loading import load
-from .network import Activation, Direction, Layer, reorder_gates
-from .runtime import __version__, get_num_threads, info, set_num_threads
-from .stream import Stream
-from .stream_state import StreamState
+from .runtime.batcher import BatchedStream, StreamBatcher
+from .runtime.stream import Stream
+from .runtime.stream_state import StreamState
+from .runtime.system import __version__, get_num_threads, info, set_num_threads
 
 __all__ = [
     "Activation",

@@ -6,7 +6,7 @@ is decided here, in one place:
 
 * models whose whole computation is the C++ engine on the CPU -- :class:`pylstm.TorchModel`
   (``from_torch``, ``from_arrays``, ``load`` of PyTorch files) and bare
-  :class:`pylstm.engine.Engine` -- run without the GIL;
+  :class:`pylstm.runtime.engine.Engine` -- run without the GIL;
 * their streams (``model.stream(B)``) too;
 * :class:`pylstm.BatchedStream` (``StreamBatcher(model).open()``) of such a model runs through
   :class:`BatchedStreamAdapter`: each call takes the GIL inside and waits for its batch;
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 
-from .engine import Engine
+from .runtime.engine import Engine
 
 
 def get_include() -> str:
@@ -82,10 +82,10 @@ def stream_core(stream):
     TypeError
         Not a pylstm stream.
     """
-    from .batcher import BatchedStream
     from .faces.keras_face import KerasStream
     from .faces.torch_face import TorchModel
-    from .stream import Stream
+    from .runtime.batcher import BatchedStream
+    from .runtime.stream import Stream
 
     if isinstance(stream, Stream):
         engine = _cpu_engine(stream._model.engine, "stream's model")

@@ -87,7 +87,7 @@ def _cmd_run(args) -> int:
         options["nonlinearity"] = args.nonlinearity
     if args.threads:
         pylstm.set_num_threads(args.threads)
-    from pylstm.formats.sniff import detect_format
+    from pylstm.read.sniff import detect_format
 
     kind = detect_format(args.model)
     if kind == "onnx":
@@ -302,7 +302,7 @@ printed ("wrote PATH")."""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from pylstm.runtime import __version__
+    from pylstm.runtime.system import __version__
 
     raw = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(

@@ -12,7 +12,7 @@ Dask calls it on each partition or block::
     x.map_blocks(predict, dtype="float32", ...)    # [batch, time, features] blocks
 
 What travels to a worker is the model's path (a few bytes), or the model's pickle (its canonical
-float32 weights, see :mod:`pylstm.pickling`); each worker process builds the engine once and
+float32 weights, see :mod:`pylstm.runtime.pickling`); each worker process builds the engine once and
 keeps it for every later batch, however many times the Predictor itself is unpickled there.
 """
 
@@ -32,7 +32,7 @@ _MODELS_LOCK = threading.Lock()
 
 
 def _env_threads() -> int | None:
-    from .runtime import MAX_THREADS
+    from .runtime.system import MAX_THREADS
 
     for name in ("PYLSTM_NUM_THREADS", "OMP_NUM_THREADS"):
         value = os.environ.get(name, "").strip()
@@ -166,7 +166,7 @@ class Predictor:
         return self._model
 
     def _set_threads(self) -> None:
-        from .runtime import get_num_threads, set_num_threads
+        from .runtime.system import get_num_threads, set_num_threads
 
         self._threads_set = True
         threads = self.num_threads or _env_threads()

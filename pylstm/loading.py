@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from .errors import UnsupportedError
-from .formats.sniff import detect_format
+from .read.sniff import detect_format
 
 _TORCH_OPTIONS = {"prefix", "batch_first", "nonlinearity"}
 
@@ -51,7 +51,7 @@ def load(path, *, device: str = "cpu", precision: str = "fp32", max_bytes=None, 
         The most bytes reading the file may inflate, declare or allocate (zip members,
         tensor and string sizes, pickled objects; for ONNX also the largest value one
         operator may produce at run time). Default ``max(256 MiB, min(64 x file size, 4 GiB),
-        4 x file size)`` (``pylstm.formats.limits``); a file over it raises ``FormatError``
+        4 x file size)`` (``pylstm.read.limits``); a file over it raises ``FormatError``
         naming the limit.
 
     Returns
@@ -96,7 +96,7 @@ def load(path, *, device: str = "cpu", precision: str = "fp32", max_bytes=None, 
     ImportError
         An ``.onnx`` file without the ``onnx`` package installed.
     """
-    from .formats.limits import load_limit
+    from .read.limits import load_limit
 
     with load_limit(max_bytes):
         return _load(path, device=device, precision=precision, **options)
@@ -104,9 +104,9 @@ def load(path, *, device: str = "cpu", precision: str = "fp32", max_bytes=None, 
 
 def _load(path, *, device, precision, **options):
     """:func:`load` once the ``max_bytes`` limit is in place."""
-    from .formats.safetensors_file import read_safetensors
-    from .formats.torch import model_from_state_dict
-    from .formats.torch_pickle import read_torch_file
+    from .convert.torch import model_from_state_dict
+    from .read.safetensors_file import read_safetensors
+    from .read.torch_pickle import read_torch_file
 
     kind = detect_format(path)
     name = os.fspath(path)
@@ -123,11 +123,11 @@ def _load(path, *, device, precision, **options):
             precision=precision,
         )
     if kind == "onnx":
-        from .formats.onnx import load_onnx
+        from .convert.onnx import load_onnx
 
         return load_onnx(path, device=device, precision=precision, **options)
     if kind in ("keras", "hdf5"):
-        from .formats.keras import load_keras
+        from .convert.keras import load_keras
 
         return load_keras(path, device=device, precision=precision, **options)
     raise UnsupportedError(f"{name}: {kind} files are not supported by this version of pylstm")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 import pylstm
-from pylstm.runtime import cuda_status
+from pylstm.runtime.system import cuda_status
 
 DEVICES, REASON = cuda_status()
 requires_gpu = pytest.mark.skipif(not DEVICES, reason=f"no CUDA device: {REASON}")

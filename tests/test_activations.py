@@ -62,7 +62,7 @@ PARAMS = {
 
 
 def test_reference_covers_every_engine_activation():
-    assert set(REFERENCE) == set(pylstm.network.ACTIVATIONS)
+    assert set(REFERENCE) == set(pylstm.convert.canonical.ACTIVATIONS)
 
 
 @pytest.fixture(params=pylstm._core.supported_isas())

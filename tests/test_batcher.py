@@ -23,7 +23,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import pylstm
-from pylstm.stream_state import StreamState
+from pylstm.runtime.stream_state import StreamState
 
 TOL = 1e-6  # batched vs alone: see module docstring
 I, H = 6, 12

@@ -24,7 +24,7 @@ import pytest
 from child_process import child_env
 
 import pylstm
-from pylstm.runtime import cuda_status
+from pylstm.runtime.system import cuda_status
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -83,7 +83,7 @@ def test_precision_per_device():
     torch = pytest.importorskip("torch")
     with pytest.raises(ValueError, match=r"fp32, bf16, int8.*fp16 is for device='cuda'"):
         pylstm.from_torch(torch.nn.LSTM(3, 4), precision="fp16")
-    from pylstm.engine import check_precision
+    from pylstm.runtime.engine import check_precision
 
     assert check_precision("fp16", "cuda:0") == "fp16"
     with pytest.raises(ValueError, match="int8 weights are CPU-only"):

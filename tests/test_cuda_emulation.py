@@ -24,7 +24,7 @@ from child_process import child_env
 
 import pylstm
 from pylstm import _core
-from pylstm.runtime import simd_level
+from pylstm.runtime.system import simd_level
 
 emu = pytest.importorskip(
     "pylstm._cuda_emu", reason="the CUDA emulation was not built (PYLSTM_CUDA_EMULATION=ON)"
@@ -271,12 +271,12 @@ class EmuArray:
 
 
 class EmuIO:
-    """pylstm.device_arrays.DeviceIO for EmuArray (numpy underneath)."""
+    """pylstm.runtime.device_arrays.DeviceIO for EmuArray (numpy underneath)."""
 
     lib, device, stream = "emu", 0, 0
 
     def view(self, a):
-        from pylstm.device_arrays import DeviceView
+        from pylstm.runtime.device_arrays import DeviceView
 
         arr = a.arr
         return DeviceView(
@@ -300,8 +300,8 @@ class EmuIO:
 
 @pytest.fixture
 def emulated_device_arrays(monkeypatch):
-    import pylstm.device_arrays as device_arrays
     import pylstm.faces.torch_face as torch_face
+    import pylstm.runtime.device_arrays as device_arrays
 
     real_adopt, real_is = device_arrays.adopt, torch_face.is_device_array
     monkeypatch.setattr(

@@ -214,8 +214,8 @@ def test_variants_against_cpu(name, batch, strategy):
     the product, held outputs) against the CPU engine, with a mask that has holes."""
     rng = np.random.default_rng(11)
     layer = variant_layer(rng, I=6, H=10, **VARIANTS[name])
-    cpu = pylstm.engine.Engine([layer])
-    gpu = pylstm.engine.Engine([layer], device="cuda")
+    cpu = pylstm.runtime.engine.Engine([layer])
+    gpu = pylstm.runtime.engine.Engine([layer], device="cuda")
     T = 9
     mask = (np.arange(T)[:, None] < rng.integers(1, T + 1, size=batch)[None, :]).astype(np.uint8)
     mask[3, 0] = 0

@@ -2,7 +2,7 @@
 with atheris (coverage-guided, libFuzzer); skipped when atheris is not installed (the pure-Python
 driver, ``python -m fuzz run --driver random``, can be run by hand). A harness fails on any undocumented exception, crash, hang (30 s per input) or a
 process over 4 GiB. The HDF5 harnesses read each input through a child process first
-(pylstm/formats/hdf5_probe.py, a fork per input), which bounds their speed: they run fewer
+(pylstm/read/hdf5_probe.py, a fork per input), which bounds their speed: they run fewer
 executions."""
 
 from __future__ import annotations

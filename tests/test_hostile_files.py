@@ -17,7 +17,7 @@ import pytest
 
 import pylstm
 from pylstm.errors import FormatError
-from pylstm.formats import limits
+from pylstm.read import limits
 
 torch = pytest.importorskip("torch")
 
@@ -169,7 +169,7 @@ def _official_refuses(path) -> bool:
 
 
 def _ours_refuses(path) -> bool:
-    from pylstm.formats.safetensors_file import read_safetensors
+    from pylstm.read.safetensors_file import read_safetensors
 
     try:
         read_safetensors(path)
@@ -455,7 +455,7 @@ def test_h5_data_from_outside_refused(tmp_path, how):
 def test_h5_links_refused_in_process_too(tmp_path, how):
     """The loader's own lookups refuse links by name (defence behind the child's walk)."""
     h5py = pytest.importorskip("h5py")
-    from pylstm.formats.keras_h5 import member
+    from pylstm.read.keras_h5 import member
 
     with h5py.File(tmp_path / "f.h5", "w") as f:
         f["d"] = np.zeros(2)
@@ -476,7 +476,7 @@ def _mutation_names():
 def test_h5_corrupt_files_found_by_fuzzing(tmp_path, name, monkeypatch):
     import importlib.util
 
-    from pylstm.formats import hdf5_probe
+    from pylstm.read import hdf5_probe
 
     spec = importlib.util.spec_from_file_location("make_hostile", os.path.join(HOSTILE, "make_hostile.py"))
     make_hostile = importlib.util.module_from_spec(spec)

@@ -1,4 +1,4 @@
-"""The Keras layers around recurrent ones (pylstm/formats/keras_around.py) against Keras 3 on
+"""The Keras layers around recurrent ones (pylstm/runtime/ops/keras_around.py) against Keras 3 on
 the torch backend: convolution, pooling, normalization, shape, merge and attention layers, in
 live models and saved ``.keras`` / ``.h5`` files, on fresh random data; streams refuse layers
 that read other time steps."""
@@ -375,7 +375,7 @@ def test_pointwise_layers_stream():
 
 def test_merge_masks_follow_the_keras_version():
     """Keras 3 ORs the inputs' masks (None if one has none); tf.keras 2 ANDs those present."""
-    from pylstm.formats.keras_around import Concatenate, Merge
+    from pylstm.runtime.ops.keras_around import Concatenate, Merge
 
     a = np.array([[True, True, False, False]])
     b = np.array([[True, False, True, False]])

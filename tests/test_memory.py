@@ -78,7 +78,7 @@ def test_ten_thousand_calls_do_not_grow_memory():
 @pytest.mark.parametrize("batch_first", [False, True])
 def test_outputs_start_on_a_cache_line(batch_first):
     """Threads write the columns of an output row side by side; a row that starts on a cache line
-    keeps them off each other's lines (pylstm.engine.empty_output). Outputs stay ordinary
+    keeps them off each other's lines (pylstm.runtime.engine.empty_output). Outputs stay ordinary
     writeable C-contiguous arrays."""
     module = torch.nn.LSTM(8, 64, batch_first=batch_first)
     model = pylstm.from_torch(module)

@@ -101,7 +101,7 @@ TORCH = {
 
 
 def test_every_activation_has_a_torch_reference():
-    assert set(TORCH) == set(pylstm.network.ACTIVATIONS)
+    assert set(TORCH) == set(pylstm.convert.canonical.ACTIVATIONS)
 
 
 @pytest.mark.parametrize("name", sorted(TORCH))

@@ -1,4 +1,4 @@
-"""The ONNX convolution family (pylstm/formats/onnx_ops_conv.py) against ONNX Runtime: Conv and
+"""The ONNX convolution family (pylstm/runtime/ops/conv.py) against ONNX Runtime: Conv and
 ConvTranspose (1-D and 2-D, pads, auto_pad, strides, dilations, group), MaxPool, AveragePool
 (count_include_pad, ceil_mode), global pools, BatchNormalization, Pad and Resize on hand-built
 single-node graphs, and a torch.onnx.export of a conv front end followed by a bidirectional LSTM.
@@ -17,7 +17,7 @@ ort = pytest.importorskip("onnxruntime")
 
 from test_onnx_ops import _model
 
-from pylstm.formats.onnx import from_onnx_model
+from pylstm.convert.onnx import from_onnx_model
 
 rng = np.random.default_rng(1234)
 F = np.float32

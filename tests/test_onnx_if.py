@@ -1,4 +1,4 @@
-"""ONNX ``If`` (pylstm/formats/onnx_graph.py) against ONNX Runtime on hand-built graphs: a
+"""ONNX ``If`` (pylstm/runtime/graph.py) against ONNX Runtime on hand-built graphs: a
 condition known at load inlines the taken branch; a run-time condition (a model that switches on
 an input such as a sample rate) runs the chosen branch with the enclosing graph's values
 visible, including a branch holding an LSTM; nested Ifs.
@@ -17,7 +17,7 @@ ort = pytest.importorskip("onnxruntime")
 
 from onnx import TensorProto, helper, numpy_helper
 
-from pylstm.formats.onnx import from_onnx_model
+from pylstm.convert.onnx import from_onnx_model
 
 F = np.float32
 

@@ -29,7 +29,7 @@ from onnx import TensorProto, helper, numpy_helper
 from onnx_oracle import assert_close, make_model, random_case
 
 import pylstm
-from pylstm.formats.onnx import from_onnx_model
+from pylstm.convert.onnx import from_onnx_model
 
 ATOL = 3e-5
 
@@ -507,7 +507,7 @@ def test_import_pylstm_without_onnx_and_loading_says_what_to_install(tmp_path):
 def test_tensor_decoding_matches_onnx(dtype):
     """Initializers and Constant values in raw bytes and in the typed fields decode as
     onnx.numpy_helper does (pylstm has its own decoder, with bounds checks)."""
-    from pylstm.formats.onnx_tensors import tensor_to_array
+    from pylstm.read.onnx_tensors import tensor_to_array
 
     rng = np.random.default_rng(15)
     values = (rng.normal(size=(3, 4)) * 50).astype(dtype)

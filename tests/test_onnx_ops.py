@@ -1,4 +1,4 @@
-"""The numpy graph executor's operators (pylstm/formats/onnx_ops.py) against ONNX Runtime, one
+"""The numpy graph executor's operators (pylstm/runtime/ops/onnx_ops.py) against ONNX Runtime, one
 single-node model per case, in the attribute and input forms of several opsets.
 
 Inputs are graph inputs (so the node runs at run time, not folded at load), fresh random data.
@@ -16,7 +16,7 @@ ort = pytest.importorskip("onnxruntime")
 
 from onnx import helper, numpy_helper
 
-from pylstm.formats.onnx import from_onnx_model
+from pylstm.convert.onnx import from_onnx_model
 
 rng = np.random.default_rng(0)
 F = np.float32

@@ -3,7 +3,7 @@ and options, and the copy gives bit-identical outputs (np.array_equal: the recei
 the same float32 weights the same way, so no tolerance applies).
 
 What a pickle may hold is checked opcode by opcode: classes (pylstm's, numpy's, builtins) and
-the few reconstructor functions of pickle, numpy and :func:`pylstm.pickling.restore`; never a
+the few reconstructor functions of pickle, numpy and :func:`pylstm.runtime.pickling.restore`; never a
 function or lambda of a model. Its size stays within 1.1x the float32 weights' bytes.
 """
 
@@ -18,14 +18,14 @@ import numpy as np
 import pytest
 
 import pylstm
-from pylstm import pickling
+from pylstm.runtime import pickling
 
 cloudpickle = pytest.importorskip("cloudpickle")
 
 PRECISIONS = ["fp32", "bf16", "int8"]
 # The functions a pylstm pickle may name (everything else it names must be a class).
 ALLOWED_FUNCTIONS = {
-    ("pylstm.pickling", "restore"),
+    ("pylstm.runtime.pickling", "restore"),
     ("copyreg", "_reconstructor"),
     ("copyreg", "__newobj__"),
     ("copyreg", "__newobj_ex__"),

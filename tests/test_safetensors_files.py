@@ -1,4 +1,4 @@
-"""pylstm.formats.safetensors_file and pylstm.formats.sniff.
+"""pylstm.read.safetensors_file and pylstm.read.sniff.
 
 Files are written by the real ``safetensors`` package (numpy and torch front ends) or, for malformed
 ones, assembled byte by byte. Float32 round trips are bit-exact (tolerance 0); F64/F16/BF16 are
@@ -19,8 +19,8 @@ import pytest
 safetensors_numpy = pytest.importorskip("safetensors.numpy")
 
 from pylstm.errors import FormatError
-from pylstm.formats.safetensors_file import read_safetensors
-from pylstm.formats.sniff import FORMATS, detect_format
+from pylstm.read.safetensors_file import read_safetensors
+from pylstm.read.sniff import FORMATS, detect_format
 
 
 def assert_format_error(path, *fragments, reader=read_safetensors) -> str:

@@ -1,4 +1,4 @@
-"""pylstm.formats.torch_pickle: reading torch.save files without torch and without running code.
+"""pylstm.read.torch_pickle: reading torch.save files without torch and without running code.
 
 Files are written by the real torch (zip and legacy formats) or, for malformed and hostile files, by
 small writers below that produce exactly torch's layout with chosen contents. Float32 round trips are
@@ -26,9 +26,9 @@ from child_process import child_env
 torch = pytest.importorskip("torch")
 
 from pylstm.errors import FormatError
-from pylstm.formats import torch_objects
-from pylstm.formats.sniff import detect_format
-from pylstm.formats.torch_pickle import read_torch_file
+from pylstm.read import torch_objects
+from pylstm.read.sniff import detect_format
+from pylstm.read.torch_pickle import read_torch_file
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 
@@ -489,8 +489,8 @@ def test_reads_without_torch_or_safetensors_importable(tmp_path):
             raise SystemExit("torch was importable")
 
         import numpy as np
-        from pylstm.formats.safetensors_file import read_safetensors
-        from pylstm.formats.torch_pickle import read_torch_file
+        from pylstm.read.safetensors_file import read_safetensors
+        from pylstm.read.torch_pickle import read_torch_file
 
         folder = sys.argv[1]
         out = {}

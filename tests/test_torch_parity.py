@@ -697,7 +697,7 @@ CHILD = r"""
 import sys
 import numpy as np
 import pylstm
-from pylstm.formats.torch import layers_from_state_dict
+from pylstm.convert.torch import layers_from_state_dict
 
 data = np.load(sys.argv[1])
 threads = [int(v) for v in sys.argv[3].split(",")]

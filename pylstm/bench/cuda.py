@@ -180,7 +180,7 @@ def measure_point(torch, cfg: CudaConfig, budget_s: float, seed: int = 0) -> dic
 
 
 def machine_record(torch) -> dict:
-    from pylstm.runtime import load_cuda
+    from pylstm.runtime.system import load_cuda
 
     cuda = load_cuda()
     dev = torch.cuda.current_device()
@@ -342,7 +342,7 @@ def run_from_args(args, argv_text: str = "") -> int:
     """Entry point shared by ``pylstm bench --device cuda`` and ``python -m pylstm.bench.cuda``
     (``args`` from either parser: cell, batch, hidden, quick, budget, json, no_json, list and,
     optionally, precision)."""
-    pylstm.runtime.check_device("cuda")
+    pylstm.runtime.system.check_device("cuda")
     cfgs = configs(
         args.cell, args.batch, args.hidden, getattr(args, "precision", None), quick=args.quick
     )

@@ -7,9 +7,9 @@ its own); :meth:`CellModel.stream` steps it with the state kept in the engine.
 
 from __future__ import annotations
 
-from ..engine import Engine
-from ..stream import Stream
-from ..validation import as_float_array, is_device_array
+from ..runtime.engine import Engine
+from ..runtime.stream import Stream
+from ..runtime.validation import as_float_array, is_device_array
 from .torch_face import TorchModel
 
 _NAMES = {"lstm": "LSTMCell", "gru": "GRUCell", "rnn": "RNNCell"}
@@ -51,8 +51,8 @@ class CellModel:
         self.device = engine.device
 
     def __reduce__(self):
-        """Pickles as its engine's canonical layer (see :mod:`pylstm.pickling`)."""
-        from ..pickling import reduce
+        """Pickles as its engine's canonical layer (see :mod:`pylstm.runtime.pickling`)."""
+        from ..runtime.pickling import reduce
 
         return reduce(self, {"engine": self.engine})
 
@@ -144,7 +144,7 @@ class CellModel:
         return h_n[0]
 
     def stream(self, batch_size: int) -> Stream:
-        """A :class:`pylstm.stream.Stream` stepping this cell with its state carried over.
+        """A :class:`pylstm.runtime.stream.Stream` stepping this cell with its state carried over.
 
         Parameters
         ----------

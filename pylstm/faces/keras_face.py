@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..engine import empty_output
+from ..convert.keras_recurrent import Recurrent
 from ..errors import FormatError, UnsupportedError
-from ..formats.keras_config import TensorRef
-from ..formats.keras_layers import Embedding, TensorOp
-from ..formats.keras_recurrent import Recurrent
-from ..validation import as_float_array, positive_int, to_numpy
+from ..read.keras_config import TensorRef
+from ..runtime.engine import empty_output
+from ..runtime.ops.keras_layers import Embedding, TensorOp
+from ..runtime.validation import as_float_array, positive_int, to_numpy
 
 
 class KerasModel:
@@ -102,8 +102,8 @@ class KerasModel:
 
     def __reduce__(self):
         """Pickles as its graph of layers (their weights, recurrent ones as canonical engines)
-        and the state of stateful layers (see :mod:`pylstm.pickling`)."""
-        from ..pickling import reduce
+        and the state of stateful layers (see :mod:`pylstm.runtime.pickling`)."""
+        from ..runtime.pickling import reduce
 
         state = {"spec": self.spec, "ops": self.ops, "name": self.name, "state": self._state}
         return reduce(self, state)
@@ -358,8 +358,8 @@ class KerasStream:
         self._carry: dict = {}
 
     def __reduce__(self):
-        """Pickles as its model, batch size and carried state (see :mod:`pylstm.pickling`)."""
-        from ..pickling import reduce
+        """Pickles as its model, batch size and carried state (see :mod:`pylstm.runtime.pickling`)."""
+        from ..runtime.pickling import reduce
 
         state = {"model": self._model, "batch_size": self.batch_size, "carry": self._carry}
         return reduce(self, state)
@@ -406,10 +406,10 @@ class KerasStream:
 
     # -- the stream protocol (pylstm/stream_state.py) -------------------------------------------
     def open_state(self, batch_size: int):
-        """Zero :class:`~pylstm.stream_state.StreamState` of ``batch_size`` sequences: per
+        """Zero :class:`~pylstm.runtime.stream_state.StreamState` of ``batch_size`` sequences: per
         recurrent layer ``h`` ``[B, 1, H]``, ``c`` ``[B, 1, H]`` (LSTM) and the last output
         ``y`` ``[B, H]`` (which masked steps at the start of the next chunk repeat)."""
-        from ..stream_state import keras_open_state
+        from ..runtime.stream_state import keras_open_state
 
         return keras_open_state(self._model, positive_int(batch_size, "batch_size"))
 
@@ -417,7 +417,7 @@ class KerasStream:
         """Run ``chunk`` (as :meth:`step` takes it, ``[B, t, F]`` or ``[B, t]`` token ids, for
         ``state.batch_size`` sequences) from ``state``; returns ``(outputs, new_state)``.
         This stream's own state is not used."""
-        from ..stream_state import keras_carry_from_state, keras_state_from_carry
+        from ..runtime.stream_state import keras_carry_from_state, keras_state_from_carry
 
         model = self._model
         x = model._input(chunk)
@@ -430,8 +430,8 @@ class KerasStream:
         return out, keras_state_from_carry(model, carry, state.names)
 
     def get_state(self):
-        """A copy of this stream's carried state as a :class:`~pylstm.stream_state.StreamState`."""
-        from ..stream_state import keras_state_from_carry
+        """A copy of this stream's carried state as a :class:`~pylstm.runtime.stream_state.StreamState`."""
+        from ..runtime.stream_state import keras_state_from_carry
 
         state = self.open_state(self.batch_size)
         if not self._carry:

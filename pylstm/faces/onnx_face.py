@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..validation import positive_int, to_numpy
+from ..runtime.validation import positive_int, to_numpy
 
 
 @dataclass(frozen=True)
@@ -88,8 +88,8 @@ class OnnxModel:
 
     def __reduce__(self):
         """Pickles as its graph: the nodes, the constants they read at run time and each
-        recurrent node's canonical engine (see :mod:`pylstm.pickling`)."""
-        from ..pickling import reduce
+        recurrent node's canonical engine (see :mod:`pylstm.runtime.pickling`)."""
+        from ..runtime.pickling import reduce
 
         state = {
             "graph": self._graph,
@@ -225,7 +225,7 @@ class OnnxModel:
 
     def stream(self, batch_size: int, output_names=None):
         """A stream that runs the model chunk by chunk of time steps, carrying every recurrent
-        node's state between chunks (see :class:`pylstm.formats.onnx_stream.OnnxStream`).
+        node's state between chunks (see :class:`pylstm.runtime.graph_stream.OnnxStream`).
 
         Parameters
         ----------
@@ -249,6 +249,6 @@ class OnnxModel:
             reverse or bidirectional recurrent node, or an operator that mixes time steps); the
             message says which node and why.
         """
-        from ..formats.onnx_stream import OnnxStream
+        from ..runtime.graph_stream import OnnxStream
 
         return OnnxStream(self, positive_int(batch_size, "batch_size"), output_names)

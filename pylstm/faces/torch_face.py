@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..engine import Engine, empty_output
-from ..stream import Stream
-from ..validation import as_float_array, as_state, is_device_array, lengths_mask
+from ..runtime.engine import Engine, empty_output
+from ..runtime.stream import Stream
+from ..runtime.validation import as_float_array, as_state, is_device_array, lengths_mask
 
 
 class TorchModel:
@@ -51,8 +51,8 @@ class TorchModel:
         self._out = first.output_size
 
     def __reduce__(self):
-        """Pickles as its engine's canonical layers and options (see :mod:`pylstm.pickling`)."""
-        from ..pickling import reduce
+        """Pickles as its engine's canonical layers and options (see :mod:`pylstm.runtime.pickling`)."""
+        from ..runtime.pickling import reduce
 
         return reduce(self, {"engine": self.engine, "batch_first": self.batch_first})
 
@@ -195,7 +195,7 @@ class TorchModel:
         same library, device and dtype (float64 computes as float32), and the work is enqueued
         on that library's current stream; nothing goes through the host (except ``lengths``,
         which PyTorch too takes on the host)."""
-        from ..device_arrays import KERNEL_DTYPES, adopt, rows_desc
+        from ..runtime.device_arrays import KERNEL_DTYPES, adopt, rows_desc
 
         x, io = adopt(x)
         if io.device != self.engine.device_index:
@@ -278,7 +278,7 @@ class TorchModel:
     def _device_state(io, a, name: str, shape: tuple, dtype: str):
         """An initial state on the model's device as a contiguous ``dtype`` array of ``shape``
         (host arrays are copied over; device arrays are used in place when they already are)."""
-        from ..device_arrays import adopt
+        from ..runtime.device_arrays import adopt
 
         if is_device_array(a):
             a, other = adopt(a)
@@ -295,7 +295,7 @@ class TorchModel:
         return io.as_type(a, dtype, contiguous=True)
 
     def stream(self, batch_size: int) -> Stream:
-        """A :class:`pylstm.stream.Stream` feeding this model chunk by chunk.
+        """A :class:`pylstm.runtime.stream.Stream` feeding this model chunk by chunk.
 
         Parameters
         ----------

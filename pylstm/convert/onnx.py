@@ -1,0 +1,348 @@
+"""ONNX models: ``pylstm.load("model.onnx")`` -> :class:`pylstm.faces.onnx_face.OnnxModel`.
+
+The file is parsed with the ``onnx`` package's protobuf classes (imported here, lazily, so that
+``import pylstm`` does not need it). Tensors -- inline or in external data files next to the
+model -- are decoded by ``onnx_tensors.py``; each LSTM/GRU/RNN node becomes a canonical layer
+and an engine (``onnx_rnn.py``); everything else runs in the numpy executor (``onnx_graph.py``).
+"""
+
+from __future__ import annotations
+
+import os
+
+from ..errors import FormatError, UnsupportedError
+from ..faces.onnx_face import NodeArg, OnnxModel
+from ..read.onnx_tensors import TensorBudget, numpy_dtype, tensor_budget, tensor_to_array, type_name
+from ..runtime.graph import DEFAULT_DOMAINS, Graph, Node, Subgraph
+from .onnx_rnn import RecurrentNode
+
+
+def import_onnx():
+    """The ``onnx`` package, or ImportError saying how to install it."""
+    try:
+        import onnx
+    except ImportError:
+        raise ImportError(
+            "reading .onnx files needs the onnx package: pip install onnx "
+            "(or pip install 'pylstm[onnx]')"
+        ) from None
+    return onnx
+
+
+def read_model_proto(path: str):
+    """Parse an ONNX file into a ``ModelProto`` without loading external data.
+
+    Raises
+    ------
+    FormatError
+        The bytes are not a valid ``ModelProto`` (truncated, corrupt) or hold no graph.
+    """
+    onnx = import_onnx()
+    with open(path, "rb") as fh:
+        data = fh.read()
+    model = onnx.ModelProto()
+    try:
+        model.ParseFromString(data)
+    except Exception as exc:  # google.protobuf DecodeError and friends
+        raise FormatError(
+            f"{path}: not a readable ONNX model (truncated or corrupt?): {exc}"
+        ) from None
+    if not model.HasField("graph"):
+        raise FormatError(f"{path}: not an ONNX model: it has no graph")
+    return model
+
+
+def _attribute(attr, onnx, base_dir: str, source: str, where: str, subgraph=None):
+    A = onnx.AttributeProto
+    if attr.ref_attr_name:
+        raise UnsupportedError(f"{source}: {where}: attribute references are not supported")
+    kind = attr.type
+    if kind == A.FLOAT:
+        return float(attr.f)
+    if kind == A.INT:
+        return int(attr.i)
+    if kind == A.STRING:
+        return attr.s.decode("utf-8", "replace")
+    if kind == A.TENSOR:
+        return tensor_to_array(attr.t, base_dir=base_dir, source=source)
+    if kind == A.FLOATS:
+        return [float(v) for v in attr.floats]
+    if kind == A.INTS:
+        return [int(v) for v in attr.ints]
+    if kind == A.STRINGS:
+        return [v.decode("utf-8", "replace") for v in attr.strings]
+    if kind == A.TENSORS:
+        return [tensor_to_array(t, base_dir=base_dir, source=source) for t in attr.tensors]
+    if kind == A.GRAPH and subgraph is not None:
+        return subgraph(attr.g)  # If branches (onnx_graph.Subgraph); Loop/Scan are refused
+    if kind in (A.GRAPH, A.GRAPHS):
+        return None  # only control-flow ops have subgraphs; the graph refuses them by name
+    raise UnsupportedError(
+        f"{source}: {where}: attribute {attr.name!r} of type {A.AttributeType.Name(kind)} is "
+        "not supported"
+    )
+
+
+def _value_info(vi, source: str, *, is_input: bool) -> NodeArg:
+    t = vi.type
+    if t.WhichOneof("value") != "tensor_type":
+        if is_input:
+            raise UnsupportedError(
+                f"{source}: input {vi.name!r} is a {t.WhichOneof('value') or 'untyped value'}; "
+                "pylstm runs models whose inputs are tensors"
+            )
+        return NodeArg(vi.name, None, "unknown", None)
+    elem = t.tensor_type.elem_type
+    shape = None
+    if t.tensor_type.HasField("shape"):
+        shape = []
+        for d in t.tensor_type.shape.dim:
+            which = d.WhichOneof("value")
+            shape.append(
+                int(d.dim_value) if which == "dim_value" else d.dim_param if which else None
+            )
+    dtype = None
+    if elem:  # bfloat16 values are held as float32 (numpy has no bfloat16)
+        dtype = numpy_dtype(elem, f"{source}: {'input' if is_input else 'output'} {vi.name!r}")
+    return NodeArg(vi.name, shape, f"tensor({type_name(elem)})", dtype)
+
+
+def build_model(model, *, base_dir: str, device="cpu", precision="fp32", source="model"):
+    """An :class:`OnnxModel` from a parsed ``ModelProto``, its tensors (inline, external and
+    folded constants) within ``max_bytes`` (:class:`~.onnx_tensors.TensorBudget`); see
+    :func:`_build_model` for the parameters."""
+    with tensor_budget(TensorBudget(source, model.ByteSize())):
+        return _build_model(
+            model, base_dir=base_dir, device=device, precision=precision, source=source
+        )
+
+
+def _check_names(model, source: str) -> None:
+    """Every name the graph is wired by must be text: protobuf hands back ``bytes`` for a string
+    field that is not valid UTF-8 (a corrupt file), which would break the graph's lookups."""
+    g = model.graph
+    names = [g.name]
+    for n in g.node:
+        names += [n.name, n.op_type, n.domain, *n.input, *n.output]
+        names += [a.name for a in n.attribute]
+    for t in g.initializer:
+        names.append(t.name)
+        names += [e.key for e in t.external_data] + [e.value for e in t.external_data]
+    names += [v.name for v in (*g.input, *g.output, *g.value_info)]
+    names += [o.domain for o in model.opset_import]
+    for name in names:
+        if not isinstance(name, str):
+            raise FormatError(
+                f"{source}: the name {bytes(name)[:40]!r} is not valid UTF-8: corrupt file"
+            )
+
+
+def _build_model(model, *, base_dir: str, device="cpu", precision="fp32", source="model"):
+    """An :class:`OnnxModel` from a parsed ``ModelProto``.
+
+    Parameters
+    ----------
+    model : onnx.ModelProto
+    base_dir : str
+        Folder that external data locations are relative to.
+    device, precision : see :func:`pylstm.load`
+    source : str
+        Named in error messages.
+    """
+    _check_names(model, source)
+    onnx = import_onnx()
+    graph = model.graph
+    opsets = {}
+    for entry in model.opset_import:
+        domain = "" if entry.domain in DEFAULT_DOMAINS else entry.domain
+        opsets[domain] = int(entry.version)
+    if "" not in opsets and any(n.domain in DEFAULT_DOMAINS for n in graph.node):
+        raise FormatError(f"{source}: the model does not say which ONNX opset it uses")
+    if graph.sparse_initializer:
+        raise UnsupportedError(f"{source}: sparse initializers are not supported")
+    constants = {}
+    for t in graph.initializer:
+        constants[t.name] = tensor_to_array(t, base_dir=base_dir, source=source)
+    inputs = [
+        _value_info(vi, source, is_input=True) for vi in graph.input if vi.name not in constants
+    ]
+    outputs = [_value_info(vi, source, is_input=False) for vi in graph.output]
+    depth = [0]
+
+    def decode_nodes(proto_nodes, prefix=""):
+        out = []
+        for k, n in enumerate(proto_nodes):
+            domain = "" if n.domain in DEFAULT_DOMAINS else n.domain
+            where = f"node {n.name or k!r} ({n.op_type})"
+            attrs = {
+                a.name: _attribute(a, onnx, base_dir, source, where, subgraph) for a in n.attribute
+            }
+            out.append(
+                Node(
+                    op_type=n.op_type,
+                    name=n.name or f"{prefix}{n.op_type}_{k}",
+                    inputs=list(n.input),
+                    outputs=list(n.output),
+                    attrs=attrs,
+                    domain=domain,
+                    opset=opsets.get(domain, 1),
+                )
+            )
+        return out
+
+    def subgraph(g):
+        """A subgraph attribute (an If branch) as plain data: its nodes (decoded the same
+        way), initializers and output names."""
+        if depth[0] >= 16:
+            raise FormatError(f"{source}: subgraphs nested more than 16 deep")
+        if g.sparse_initializer:
+            raise UnsupportedError(f"{source}: sparse initializers are not supported")
+        names = [g.name, *(o.name for o in g.output), *(t.name for t in g.initializer)]
+        for n in g.node:
+            names += [n.name, n.op_type, n.domain, *n.input, *n.output]
+        if not all(isinstance(name, str) for name in names):
+            raise FormatError(f"{source}: a name in subgraph {g.name!r} is not valid UTF-8")
+        depth[0] += 1
+        try:
+            consts = {
+                t.name: tensor_to_array(t, base_dir=base_dir, source=source) for t in g.initializer
+            }
+            sub_nodes = decode_nodes(g.node, prefix=f"{g.name or 'subgraph'}/")
+        finally:
+            depth[0] -= 1
+        return Subgraph(g.name, sub_nodes, consts, [o.name for o in g.output])
+
+    nodes = decode_nodes(graph.node)
+
+    def make_recurrent(node, consts):
+        return RecurrentNode(node, consts, device=device, precision=precision, source=source)
+
+    g = Graph(
+        nodes,
+        constants,
+        [a.name for a in inputs],
+        [a.name for a in outputs],
+        make_recurrent,
+        source=source,
+    )
+    return OnnxModel(g, inputs, outputs, source=source, device=device)
+
+
+def from_onnx_model(model, *, base_dir: str = ".", device="cpu", precision="fp32"):
+    """An :class:`OnnxModel` from an ``onnx.ModelProto`` or its serialized bytes (in memory);
+    ``pylstm.from_onnx``.
+
+    Parameters
+    ----------
+    model : onnx.ModelProto, bytes, bytearray or memoryview
+        The model, parsed or serialized.
+    base_dir : str
+        The folder external data (if any) is read from; nothing outside it is read.
+    device : str
+        Where the model runs: ``"cpu"`` (the default), ``"cuda"`` (the first GPU) or
+        ``"cuda:N"``. CUDA needs pylstm built with its CUDA backend and a visible GPU;
+        ``pylstm info`` (or :func:`pylstm.info`, ``cuda_status``) says whether and why not.
+    precision : str
+        How the weights are stored. On the CPU ``"fp32"`` (default), ``"bf16"`` (halves the
+        bytes each step reads) or ``"int8"`` (one scale per gate row; a quarter), with inputs,
+        states and sums in float32. On CUDA ``"fp32"``, ``"fp16"`` or ``"bf16"``: weights and
+        activations in that type on the GPU, sums and the LSTM cell state in float32.
+
+    Returns
+    -------
+    OnnxModel
+        ``model.run(output_names, feeds)`` as ``onnxruntime.InferenceSession.run``. Float
+        feeds may be float16, bfloat16 (torch tensors, ``ml_dtypes`` arrays), float32 or
+        float64.
+
+    Raises
+    ------
+    ImportError
+        The ``onnx`` package is not installed.
+    pylstm.FormatError (a ValueError)
+        Bytes that are not a readable ONNX model, or missing or corrupt external data.
+    pylstm.UnsupportedError (a NotImplementedError)
+        An operator, attribute or element type pylstm does not run; names it.
+    pylstm.DeviceError (a RuntimeError)
+        ``device`` names CUDA and this build has no CUDA backend, the backend cannot be loaded,
+        or there is no GPU (or no GPU ``N``); the message says which.
+    ValueError
+        ``device`` is not ``"cpu"``, ``"cuda"`` or ``"cuda:N"``, or ``precision`` is not one
+        the device offers (``"fp16"`` is CUDA-only, ``"int8"`` CPU-only).
+    TypeError
+        ``device`` or ``precision`` is not a string.
+    """
+    if isinstance(model, (bytes, bytearray, memoryview)):
+        onnx = import_onnx()
+        proto = onnx.ModelProto()
+        try:
+            proto.ParseFromString(bytes(model))
+        except Exception as exc:
+            raise FormatError(f"bytes: not a readable ONNX model: {exc}") from None
+        model = proto
+    return build_model(model, base_dir=base_dir, device=device, precision=precision, source="model")
+
+
+def load_onnx(path, *, device="cpu", precision="fp32", **options):
+    """Load an ONNX model file (``pylstm.load`` calls this for ``.onnx`` files).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The ``.onnx`` file; external data is read from its folder only.
+    device : str
+        Where the model runs: ``"cpu"`` (the default), ``"cuda"`` (the first GPU) or
+        ``"cuda:N"``. CUDA needs pylstm built with its CUDA backend and a visible GPU;
+        ``pylstm info`` (or :func:`pylstm.info`, ``cuda_status``) says whether and why not.
+    precision : str
+        How the weights are stored. On the CPU ``"fp32"`` (default), ``"bf16"`` (halves the
+        bytes each step reads) or ``"int8"`` (one scale per gate row; a quarter), with inputs,
+        states and sums in float32. On CUDA ``"fp32"``, ``"fp16"`` or ``"bf16"``: weights and
+        activations in that type on the GPU, sums and the LSTM cell state in float32.
+    **options
+        None are accepted for ONNX files (TypeError otherwise).
+
+    Returns
+    -------
+    OnnxModel
+        ``model.run(output_names, feeds)`` as ``onnxruntime.InferenceSession.run``. Float
+        feeds may be float16, bfloat16 (torch tensors, ``ml_dtypes`` arrays), float32 or
+        float64.
+
+    Raises
+    ------
+    FileNotFoundError
+        No such file.
+    ImportError
+        The ``onnx`` package is not installed.
+    pylstm.FormatError (a ValueError)
+        Unreadable, truncated or corrupt file, or missing external data; names the file.
+    pylstm.UnsupportedError (a NotImplementedError)
+        An operator, attribute or element type pylstm does not run; names it.
+    pylstm.DeviceError (a RuntimeError)
+        ``device`` names CUDA and this build has no CUDA backend, the backend cannot be loaded,
+        or there is no GPU (or no GPU ``N``); the message says which.
+    ValueError
+        ``device`` is not ``"cpu"``, ``"cuda"`` or ``"cuda:N"``, or ``precision`` is not one
+        the device offers (``"fp16"`` is CUDA-only, ``"int8"`` CPU-only).
+    TypeError
+        Any option (ONNX files take none); ``device`` or ``precision`` not a string.
+    """
+    if options:
+        raise TypeError(
+            f"load() got option(s) {', '.join(sorted(options))} that do not apply to ONNX files; "
+            "ONNX files take: no options"
+        )
+    name = os.fspath(path)
+    if isinstance(name, bytes):
+        name = os.fsdecode(name)
+    if not os.path.exists(name):
+        raise FileNotFoundError(2, "No such file", name)
+    model = read_model_proto(name)
+    return build_model(
+        model,
+        base_dir=os.path.dirname(os.path.abspath(name)),
+        device=device,
+        precision=precision,
+        source=name,
+    )

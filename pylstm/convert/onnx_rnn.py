@@ -1,0 +1,343 @@
+"""ONNX LSTM, GRU and RNN nodes -> canonical :class:`pylstm.Layer` + an engine that runs them.
+
+Conversion, once per node at load time (W, R, B and P must be constants):
+
+* ``W [D, G*H, I]``, ``R [D, G*H, H]``: gate blocks in ONNX order -- LSTM ``i, o, f, c``, GRU
+  ``z, r, h``, RNN one gate -- reordered to the canonical ``i, f, g, o`` / ``r, z, n``;
+* ``B [D, 2*G*H]`` = ``Wb || Rb``, each reordered the same way; absent: no bias;
+* ``P [D, 3*H]``: peepholes in the order ``i, o, f`` -> canonical ``i, f, o`` (by gate_order);
+* direction ``forward`` / ``reverse`` / ``bidirectional`` -> one or two Directions;
+* ``activations`` (3 per direction for LSTM: f, g, h; 2 for GRU: f, g; 1 for RNN), names
+  case-insensitive; ``activation_alpha`` / ``activation_beta`` are consumed in order by the
+  functions that take them (Affine, LeakyRelu, ThresholdedRelu, ScaledTanh, HardSigmoid, Elu
+  take alpha; Affine, ScaledTanh, HardSigmoid take beta), as ONNX Runtime does; when a list runs
+  out: LeakyRelu 0.01, HardSigmoid 0.2/0.5, Elu 1.0, anything else 0 (ONNX Runtime's defaults);
+* ``clip``, ``input_forget``, ``linear_before_reset`` -> the Layer options of those names.
+
+At run time (``RecurrentNode.__call__``) ``layout`` picks the axes of X, the states and the
+outputs, ``sequence_lens`` becomes the engine's step mask (padded steps output 0 and carry the
+state; the reverse direction starts at each sequence's last valid step), and a sequence of
+length 0 gives ``Y_h = Y_c = 0`` as in ONNX Runtime.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import FormatError, UnsupportedError
+from ..runtime.engine import Engine
+from .canonical import Activation, Direction, Layer
+
+GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
+GATE_ORDER = {"LSTM": "iofc", "GRU": "zrh", "RNN": "h"}
+CELL = {"LSTM": "lstm", "GRU": "gru", "RNN": "rnn"}
+DEFAULT_ACTIVATIONS = {
+    "LSTM": ("Sigmoid", "Tanh", "Tanh"),
+    "GRU": ("Sigmoid", "Tanh"),
+    "RNN": ("Tanh",),
+}
+# ONNX's eleven activation functions: lower-case name -> (takes alpha, takes beta)
+ONNX_ACTIVATIONS = {
+    "relu": (False, False),
+    "tanh": (False, False),
+    "sigmoid": (False, False),
+    "affine": (True, True),
+    "leakyrelu": (True, False),
+    "thresholdedrelu": (True, False),
+    "scaledtanh": (True, True),
+    "hardsigmoid": (True, True),
+    "elu": (True, False),
+    "softsign": (False, False),
+    "softplus": (False, False),
+}
+ALPHA_BETA_DEFAULTS = {"leakyrelu": (0.01, 0.0), "hardsigmoid": (0.2, 0.5), "elu": (1.0, 0.0)}
+INPUTS = {
+    "LSTM": ("X", "W", "R", "B", "sequence_lens", "initial_h", "initial_c", "P"),
+    "GRU": ("X", "W", "R", "B", "sequence_lens", "initial_h"),
+    "RNN": ("X", "W", "R", "B", "sequence_lens", "initial_h"),
+}
+_KNOWN_ATTRS = {
+    "activation_alpha",
+    "activation_beta",
+    "activations",
+    "clip",
+    "direction",
+    "hidden_size",
+    "layout",
+    "output_sequence",  # opset 1 only; outputs are produced when asked for either way
+}
+_EXTRA_ATTRS = {"LSTM": {"input_forget"}, "GRU": {"linear_before_reset"}, "RNN": set()}
+
+
+def resolve_activations(op: str, names, alphas, betas, num_directions: int, what: str) -> list:
+    """Per direction, the tuple of :class:`Activation` of an ONNX recurrent node.
+
+    Raises
+    ------
+    FormatError
+        Wrong number of names.
+    UnsupportedError
+        A name outside ONNX's eleven functions.
+    """
+    per = len(DEFAULT_ACTIVATIONS[op])
+    names = [n.decode() if isinstance(n, bytes) else str(n) for n in (names or [])]
+    if not names:
+        names = list(DEFAULT_ACTIVATIONS[op]) * num_directions
+    if op == "RNN" and num_directions == 1 and len(names) == 2:
+        names = names[:1]  # opset-1 RNN's default list was [Tanh, Tanh]; ONNX Runtime takes one
+    if len(names) != per * num_directions:
+        raise FormatError(
+            f"{what}: 'activations' must list {per} function(s) per direction "
+            f"({per * num_directions} for {num_directions} direction(s)), got {len(names)}: {names}"
+        )
+    alphas = [float(a) for a in (alphas or [])]
+    betas = [float(b) for b in (betas or [])]
+    acts = []
+    for name in names:
+        key = name.lower()
+        if key not in ONNX_ACTIVATIONS:
+            raise UnsupportedError(
+                f"{what}: activation {name!r} is not one of the ONNX functions "
+                "(Relu, Tanh, Sigmoid, Affine, LeakyRelu, ThresholdedRelu, ScaledTanh, "
+                "HardSigmoid, Elu, Softsign, Softplus)"
+            )
+        takes_alpha, takes_beta = ONNX_ACTIVATIONS[key]
+        default_alpha, default_beta = ALPHA_BETA_DEFAULTS.get(key, (0.0, 0.0))
+        alpha = (alphas.pop(0) if alphas else default_alpha) if takes_alpha else 0.0
+        beta = (betas.pop(0) if betas else default_beta) if takes_beta else 0.0
+        acts.append(Activation(key, alpha, beta))
+    return [tuple(acts[d * per : (d + 1) * per]) for d in range(num_directions)]
+
+
+def _text(v) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def _const(node, constants: dict, index: int, what: str, source: str):
+    """Input ``index`` of ``node`` as a float array, if given; it must be a constant."""
+    names = node.inputs
+    if index >= len(names) or not names[index]:
+        return None
+    name = names[index]
+    if name not in constants:
+        raise UnsupportedError(
+            f"{source}: {node.describe()} takes its {what} from {name!r}, which is computed at "
+            "run time; pylstm converts and packs recurrent weights once, at load time, so W, R, "
+            "B and P must be initializers or constant subgraphs"
+        )
+    arr = np.asarray(constants[name])
+    if arr.dtype.kind != "f":
+        raise FormatError(
+            f"{source}: {node.describe()}: {what} {name!r} has element type {arr.dtype}, "
+            "expected floats"
+        )
+    return arr.astype(np.float32)
+
+
+def build_layer(node, constants: dict, source: str = "model"):
+    """The canonical Layer of an ONNX LSTM/GRU/RNN node, and its ``layout``.
+
+    Raises
+    ------
+    FormatError
+        Shapes that do not agree with each other or with ``hidden_size``, invalid attributes.
+    UnsupportedError
+        Weights computed at run time, unknown attributes or activations.
+    """
+    op = node.op_type
+    what = f"{source}: {node.describe()}"
+    unknown = sorted(set(node.attrs) - _KNOWN_ATTRS - _EXTRA_ATTRS[op])
+    if unknown:
+        raise UnsupportedError(f"{what}: attribute(s) {', '.join(unknown)} are not supported")
+    G = GATES[op]
+    direction = _text(node.attrs.get("direction", "forward"))
+    if direction not in ("forward", "reverse", "bidirectional"):
+        raise FormatError(
+            f"{what}: direction must be forward, reverse or bidirectional, got {direction!r}"
+        )
+    D = 2 if direction == "bidirectional" else 1
+    layout = int(node.attrs.get("layout", 0))
+    if layout not in (0, 1):
+        raise FormatError(f"{what}: layout must be 0 or 1, got {layout}")
+    W = _const(node, constants, 1, "W", source)
+    R = _const(node, constants, 2, "R", source)
+    if W is None or R is None:
+        raise FormatError(f"{what}: the inputs W and R are required")
+    B = _const(node, constants, 3, "B", source)
+    P = _const(node, constants, 7, "P", source) if op == "LSTM" else None
+    if R.ndim != 3 or R.shape[0] != D or R.shape[1] % G or R.shape[1] != G * R.shape[2]:
+        raise FormatError(
+            f"{what}: R must have shape [num_directions={D}, {G}*hidden_size, hidden_size], "
+            f"got {list(R.shape)}"
+        )
+    H = R.shape[2]
+    if "hidden_size" in node.attrs and int(node.attrs["hidden_size"]) != H:
+        raise FormatError(
+            f"{what}: hidden_size is {node.attrs['hidden_size']} but R has shape {list(R.shape)}"
+        )
+    if W.ndim != 3 or W.shape[:2] != (D, G * H):
+        raise FormatError(
+            f"{what}: W must have shape [{D}, {G * H}, input_size], got {list(W.shape)}"
+        )
+    if B is not None and B.shape != (D, 2 * G * H):
+        raise FormatError(f"{what}: B must have shape [{D}, {2 * G * H}], got {list(B.shape)}")
+    if P is not None and P.shape != (D, 3 * H):
+        raise FormatError(f"{what}: P must have shape [{D}, {3 * H}], got {list(P.shape)}")
+    acts = resolve_activations(
+        op,
+        node.attrs.get("activations"),
+        node.attrs.get("activation_alpha"),
+        node.attrs.get("activation_beta"),
+        D,
+        what,
+    )
+    clip = node.attrs.get("clip")
+    directions = []
+    for d in range(D):
+        # ONNX P is i, o, f: Layer(gate_order="iofc") reorders it along with the gates
+        peephole = None if P is None else P[d]
+        directions.append(
+            Direction(
+                w=W[d],
+                r=R[d],
+                bias_w=None if B is None else B[d, : G * H],
+                bias_r=None if B is None else B[d, G * H :],
+                peephole=peephole,
+                activations=acts[d],
+                reverse=direction == "reverse" or d == 1,
+            )
+        )
+    try:
+        layer = Layer(
+            CELL[op],
+            directions,
+            clip=None if clip is None else float(clip),
+            input_forget=bool(node.attrs.get("input_forget", 0)),
+            linear_before_reset=bool(node.attrs.get("linear_before_reset", 0)),
+            gate_order=GATE_ORDER[op],
+        )
+    except (ValueError, TypeError) as exc:
+        raise FormatError(f"{what}: {exc}") from None
+    return layer, layout
+
+
+def _float_input(value, name: str, what: str) -> np.ndarray:
+    arr = np.asarray(value)
+    if arr.dtype.kind != "f":
+        raise TypeError(f"{what}: input {name} must be a float tensor, got dtype {arr.dtype}")
+    return arr
+
+
+class RecurrentNode:
+    """Runs one ONNX LSTM/GRU/RNN node on the engine, with ONNX's inputs and outputs.
+
+    Called by the graph executor with the node's input arrays (``None`` for omitted ones), a
+    flag per output telling whether it is used, and the streaming context (or None).
+    """
+
+    def __init__(self, node, constants: dict, *, device="cpu", precision="fp32", source="model"):
+        self.op = node.op_type
+        self.name = node.name or node.outputs[0]
+        self.what = f"{node.describe()}"
+        self.layer, self.layout = build_layer(node, constants, source)
+        self.engine = Engine([self.layer], device, precision)
+        self.D = self.layer.num_directions
+        self.H = self.layer.hidden_size
+        self.I = self.layer.input_size
+
+    @property
+    def reverse(self) -> bool:
+        """Whether any direction runs backwards in time."""
+        return any(d.reverse for d in self.layer.directions)
+
+    def _state(self, value, name: str, B: int):
+        """An initial state ([D, B, H], or [B, D, H] with layout 1) as C-contiguous [D, B, H]."""
+        if value is None:
+            return None
+        arr = _float_input(value, name, self.what)
+        expected = (self.D, B, self.H) if self.layout == 0 else (B, self.D, self.H)
+        if arr.shape != expected:
+            raise ValueError(
+                f"{self.what}: {name} must have shape {list(expected)}, got {list(arr.shape)}"
+            )
+        if self.layout == 1:
+            arr = arr.transpose(1, 0, 2)
+        return np.ascontiguousarray(arr, np.float32)
+
+    def _lengths(self, value, B: int, T: int):
+        if value is None:
+            return None
+        lens = np.asarray(value)
+        if lens.dtype.kind not in "iu":
+            raise TypeError(f"{self.what}: sequence_lens must be integers, got dtype {lens.dtype}")
+        if lens.shape != (B,):
+            raise ValueError(
+                f"{self.what}: sequence_lens must have shape [{B}] (one length per sequence), "
+                f"got {list(lens.shape)}"
+            )
+        if B and (lens.min() < 0 or lens.max() > T):
+            raise ValueError(
+                f"{self.what}: sequence_lens must be between 0 and the sequence length {T}, got "
+                f"min {lens.min()} and max {lens.max()}"
+            )
+        return lens.astype(np.int64)
+
+    def __call__(self, args: list, wanted: list, context=None) -> list:
+        args = list(args) + [None] * (len(INPUTS[self.op]) - len(args))
+        X = _float_input(args[0], "X", self.what)
+        if X.ndim != 3:
+            raise ValueError(f"{self.what}: X must be 3-D, got shape {list(X.shape)}")
+        if X.shape[2] != self.I:
+            raise ValueError(
+                f"{self.what}: X has {X.shape[2]} features (last axis), W expects {self.I}; "
+                f"X shape {list(X.shape)}"
+            )
+        out_dtype = X.dtype
+        xt = X if self.layout == 0 else X.transpose(1, 0, 2)  # [T, B, I] view
+        T, B = xt.shape[0], xt.shape[1]
+        lens = self._lengths(args[4], B, T)
+        h0 = self._state(args[5], "initial_h", B)
+        c0 = self._state(args[6], "initial_c", B) if self.op == "LSTM" else None
+        if context is not None:
+            h0, c0 = context.initial_state(self, B, h0, c0)
+        if self.op == "LSTM" and (h0 is None) != (c0 is None):
+            zeros = np.zeros((self.D, B, self.H), np.float32)
+            h0 = zeros if h0 is None else h0
+            c0 = zeros.copy() if c0 is None else c0
+        h_n = np.zeros((self.D, B, self.H), np.float32)
+        c_n = np.zeros((self.D, B, self.H), np.float32) if self.op == "LSTM" else None
+        # The engine writes [T, B, D*H] (directions innermost): a [T, B, D, H] buffer for
+        # layout 0 (transposed to [T, D, B, H] below), [B, T, D, H] for layout 1 (final as is).
+        if self.layout == 0:
+            y = np.zeros((T, B, self.D, self.H), np.float32)
+            y_tm = y.reshape(T, B, self.D * self.H)
+        else:
+            y = np.zeros((B, T, self.D, self.H), np.float32)
+            y_tm = y.reshape(B, T, self.D * self.H).transpose(1, 0, 2)
+        if T and B:
+            xf = np.asarray(xt, np.float32)
+            if xf.shape[2] > 1 and xf.strides[2] != 4:
+                xf = np.ascontiguousarray(xf)
+            mask = None
+            if lens is not None and lens.min() < T:
+                mask = np.ascontiguousarray(np.arange(T)[:, None] < lens[None, :], np.uint8)
+            self.engine.forward(xf, y_tm, mask, h0, c0, h_n, c_n)
+        if context is not None:  # streaming carries the state through padded or empty chunks
+            carried_h = h_n.copy() if T else h0
+            carried_c = (c_n.copy() if T else c0) if c_n is not None else None
+            context.final_state(self, carried_h, carried_c)
+        # A sequence of length 0 (or no steps at all) gives Y_h = Y_c = 0, as in ONNX Runtime.
+        empty = np.ones(B, bool) if T == 0 else None if lens is None else lens == 0
+        if empty is not None and empty.any():
+            h_n[:, empty] = 0
+            if c_n is not None:
+                c_n[:, empty] = 0
+        # Views, not copies: a following Transpose (PyTorch exports turn Y back into
+        # [T, B, D*H]) then costs nothing; the face copies graph outputs that are views.
+        Y = y.transpose(0, 2, 1, 3) if self.layout == 0 else y
+        outs = [Y]
+        for state in (h_n, c_n)[: len(wanted) - 1]:
+            outs.append(state if state is None or self.layout == 0 else state.transpose(1, 0, 2))
+        if out_dtype != np.float32:
+            outs = [None if o is None else o.astype(out_dtype) for o in outs]
+        return [o if w else None for o, w in zip(outs, wanted)]

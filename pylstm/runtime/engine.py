@@ -1,0 +1,280 @@
+"""Engine: a canonical network (list of :class:`pylstm.convert.canonical.Layer`) packed for a device.
+
+Faces (``pylstm/faces``) hold an Engine and give its results the caller's framework shape.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+
+from .. import _core
+from ..convert.canonical import Layer, check_stack
+from .system import check_device, load_cuda, simd_level
+
+# Outputs start on a cache line. Threads write the columns of a row side by side; where a row
+# starts off a line boundary (numpy's allocations start 16 bytes into one), two threads share
+# the line at their boundary and it bounces between their cores at every step: measured, a 2-thread
+# LSTM with H=64 at B=64 took 40% longer.
+_CACHE_LINE_BYTES = 64
+
+
+def empty_output(shape) -> np.ndarray:
+    """An uninitialised float32 array of ``shape`` whose data starts on a 64-byte boundary."""
+    n = int(np.prod(shape))
+    buf = np.empty(n + _CACHE_LINE_BYTES // 4, np.float32)
+    skip = (-buf.ctypes.data % _CACHE_LINE_BYTES) // 4
+    return buf[skip : skip + n].reshape(shape)
+
+
+#: Weight precisions of the CPU engine.
+PRECISIONS = ("fp32", "bf16", "int8")
+#: Precisions of the CUDA engine (weights and activations; sums and the LSTM cell state float32).
+CUDA_PRECISIONS = ("fp32", "fp16", "bf16")
+#: How the CUDA engine runs each layer (``PYLSTM_CUDA_STRATEGY``; see cuda/src/layer_run.hpp):
+#: ``auto`` picks by batch size, ``persistent`` the persistent kernel wherever it fits,
+#: ``graph`` the per-step cuBLAS + gate-kernel loop in CUDA graphs, ``steps`` that loop launched
+#: directly.
+CUDA_STRATEGIES = ("auto", "persistent", "graph", "steps")
+
+
+def check_precision(precision, device: str = "cpu") -> str:
+    """``precision`` checked against what ``device`` offers: :data:`PRECISIONS` on the CPU,
+    :data:`CUDA_PRECISIONS` on CUDA (TypeError / ValueError otherwise)."""
+    if not isinstance(precision, str):
+        raise TypeError(f"precision must be a string, got {type(precision).__name__}")
+    if device.startswith("cuda"):
+        if precision not in CUDA_PRECISIONS:
+            extra = " (int8 weights are CPU-only)" if precision == "int8" else ""
+            raise ValueError(
+                f"precision must be one of {', '.join(CUDA_PRECISIONS)} on {device}; got "
+                f"{precision!r}{extra}"
+            )
+    elif precision not in PRECISIONS:
+        extra = " (fp16 is for device='cuda')" if precision in CUDA_PRECISIONS else ""
+        raise ValueError(
+            f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}{extra}"
+        )
+    return precision
+
+
+def cuda_strategy() -> str:
+    """``PYLSTM_CUDA_STRATEGY`` (default ``auto``), checked against :data:`CUDA_STRATEGIES`."""
+    value = os.environ.get("PYLSTM_CUDA_STRATEGY", "auto").strip().lower() or "auto"
+    if value not in CUDA_STRATEGIES:
+        raise ValueError(
+            f"PYLSTM_CUDA_STRATEGY must be one of {', '.join(CUDA_STRATEGIES)}; got {value!r}"
+        )
+    return value
+
+
+class Engine:
+    """Runs a stack of recurrent layers.
+
+    Parameters
+    ----------
+    layers : sequence of Layer
+    device : str
+        ``"cpu"``, or ``"cuda"`` / ``"cuda:N"`` (needs the CUDA backend and a GPU).
+    precision : str
+        CPU: ``"fp32"``, ``"bf16"`` or ``"int8"``: how the weights are stored. ``"bf16"``
+        (bfloat16) halves and ``"int8"`` (one scale per gate row) quarters the bytes each step
+        reads; states and sums stay float32. CUDA: ``"fp32"``, ``"fp16"`` or ``"bf16"``:
+        weights and activations in that type, sums and the LSTM cell state in float32.
+
+    Raises
+    ------
+    DeviceError
+        ``device`` cannot be used here (the message says why).
+    ValueError
+        A precision the device does not offer.
+    """
+
+    def __init__(self, layers: Sequence[Layer], device: str = "cpu", precision: str = "fp32"):
+        layers = list(layers)
+        check_stack(layers)
+        self.device = check_device(device)
+        self.layers = layers
+        self.precision = check_precision(precision, self.device)
+        cores = [layer.to_core() for layer in layers]
+        if self.device == "cpu":
+            self._net = _core.Network(cores, simd_level(), self.precision)
+        else:
+            self._net = load_cuda().Network(
+                cores, self.precision, self.device_index, cuda_strategy()
+            )
+        self.input_size = layers[0].input_size
+        self.output_size = layers[-1].output_size * layers[-1].num_directions
+        # Rows of the state arrays: one per (layer, direction).
+        self.state_rows = sum(layer.num_directions for layer in layers)
+
+    def __reduce__(self):
+        """Pickles as the canonical layers, device and precision (see :mod:`pylstm.runtime.pickling`)."""
+        from .pickling import layer_state, reduce
+
+        layers = [layer_state(layer) for layer in self.layers]
+        return reduce(self, {"layers": layers, "device": self.device, "precision": self.precision})
+
+    @classmethod
+    def _from_state(cls, state: dict) -> Engine:
+        from .pickling import layer_from_state, receiving_device
+
+        layers = [layer_from_state(s) for s in state["layers"]]
+        return cls(layers, receiving_device(state["device"]), state["precision"])
+
+    @property
+    def backend(self) -> str:
+        """The code path in use, e.g. ``"cpu/avx512"`` or ``"cuda:0/fp16 (NVIDIA H100 ...)"``."""
+        return self._net.backend
+
+    @property
+    def is_cuda(self) -> bool:
+        return self.device != "cpu"
+
+    @property
+    def device_index(self) -> int:
+        """The CUDA device number (``cuda:N``); -1 on the CPU."""
+        return int(self.device.split(":")[1]) if self.is_cuda else -1
+
+    def forward(
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        mask: np.ndarray | None = None,
+        h0: np.ndarray | None = None,
+        c0: np.ndarray | None = None,
+        h_n: np.ndarray | None = None,
+        c_n: np.ndarray | None = None,
+    ) -> None:
+        """Run the network; writes ``y`` and, when given, ``h_n`` / ``c_n``. Releases the GIL.
+
+        Parameters
+        ----------
+        x : float32 ndarray, shape ``[T, B, I]``, last axis contiguous, any other strides
+        y : float32 ndarray, shape ``[T, B, O]``, writeable, last axis contiguous
+        mask : uint8 ndarray, shape ``[T, B]``, optional; 0 marks a padded step
+        h0, c0, h_n, c_n : C-contiguous float32, optional
+            For each layer in order, ``[D, B, Hout]`` (h) and ``[D, B, H]`` (c) blocks.
+
+        On a CUDA engine the arrays are copied to the device and back; the call returns when
+        the outputs are written.
+        """
+        self._net.forward(x, y, mask, h0, c0, h_n, c_n)
+
+    def forward_device(
+        self,
+        x,
+        y,
+        mask=None,
+        h0=None,
+        c0=None,
+        h_n=None,
+        c_n=None,
+        *,
+        state_dtype: str = "float32",
+        stream: int = 0,
+    ) -> None:
+        """Run a CUDA engine on device memory; enqueued on ``stream``, returns without waiting.
+
+        Parameters
+        ----------
+        x, y : tuple
+            ``(ptr, dtype, T, B, F, stride_t, stride_b)``: device ``[T, B, F]`` arrays (feature
+            axis contiguous, element strides), dtype ``"float32"``, ``"float16"`` or
+            ``"bfloat16"``; ``y`` is written.
+        mask : int, optional
+            Device pointer to a contiguous uint8 ``[T, B]`` mask.
+        h0, c0, h_n, c_n : int, optional
+            Device pointers to contiguous state blocks (as :meth:`forward`) of ``state_dtype``.
+        stream : int
+            The ``cudaStream_t`` to run on (0: the legacy default stream).
+        """
+        if not self.is_cuda:
+            raise ValueError("forward_device needs a CUDA engine (device='cuda')")
+        self._net.forward_device(x, y, mask, h0, c0, h_n, c_n, state_dtype, stream)
+
+    def stream_core(self, batch_size: int, batch_first: bool):
+        """The object behind :class:`pylstm.Stream`: ``_core.Stream`` on the CPU, a
+        :class:`CudaStreamCore` on CUDA (same methods: ``step``, ``reset``, ``h``, ``c``)."""
+        if self.is_cuda:
+            return CudaStreamCore(self, batch_size, batch_first)
+        return _core.Stream(self._net, batch_size, batch_first)
+
+
+class CudaStreamCore:
+    """``_core.Stream``'s interface over a CUDA engine: host chunks in, numpy out, the carried
+    state kept on the host (copied to the device and back with each call).
+
+    Parameters
+    ----------
+    engine : Engine
+        A CUDA engine.
+    batch_size : int
+    batch_first : bool
+        Chunks are ``[B, t, I]`` instead of ``[t, B, I]``.
+    """
+
+    def __init__(self, engine: Engine, batch_size: int, batch_first: bool):
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        self._engine = engine
+        self._batch = int(batch_size)
+        self._batch_first = bool(batch_first)
+        h_floats = sum(layer.num_directions * layer.output_size for layer in engine.layers)
+        c_floats = sum(layer.num_directions * layer.hidden_size for layer in engine.layers)
+        self._h = np.zeros(h_floats * self._batch, np.float32)
+        self._c = np.zeros(c_floats * self._batch, np.float32)
+
+    def step(self, chunk) -> np.ndarray:
+        from .validation import as_float_array
+
+        x = as_float_array(chunk, "chunk")
+        if x.ndim not in (2, 3):
+            raise ValueError(
+                f"chunk must be [B, I] or a 3-D chunk of steps, got {x.ndim} dimensions"
+            )
+        one_step = x.ndim == 2
+        if one_step:
+            xt = x[None]
+        elif self._batch_first:
+            xt = x.transpose(1, 0, 2)
+        else:
+            xt = x
+        steps, batch, features = xt.shape
+        if batch != self._batch or features != self._engine.input_size:
+            raise ValueError(
+                f"chunk: expected {self._batch} sequences of {self._engine.input_size} features "
+                "(this stream's batch_size and the model's input size), got "
+                f"{batch} sequences of {features}"
+            )
+        y_tm = empty_output((steps, batch, self._engine.output_size))
+        if steps > 0:
+            h_n = np.empty_like(self._h)
+            c_n = self._c.copy()
+            self._engine.forward(xt, y_tm, None, self._h, self._c, h_n, c_n)
+            self._h, self._c = h_n, c_n
+        if one_step:
+            return y_tm[0]
+        return y_tm.transpose(1, 0, 2).copy() if self._batch_first else y_tm
+
+    def reset(self) -> None:
+        self._h[:] = 0.0
+        self._c[:] = 0.0
+
+    def set_state(self, h, c) -> None:
+        """Replace the carried state with flat arrays shaped as :attr:`h` and :attr:`c`."""
+        for name, src, dst in (("h", h, self._h), ("c", c, self._c)):
+            arr = np.asarray(src, np.float32).reshape(-1)
+            if arr.size != dst.size:
+                raise ValueError(f"{name}: expected {dst.size} float32 values, got {arr.size}")
+            dst[:] = arr
+
+    @property
+    def h(self) -> np.ndarray:
+        return self._h.copy()
+
+    @property
+    def c(self) -> np.ndarray:
+        return self._c.copy()
