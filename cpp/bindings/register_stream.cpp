@@ -16,7 +16,7 @@ namespace {
 
 // `chunk` as a float32 numpy array: float32 numpy arrays as they are (the fast path of a
 // streaming step), float16 and float64 numpy arrays converted here; everything else (bfloat16,
-// torch tensors, lists, wrong dtypes) through pylstm.validation.as_float_array, which converts
+// torch tensors, lists, wrong dtypes) through pylstm.runtime.validation.as_float_array, which converts
 // or raises pylstm's TypeError.
 py::array float32_array(const py::handle& chunk) {
   if (py::isinstance<py::array_t<float>>(chunk)) return py::reinterpret_borrow<py::array>(chunk);
@@ -26,7 +26,7 @@ py::array float32_array(const py::handle& chunk) {
       return py::array_t<float, py::array::forcecast>::ensure(chunk);
     }
   }
-  return py::module_::import("pylstm.validation")
+  return py::module_::import("pylstm.runtime.validation")
       .attr("as_float_array")(chunk, "chunk")
       .cast<py::array>();
 }
