@@ -3,6 +3,7 @@
 
 #include <pybind11/numpy.h>
 
+#include <algorithm>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -31,7 +32,56 @@ CellKind parse_cell(const std::string& s) {
   throw std::invalid_argument("unknown cell '" + s + "'; expected lstm, gru or rnn");
 }
 
+const char* cell_name(CellKind cell) {
+  return cell == CellKind::LSTM ? "lstm" : cell == CellKind::GRU ? "gru" : "rnn";
+}
+
+// A float32 array of `shape` holding `v` (None when v is empty).
+py::object array_of(const std::vector<float>& v, std::vector<py::ssize_t> shape) {
+  if (v.empty()) return py::none();
+  py::array_t<float> a(shape);
+  std::copy(v.begin(), v.end(), a.mutable_data());
+  return std::move(a);
+}
+
 }  // namespace
+
+py::list network_to_python(const NetworkDesc& net) {
+  py::list layers;
+  for (const LayerDesc& L : net.layers) {
+    const py::ssize_t GH = num_gates(L.cell) * L.hidden_size;
+    const int acts = L.cell == CellKind::LSTM ? 3 : L.cell == CellKind::GRU ? 2 : 1;
+    py::list dirs;
+    for (const DirectionDesc& D : L.directions) {
+      py::list act;
+      for (int k = 0; k < acts; ++k) {
+        act.append(py::make_tuple(activation_name(D.act[k].kind), D.act[k].alpha, D.act[k].beta));
+      }
+      py::dict d;
+      d["reverse"] = D.reverse;
+      d["activations"] = act;
+      d["w"] = array_of(D.w, {GH, L.input_size});
+      d["r"] = array_of(D.r, {GH, L.output_size()});
+      d["bias_w"] = array_of(D.bias_w, {GH});
+      d["bias_r"] = array_of(D.bias_r, {GH});
+      d["peephole"] = array_of(D.peephole, {3 * L.hidden_size});
+      d["proj"] = array_of(D.proj, {L.proj_size, L.hidden_size});
+      dirs.append(d);
+    }
+    py::dict d;
+    d["cell"] = cell_name(L.cell);
+    d["input_size"] = L.input_size;
+    d["hidden_size"] = L.hidden_size;
+    d["proj_size"] = L.proj_size;
+    d["clip"] = L.clip;
+    d["input_forget"] = L.input_forget;
+    d["linear_before_reset"] = L.linear_before_reset;
+    d["masked_output"] = L.masked_output == MaskedOutput::Hold ? "hold" : "zero";
+    d["directions"] = dirs;
+    layers.append(d);
+  }
+  return layers;
+}
 
 NetworkDesc parse_network(const py::list& layers) {
   NetworkDesc net;

@@ -1,4 +1,6 @@
-// The C++ objects behind _core.Network and _core.Stream, shared by their binding files.
+// The C++ objects behind _core.Network and _core.Stream, shared by their binding files. Both
+// wrap any Backend (backend.hpp): the CPU one built here, or one a backend module (_cuda) hands
+// over in a capsule (backend_capsule.hpp).
 #pragma once
 
 #include <pybind11/numpy.h>
@@ -11,9 +13,10 @@
 
 namespace pylstm {
 
-// A canonical network (list of layer dicts, see pylstm/network.py) packed for the CPU.
 class PyNetwork {
  public:
+  explicit PyNetwork(std::shared_ptr<const Backend> backend);
+  // A canonical network (list of layer dicts, see Layer.to_core()) packed for the CPU.
   PyNetwork(const pybind11::list& layers, const std::string& isa, const std::string& precision);
 
   // x: [T, B, I]; y: [T, B, O] (written); mask: uint8 [T, B]; states contiguous
@@ -21,35 +24,38 @@ class PyNetwork {
   void forward(const pybind11::array& x, const pybind11::array& y, const pybind11::object& mask,
                const pybind11::object& h0, const pybind11::object& c0, const pybind11::object& h_n,
                const pybind11::object& c_n) const;
+  // x, y: (ptr, dtype, T, B, F, stride_t, stride_b) device arrays; mask, states: device pointers
+  // or None; stream: a cudaStream_t as an integer.
+  void forward_device(const pybind11::tuple& x, const pybind11::tuple& y,
+                      const pybind11::object& mask, const pybind11::object& h0,
+                      const pybind11::object& c0, const pybind11::object& h_n,
+                      const pybind11::object& c_n, const std::string& state_dtype,
+                      uintptr_t stream) const;
 
-  std::string backend_name() const { return backend_->name(); }
-  int64_t input_size() const { return desc_.input_size(); }
-  int64_t output_size() const { return desc_.output_size(); }
+  const Backend& backend() const { return *backend_; }
+  std::shared_ptr<const Backend> shared_backend() const { return backend_; }
+  int64_t input_size() const { return backend_->input_size(); }
+  int64_t output_size() const { return backend_->output_size(); }
   // Floats per batch row of the h and c state arrays.
-  int64_t h_floats() const { return h_floats_; }
-  int64_t c_floats() const { return c_floats_; }
-  std::shared_ptr<const Backend> backend() const { return backend_; }
-  const NetworkDesc& desc() const { return desc_; }
-  size_t workspace_bytes(int64_t T, int64_t B) const { return backend_->workspace_bytes(T, B); }
+  int64_t h_floats() const { return backend_->h_floats(); }
+  int64_t c_floats() const { return backend_->c_floats(); }
 
  private:
-  NetworkDesc desc_;
   std::shared_ptr<const Backend> backend_;
-  int64_t h_floats_ = 0, c_floats_ = 0;
 };
 
 // What the C API (register_capi.cpp) uses of a _core.Stream: its step on rows and its carried
-// state in place, no Python objects (so callable without the GIL). Not thread-safe: one caller
-// at a time per stream, as for step() from Python.
+// state, no Python objects (so callable without the GIL). Not thread-safe: one caller at a
+// time per stream, as for step() from Python.
 class RawStream {
  public:
   virtual ~RawStream() = default;
   // x: [steps, B, I] rows, y: [steps, B, O] rows (written); steps >= 1; the state carries over.
   virtual void step_rows(int64_t steps, Rows<const float> x, Rows<float> y) = 0;
   virtual int64_t batch() const = 0;
-  // The carried state: h_floats() * B and c_floats() * B floats of the stream's network.
-  virtual float* h_state() = 0;
-  virtual float* c_state() = 0;
+  // The carried state as host floats: h_floats() * B and c_floats() * B of the stream's
+  // network (StreamState::get/set/reset; c null: not wanted / zeros).
+  virtual StreamState& state() = 0;
 };
 
 // The RawStream of a _core.Stream object, or nullptr for any other object.

@@ -105,8 +105,7 @@ void with_python(F&& f) {
 py::object capi_module() { return py::module_::import("pylstm._capi"); }
 
 pylstm_sizes sizes_of(const PyNetwork& net, int64_t batch, bool gil_free) {
-  bool lstm = false;
-  for (const LayerDesc& layer : net.desc().layers) lstm = lstm || layer.cell == CellKind::LSTM;
+  const bool lstm = net.backend().sizes().lstm;
   pylstm_sizes s{};
   s.input_size = net.input_size();
   s.output_size = net.output_size();
@@ -174,7 +173,7 @@ int model_open(PyObject* model, pylstm_model** out) noexcept {
       h->owner = py::reinterpret_borrow<py::object>(model);
       h->core = capi_module().attr("model_network")(h->owner);
       const PyNetwork& net = h->core.cast<const PyNetwork&>();
-      h->backend = net.backend();
+      h->backend = net.shared_backend();
       h->sizes = sizes_of(net, 0, true);
     });
     *out = h.release();
@@ -302,8 +301,7 @@ int stream_get_state(pylstm_stream* s, float* h, int64_t h_count, float* c,
     if (s == nullptr) fail_with(PYLSTM_ERR_VALUE, "stream_get_state: stream is NULL");
     check_state_counts(s->sizes, h, h_count, c, c_count, "stream_get_state");
     if (s->raw != nullptr) {
-      std::memcpy(h, s->raw->h_state(), sizeof(float) * h_count);
-      if (c != nullptr) std::memcpy(c, s->raw->c_state(), sizeof(float) * c_count);
+      s->raw->state().get(h, c);
       return;
     }
     py::gil_scoped_acquire gil;
@@ -327,16 +325,8 @@ int stream_set_state(pylstm_stream* s, const float* h, int64_t h_count, const fl
     if (s == nullptr) fail_with(PYLSTM_ERR_VALUE, "stream_set_state: stream is NULL");
     check_state_counts(s->sizes, h, h_count, c, c_count, "stream_set_state");
     if (s->raw != nullptr) {
-      std::memcpy(s->raw->h_state(), h, sizeof(float) * h_count);
-      if (s->sizes.c_size > 0) {
-        float* dst = s->raw->c_state();
-        const int64_t n = s->sizes.batch_size * s->sizes.c_size;
-        if (c != nullptr) {
-          std::memcpy(dst, c, sizeof(float) * n);
-        } else {
-          std::fill(dst, dst + n, 0.f);
-        }
-      }
+      // c_size is 0 without an LSTM layer: c is ignored (the state's unused c is zeroed).
+      s->raw->state().set(h, s->sizes.c_size > 0 ? c : nullptr);
       return;
     }
     py::gil_scoped_acquire gil;
@@ -358,8 +348,7 @@ int stream_reset(pylstm_stream* s) noexcept {
   return guarded([&] {
     if (s == nullptr) fail_with(PYLSTM_ERR_VALUE, "stream_reset: stream is NULL");
     if (s->raw != nullptr) {
-      std::fill(s->raw->h_state(), s->raw->h_state() + s->sizes.batch_size * s->sizes.h_size, 0.f);
-      std::fill(s->raw->c_state(), s->raw->c_state() + s->sizes.batch_size * s->sizes.c_size, 0.f);
+      s->raw->state().reset();
       return;
     }
     py::gil_scoped_acquire gil;

@@ -1,7 +1,9 @@
-// _core.Stream: step-by-step inference with the state kept in C++, so that a one-step call from
-// Python costs one binding call (streaming B=1 needs a few microseconds per call).
+// _core.Stream: step-by-step inference with the state kept by the backend (host memory on the
+// CPU, device memory on CUDA), so that a one-step call from Python costs one binding call
+// (streaming B=1 needs a few microseconds per call on the CPU).
 #include <pybind11/numpy.h>
 
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -31,21 +33,15 @@ py::array float32_array(const py::handle& chunk) {
       .cast<py::array>();
 }
 
+// A stream on any backend: the carried state lives in the backend's memory (device memory on
+// CUDA, so a step moves only its inputs and outputs); h, c, set_state copy it.
 class PyStream : public RawStream {
  public:
   PyStream(const PyNetwork& net, int64_t batch, bool batch_first)
-      : backend_(net.backend()),
-        batch_(batch),
-        batch_first_(batch_first),
-        input_size_(net.input_size()),
-        output_size_(net.output_size()),
-        h_floats_(net.h_floats() * batch),
-        c_floats_(net.c_floats() * batch) {
+      : backend_(net.shared_backend()), batch_(batch), batch_first_(batch_first) {
     if (batch < 1) throw std::invalid_argument("batch_size must be >= 1");
-    for (int i = 0; i < 2; ++i) {
-      h_[i].assign(static_cast<size_t>(h_floats_), 0.f);
-      c_[i].assign(static_cast<size_t>(c_floats_), 0.f);
-    }
+    py::gil_scoped_release release;
+    state_ = backend_->open_state(batch);
   }
 
   // chunk: [B, I] (one step), or [t, B, I] ([B, t, I] batch-first). Returns the outputs in the
@@ -56,15 +52,16 @@ class PyStream : public RawStream {
       throw std::invalid_argument("chunk must be [B, I] or a 3-D chunk of steps, got " +
                                   std::to_string(x.ndim()) + " dimensions");
     }
+    const int64_t input_size = backend_->input_size();
     const bool one_step = x.ndim() == 2;
     const int t_axis = one_step ? -1 : (batch_first_ ? 1 : 0);
     const int b_axis = one_step ? 0 : (batch_first_ ? 0 : 1);
     const int64_t steps = one_step ? 1 : x.shape(t_axis);
     const int64_t batch = x.shape(b_axis);
     const int64_t features = x.shape(x.ndim() - 1);
-    if (batch != batch_ || features != input_size_) {
+    if (batch != batch_ || features != input_size) {
       throw std::invalid_argument("chunk: expected " + std::to_string(batch_) + " sequences of " +
-                                  std::to_string(input_size_) +
+                                  std::to_string(input_size) +
                                   " features (this stream's batch_size and the model's "
                                   "input size), got " +
                                   std::to_string(batch) + " sequences of " +
@@ -74,7 +71,7 @@ class PyStream : public RawStream {
       x = py::array_t<float, py::array::c_style | py::array::forcecast>::ensure(x);
     }
     std::vector<py::ssize_t> shape(x.shape(), x.shape() + x.ndim());
-    shape.back() = output_size_;
+    shape.back() = backend_->output_size();
     py::array_t<float> y(shape);
 
     const int64_t sb = x.strides(b_axis) / static_cast<int64_t>(sizeof(float));
@@ -91,59 +88,52 @@ class PyStream : public RawStream {
 
   // RawStream (the C API): no Python objects, callable without the GIL.
   void step_rows(int64_t steps, Rows<const float> x, Rows<float> y) override {
-    ForwardArgs args;
-    args.steps = steps;
-    args.batch = batch_;
-    args.x = x;
-    args.y = y;
-    args.h0 = h_[cur_].data();
-    args.c0 = c_[cur_].data();
-    args.h_n = h_[1 - cur_].data();
-    args.c_n = c_[1 - cur_].data();
-    backend_->forward(args);
-    cur_ = 1 - cur_;
+    backend_->step(*state_, steps, x, y);
   }
   int64_t batch() const override { return batch_; }
-  float* h_state() override { return h_[cur_].data(); }
-  float* c_state() override { return c_[cur_].data(); }
+  StreamState& state() override { return *state_; }
 
   void reset() {
-    std::fill(h_[cur_].begin(), h_[cur_].end(), 0.f);
-    std::fill(c_[cur_].begin(), c_[cur_].end(), 0.f);
+    py::gil_scoped_release release;
+    state_->reset();
   }
 
-  // Replaces the carried state (as `h` and `c` return it: float32, h_floats / c_floats values);
-  // used to restore an unpickled stream.
+  // Replaces the carried state (as `h` and `c` return it: float32, h_floats / c_floats values
+  // per sequence); used to restore an unpickled stream.
   void set_state(const py::handle& h, const py::handle& c) {
-    load_state(h, h_[cur_], "h");
-    load_state(c, c_[cur_], "c");
+    const auto ha = state_array(h, backend_->h_floats() * batch_, "h");
+    const auto ca = state_array(c, backend_->c_floats() * batch_, "c");
+    py::gil_scoped_release release;
+    state_->set(ha.data(), ca.data());
   }
 
   // Copies of the carried state, [rows, B, Hout] and [rows, B, H] flattened per batch.
-  py::array_t<float> h() const { return copy_of(h_[cur_]); }
-  py::array_t<float> c() const { return copy_of(c_[cur_]); }
+  py::array_t<float> h() const { return copy_state(true); }
+  py::array_t<float> c() const { return copy_state(false); }
 
  private:
   std::shared_ptr<const Backend> backend_;
   int64_t batch_;
   bool batch_first_;
-  int64_t input_size_, output_size_, h_floats_, c_floats_;
-  std::vector<float> h_[2], c_[2];
-  int cur_ = 0;
+  std::unique_ptr<StreamState> state_;
 
-  static void load_state(const py::handle& src, std::vector<float>& dst, const char* name) {
+  static py::array_t<float, py::array::c_style> state_array(const py::handle& src, int64_t count,
+                                                            const char* name) {
     auto a = py::array_t<float, py::array::c_style | py::array::forcecast>::ensure(src);
-    if (!a || static_cast<size_t>(a.size()) != dst.size()) {
-      throw std::invalid_argument(std::string(name) + ": expected " + std::to_string(dst.size()) +
+    if (!a || a.size() != count) {
+      throw std::invalid_argument(std::string(name) + ": expected " + std::to_string(count) +
                                   " float32 values (this stream's state), got " +
                                   (a ? std::to_string(a.size()) : std::string("no array")));
     }
-    std::copy(a.data(), a.data() + a.size(), dst.begin());
+    return a;
   }
 
-  static py::array_t<float> copy_of(const std::vector<float>& v) {
-    py::array_t<float> out(static_cast<py::ssize_t>(v.size()));
-    std::copy(v.begin(), v.end(), out.mutable_data());
+  py::array_t<float> copy_state(bool want_h) const {
+    const int64_t hn = backend_->h_floats() * batch_, cn = backend_->c_floats() * batch_;
+    py::array_t<float> out(static_cast<py::ssize_t>(want_h ? hn : cn));
+    float* dst = out.mutable_data();
+    py::gil_scoped_release release;
+    state_->get(want_h ? dst : nullptr, want_h ? nullptr : dst);
     return out;
   }
 };

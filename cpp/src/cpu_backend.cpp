@@ -5,12 +5,14 @@
 #include <memory>
 #include <mutex>
 #include <new>
+#include <stdexcept>
 #include <vector>
 
 #include "aligned.hpp"
 #include "dispatch.hpp"
 #include "kernels/kernel_set.hpp"
 #include "pylstm/backend.hpp"
+#include "pylstm/workspace_plan.hpp"
 #include "thread_pool.hpp"
 
 namespace pylstm {
@@ -24,8 +26,6 @@ constexpr int64_t kProjectionBlockFloats = int64_t{1} << 20;
 // a barrier per step) than it saves.
 constexpr int64_t kMinStepMacsPerThread = 16 * 1024;
 constexpr int64_t kMinCallMacs = 256 * 1024;
-
-int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
 
 // Where one layer's buffers sit in the call's workspace (offsets in floats).
 struct ScratchPlan {
@@ -45,31 +45,65 @@ struct ScratchPlan {
   }
 };
 
+// Every buffer starts on a 64-byte boundary (a cache line, an AVX-512 vector).
+constexpr size_t kScratchAlign = 64;
+
+int64_t place(WorkspacePlan& plan, const char* name, int64_t floats) {
+  return static_cast<int64_t>(plan.place_elems(name, static_cast<size_t>(floats), sizeof(float)));
+}
+
 ScratchPlan plan_layer(const PackedLayer& L, int64_t T, int64_t B) {
   ScratchPlan p;
   const int64_t D = L.D(), hs = state_stride(L);
   const int64_t per_step = std::max<int64_t>(1, D * B * L.gate_cols());
   p.block_steps =
       std::clamp<int64_t>(kProjectionBlockFloats / per_step, 1, std::max<int64_t>(T, 1));
-  int64_t offset = 0;
-  auto place = [&offset](int64_t& slot, int64_t floats) {
-    slot = offset;
-    offset += round_up(floats, 16);  // keep every buffer 64-byte aligned
-  };
-  place(p.xp, D * p.block_steps * B * L.gate_cols());
-  place(p.h, D * 2 * B * hs);
-  place(p.c, D * B * L.Hp);
-  place(p.aux, D * B * L.Hp);
-  place(p.rh, D * B * hs);
-  p.total = offset;
+  WorkspacePlan plan(kScratchAlign);
+  p.xp = place(plan, "xp", D * p.block_steps * B * L.gate_cols());
+  p.h = place(plan, "h", D * 2 * B * hs);
+  p.c = place(plan, "c", D * B * L.Hp);
+  p.aux = place(plan, "aux", D * B * L.Hp);
+  p.rh = place(plan, "rh", D * B * hs);
+  p.total = static_cast<int64_t>(plan.total() / sizeof(float));
   return p;
 }
+
+// A stream's state in host memory: two copies of h and c, a step reads one and writes the other.
+class CpuState final : public StreamState {
+ public:
+  CpuState(const NetworkSizes& sizes, int64_t batch) : StreamState(sizes, batch) {
+    for (int i = 0; i < 2; ++i) {
+      h[i].assign(static_cast<size_t>(sizes.h_floats * batch), 0.f);
+      c[i].assign(static_cast<size_t>(sizes.c_floats * batch), 0.f);
+    }
+  }
+  std::vector<float> h[2], c[2];
+  int cur = 0;
+
+ private:
+  float* at(Which which, int64_t offset) {
+    return (which == Which::H ? h[cur] : c[cur]).data() + offset;
+  }
+  const float* at(Which which, int64_t offset) const {
+    return (which == Which::H ? h[cur] : c[cur]).data() + offset;
+  }
+  void copy_out(Which which, int64_t offset, int64_t count, float* dst) const override {
+    std::copy(at(which, offset), at(which, offset) + count, dst);
+  }
+  void copy_in(Which which, int64_t offset, int64_t count, const float* src) override {
+    std::copy(src, src + count, at(which, offset));
+  }
+  void zero(Which which, int64_t offset, int64_t count) override {
+    std::fill(at(which, offset), at(which, offset) + count, 0.f);
+  }
+};
 
 class CpuBackend final : public Backend {
  public:
   CpuBackend(const NetworkDesc& net, const std::string& isa, Precision precision)
       : kernels_(select_kernels(isa)) {
     validate(net);
+    sizes_ = NetworkSizes::of(net);
     for (const LayerDesc& L : net.layers) {
       layers_.push_back(pack_layer(L, kernels_.vector_floats, precision));
     }
@@ -78,7 +112,36 @@ class CpuBackend final : public Backend {
   std::string name() const override { return std::string("cpu/") + kernels_.name; }
 
   size_t workspace_bytes(int64_t T, int64_t B) const override {
-    return static_cast<size_t>(plan_call(T, B).total_floats()) * sizeof(float);
+    return static_cast<size_t>(plan_call(T, B).total_floats) * sizeof(float);
+  }
+
+  std::unique_ptr<StreamState> open_state(int64_t batch) const override {
+    if (batch < 1) throw std::invalid_argument("batch_size must be >= 1");
+    auto state = std::make_unique<CpuState>(sizes_, batch);
+    adopt(*state);
+    return state;
+  }
+
+  void step(StreamState& state, int64_t steps, Rows<const float> x,
+            Rows<float> y) const override {
+    CpuState& s = own<CpuState>(state);
+    ForwardArgs args;
+    args.steps = steps;
+    args.batch = s.batch();
+    args.x = x;
+    args.y = y;
+    args.h0 = s.h[s.cur].data();
+    args.c0 = s.c[s.cur].data();
+    args.h_n = s.h[1 - s.cur].data();
+    args.c_n = s.c[1 - s.cur].data();
+    forward(args);
+    s.cur = 1 - s.cur;
+  }
+
+  NetworkDesc unpack() const override {
+    NetworkDesc net;
+    for (const PackedLayer& L : layers_) net.layers.push_back(unpack_layer(L));
+    return net;
   }
 
   void forward(const ForwardArgs& a) const override {
@@ -88,8 +151,8 @@ class CpuBackend final : public Backend {
     const std::vector<ScratchPlan>& plans = call.layers;
 
     std::unique_ptr<ScratchBuffer> scratch = take_scratch();
-    float* base = scratch->reserve(static_cast<size_t>(call.total_floats()));
-    float* inter[2] = {base + call.layer_floats, base + call.layer_floats + call.inter_floats};
+    float* base = scratch->reserve(static_cast<size_t>(call.total_floats));
+    float* inter[2] = {base + call.inter[0], base + call.inter[1]};
 
     std::vector<LayerIO> ios(nl);
     int64_t h_off = 0, c_off = 0;
@@ -157,22 +220,25 @@ class CpuBackend final : public Backend {
   // then up to two intermediate sequences between layers.
   struct CallPlan {
     std::vector<ScratchPlan> layers;
-    int64_t layer_floats = 0, inter_floats = 0;
-    int inter_buffers = 0;
-    int64_t total_floats() const { return layer_floats + inter_buffers * inter_floats; }
+    int64_t inter[2] = {0, 0};  // offsets (floats) of the intermediate sequences
+    int64_t total_floats = 0;
   };
 
   CallPlan plan_call(int64_t T, int64_t B) const {
     CallPlan c;
-    int64_t inter_cols = 0;
+    int64_t inter_cols = 0, layer_floats = 0;
     const size_t nl = layers_.size();
     for (size_t l = 0; l < nl; ++l) {
       c.layers.push_back(plan_layer(layers_[l], T, B));
-      c.layer_floats = std::max(c.layer_floats, c.layers.back().total);
+      layer_floats = std::max(layer_floats, c.layers.back().total);
       if (l + 1 < nl) inter_cols = std::max(inter_cols, layers_[l].D() * layers_[l].Hout);
     }
-    c.inter_floats = round_up(T * B * inter_cols, 16);
-    c.inter_buffers = nl > 2 ? 2 : static_cast<int>(nl) - 1;
+    // The largest layer's buffers (layers run one after the other), then the intermediates.
+    WorkspacePlan plan(kScratchAlign);
+    place(plan, "layer", layer_floats);
+    c.inter[0] = place(plan, "inter0", nl > 1 ? T * B * inter_cols : 0);
+    c.inter[1] = place(plan, "inter1", nl > 2 ? T * B * inter_cols : 0);
+    c.total_floats = static_cast<int64_t>(plan.total() / sizeof(float));
     return c;
   }
 

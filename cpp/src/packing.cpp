@@ -71,6 +71,49 @@ void scatter_gate_vector(const float* src, int g, int G, int64_t H, int64_t U, A
   }
 }
 
+// The inverse of pack_gate_panels: panels (chunks × [K][G*U]) -> [G*H, K] row-major.
+std::vector<float> unpack_gate_panels(const float* panels, int G, int64_t H, int64_t K, int64_t U,
+                                      int64_t chunks) {
+  std::vector<float> out(static_cast<size_t>(G * H * K));
+  for (int64_t u = 0; u < chunks; ++u) {
+    const float* panel = panels + u * K * G * U;
+    for (int g = 0; g < G; ++g) {
+      for (int64_t j = 0; j < U; ++j) {
+        const int64_t unit = u * U + j;
+        if (unit >= H) break;
+        float* row = out.data() + (g * H + unit) * K;
+        for (int64_t k = 0; k < K; ++k) row[k] = panel[k * G * U + g * U + j];
+      }
+    }
+  }
+  return out;
+}
+
+// Panels in float32, whatever their storage precision (bf16 widened, int8 times its scale).
+AlignedFloats widen(const WeightPanels& p, int64_t K, int64_t cols) {
+  if (!p.f32.empty()) return p.f32;
+  AlignedFloats out;
+  if (!p.bf16.empty()) {
+    out.resize(p.bf16.size());
+    for (size_t i = 0; i < p.bf16.size(); ++i) {
+      const uint32_t bits = static_cast<uint32_t>(p.bf16[i].bits) << 16;
+      std::memcpy(&out[i], &bits, sizeof bits);
+    }
+    return out;
+  }
+  out.resize(p.i8.size());
+  const int64_t chunks = cols ? static_cast<int64_t>(p.i8.size()) / (K * cols) : 0;
+  for (int64_t u = 0; u < chunks; ++u) {
+    for (int64_t k = 0; k < K; ++k) {
+      for (int64_t c = 0; c < cols; ++c) {
+        const size_t at = static_cast<size_t>((u * K + k) * cols + c);
+        out[at] = static_cast<float>(p.i8[at]) * p.scale[static_cast<size_t>(u * cols + c)];
+      }
+    }
+  }
+  return out;
+}
+
 }  // namespace
 
 Precision parse_precision(const std::string& name) {
@@ -135,6 +178,52 @@ PackedLayer pack_layer(const LayerDesc& L, int vector_floats, Precision precisio
     P.dirs.push_back(std::move(out));
   }
   return P;
+}
+
+LayerDesc unpack_layer(const PackedLayer& P) {
+  LayerDesc L;
+  L.cell = P.cell;
+  L.input_size = P.I;
+  L.hidden_size = P.H;
+  L.proj_size = P.P;
+  L.clip = P.clip;
+  L.input_forget = P.input_forget;
+  L.linear_before_reset = P.linear_before_reset;
+  L.masked_output = P.masked_output;
+  const int64_t GU = P.G * P.U;
+  const bool gru_lbr = P.cell == CellKind::GRU && P.linear_before_reset;
+  for (const PackedDirection& pd : P.dirs) {
+    DirectionDesc D;
+    D.reverse = pd.reverse;
+    D.act = pd.act;
+    D.w = unpack_gate_panels(widen(pd.w, P.I, GU).data(), P.G, P.H, P.I, P.U, P.chunks);
+    D.r = unpack_gate_panels(widen(pd.r, P.Hout, GU).data(), P.G, P.H, P.Hout, P.U, P.chunks);
+    D.bias_w.assign(static_cast<size_t>(P.G * P.H), 0.f);
+    D.bias_r.assign(static_cast<size_t>(P.G * P.H), 0.f);
+    for (int g = 0; g < P.G; ++g) {
+      for (int64_t unit = 0; unit < P.H; ++unit) {
+        const int64_t u = unit / P.U, j = unit % P.U;
+        D.bias_w[static_cast<size_t>(g * P.H + unit)] =
+            pd.bias[static_cast<size_t>(u * GU + g * P.U + j)];
+        if (gru_lbr && g == 2) {
+          D.bias_r[static_cast<size_t>(g * P.H + unit)] = pd.bias_rn[static_cast<size_t>(unit)];
+        }
+      }
+    }
+    if (!pd.peephole.empty()) {
+      D.peephole.resize(static_cast<size_t>(3 * P.H));
+      for (int k = 0; k < 3; ++k) {
+        std::copy(pd.peephole.begin() + k * P.Hp, pd.peephole.begin() + k * P.Hp + P.H,
+                  D.peephole.begin() + k * P.H);
+      }
+    }
+    if (P.P > 0) {
+      D.proj = unpack_gate_panels(widen(pd.proj, P.H, P.Up).data(), 1, P.P, P.H, P.Up,
+                                  P.proj_chunks);
+    }
+    L.directions.push_back(std::move(D));
+  }
+  return L;
 }
 
 }  // namespace pylstm

@@ -78,4 +78,10 @@ struct PackedLayer {
 // vector_floats: floats per SIMD vector of the kernels that will run this layer.
 PackedLayer pack_layer(const LayerDesc& layer, int vector_floats, Precision precision);
 
+// The canonical layer back from its panels: weights widened to float32 (int8: q * scale, which
+// quantises back to the same q and scale), the folded bias as bias_w with bias_r zeros (but for
+// the GRU linear_before_reset recurrent bias of n). pack_layer of the result with the same
+// precision and vector width gives the same panels.
+LayerDesc unpack_layer(const PackedLayer& layer);
+
 }  // namespace pylstm
