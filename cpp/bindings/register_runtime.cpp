@@ -2,6 +2,7 @@
 #include <pybind11/stl.h>
 
 #include "dispatch.hpp"
+#include "pylstm/network.hpp"
 #include "register.hpp"
 #include "thread_pool.hpp"
 
@@ -10,6 +11,19 @@ namespace py = pybind11;
 namespace pylstm {
 
 void register_runtime(py::module_& m) {
+  // The one source of truth for these, read by pylstm/convert/canonical.py and pylstm/__init__:
+  // the version (CMake reads it from pyproject.toml), the activations the kernels implement with
+  // the number of parameters each reads, and the canonical gate orders.
+  m.attr("__version__") = PYLSTM_VERSION;
+  py::dict activations;
+  for (const auto& [name, params] : activation_table()) activations[py::str(name)] = params;
+  m.attr("ACTIVATIONS") = activations;
+  py::dict gate_orders;
+  for (auto [name, cell] : {std::pair{"lstm", CellKind::LSTM}, std::pair{"gru", CellKind::GRU},
+                            std::pair{"rnn", CellKind::RNN}}) {
+    gate_orders[name] = canonical_gate_order(cell);
+  }
+  m.attr("GATE_ORDERS") = gate_orders;
   m.def(
       "set_num_threads",
       [](int n) {

@@ -11,32 +11,33 @@ namespace {
 struct NamedActivation {
   const char* name;
   ActKind kind;
+  int params;  // how many of alpha, beta the function reads
 };
 
 constexpr NamedActivation kActivations[] = {
-    {"sigmoid", ActKind::Sigmoid},
-    {"tanh", ActKind::Tanh},
-    {"relu", ActKind::Relu},
-    {"affine", ActKind::Affine},
-    {"leakyrelu", ActKind::LeakyRelu},
-    {"thresholdedrelu", ActKind::ThresholdedRelu},
-    {"scaledtanh", ActKind::ScaledTanh},
-    {"hardsigmoid", ActKind::HardSigmoid},
-    {"elu", ActKind::Elu},
-    {"softsign", ActKind::Softsign},
-    {"softplus", ActKind::Softplus},
-    {"selu", ActKind::Selu},
-    {"silu", ActKind::Silu},
-    {"gelu", ActKind::Gelu},
-    {"gelutanh", ActKind::GeluTanh},
-    {"exponential", ActKind::Exponential},
-    {"relu6", ActKind::Relu6},
-    {"hardsilu", ActKind::HardSilu},
-    {"hardtanh", ActKind::HardTanh},
-    {"mish", ActKind::Mish},
-    {"logsigmoid", ActKind::LogSigmoid},
-    {"tanhshrink", ActKind::TanhShrink},
-    {"celu", ActKind::Celu},
+    {"sigmoid", ActKind::Sigmoid, 0},
+    {"tanh", ActKind::Tanh, 0},
+    {"relu", ActKind::Relu, 0},
+    {"affine", ActKind::Affine, 2},
+    {"leakyrelu", ActKind::LeakyRelu, 1},
+    {"thresholdedrelu", ActKind::ThresholdedRelu, 1},
+    {"scaledtanh", ActKind::ScaledTanh, 2},
+    {"hardsigmoid", ActKind::HardSigmoid, 2},
+    {"elu", ActKind::Elu, 1},
+    {"softsign", ActKind::Softsign, 0},
+    {"softplus", ActKind::Softplus, 0},
+    {"selu", ActKind::Selu, 0},
+    {"silu", ActKind::Silu, 0},
+    {"gelu", ActKind::Gelu, 0},
+    {"gelutanh", ActKind::GeluTanh, 0},
+    {"exponential", ActKind::Exponential, 0},
+    {"relu6", ActKind::Relu6, 0},
+    {"hardsilu", ActKind::HardSilu, 0},
+    {"hardtanh", ActKind::HardTanh, 0},
+    {"mish", ActKind::Mish, 0},
+    {"logsigmoid", ActKind::LogSigmoid, 0},
+    {"tanhshrink", ActKind::TanhShrink, 0},
+    {"celu", ActKind::Celu, 1},
 };
 
 std::string where(size_t layer, size_t dir) {
@@ -72,6 +73,16 @@ ActKind parse_activation(const std::string& name) {
   std::string known;
   for (const auto& a : kActivations) known += std::string(known.empty() ? "" : ", ") + a.name;
   throw std::invalid_argument("unknown activation '" + name + "'; expected one of " + known);
+}
+
+std::vector<std::pair<std::string, int>> activation_table() {
+  std::vector<std::pair<std::string, int>> table;
+  for (const auto& a : kActivations) table.emplace_back(a.name, a.params);
+  return table;
+}
+
+const char* canonical_gate_order(CellKind cell) {
+  return cell == CellKind::LSTM ? "ifgo" : cell == CellKind::GRU ? "rzn" : "h";
 }
 
 const char* activation_name(ActKind kind) {

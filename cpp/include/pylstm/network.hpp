@@ -27,6 +27,7 @@
 #include <array>
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace pylstm {
@@ -72,8 +73,15 @@ struct Activation {
 // ...; case-insensitive, underscores ignored).
 ActKind parse_activation(const std::string& name);
 const char* activation_name(ActKind kind);
+// Every activation name with the number of parameters (alpha, beta) it reads, in ActKind order:
+// the list pylstm exports as _core.ACTIVATIONS (the one source of truth for Python).
+std::vector<std::pair<std::string, int>> activation_table();
 
 enum class MaskedOutput { Zero, Hold };
+
+// The canonical gate order, one letter per gate block of w, r and the biases: LSTM "ifgo"
+// (input, forget, cell candidate, output), GRU "rzn" (reset, update, new), RNN "h".
+const char* canonical_gate_order(CellKind cell);
 
 inline int num_gates(CellKind cell) {
   return cell == CellKind::LSTM ? 4 : cell == CellKind::GRU ? 3 : 1;
