@@ -10,7 +10,8 @@ import numpy as np
 from .. import _core
 from ..errors import DeviceError
 
-__version__ = "0.1.0"
+#: Written once, in pyproject.toml; compiled into the engine by CMake.
+__version__ = _core.__version__
 MAX_THREADS = 1024
 
 
