@@ -10,6 +10,9 @@
 #include "../src/cuda_check.hpp"
 #include "../src/device.hpp"
 #include "register.hpp"
+#ifdef PYLSTM_EMULATION
+#include "emulation.hpp"
+#endif
 
 namespace py = pybind11;
 
@@ -107,4 +110,19 @@ PYBIND11_MODULE(PYLSTM_CUDA_MODULE, m) {
       },
       "CUDA runtime (linked statically), driver and cuBLAS versions as integers (0: absent).");
   pylstm::cuda::register_network(m);
+#ifdef PYLSTM_EMULATION
+  m.def(
+      "copy_counts",
+      [] {
+        const pylstm::emu::CopyCounts& c = pylstm::emu::copy_counts();
+        py::dict out;
+        out["h2d_calls"] = c.h2d_calls.load();
+        out["h2d_bytes"] = c.h2d_bytes.load();
+        out["d2h_calls"] = c.d2h_calls.load();
+        out["d2h_bytes"] = c.d2h_bytes.load();
+        return out;
+      },
+      "Host <-> device copies the emulated runtime made so far (calls and bytes per "
+      "direction).");
+#endif
 }

@@ -13,6 +13,7 @@
 #include <math.h>          // expf, tanhf, ... in the global namespace, as device code calls them
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <functional>
@@ -50,6 +51,14 @@ struct ThreadState {
 };
 
 ThreadState& tls();
+
+// Host <-> device copies made so far (cudaMemcpy and cudaMemcpyAsync by their kind), for tests
+// that check what crosses the bus (_cuda_emu.copy_counts()).
+struct CopyCounts {
+  std::atomic<unsigned long long> h2d_calls{0}, h2d_bytes{0}, d2h_calls{0}, d2h_bytes{0};
+};
+CopyCounts& copy_counts();
+void count_copy(cudaMemcpyKind kind, size_t bytes);
 void syncthreads();
 void grid_sync();
 float shfl_xor(float v, int lane_mask);

@@ -67,6 +67,22 @@ int env_int(const char* name, int fallback) {
 
 }  // namespace
 
+CopyCounts& copy_counts() {
+  static CopyCounts counts;
+  return counts;
+}
+
+void count_copy(cudaMemcpyKind kind, size_t bytes) {
+  CopyCounts& c = copy_counts();
+  if (kind == cudaMemcpyHostToDevice) {
+    c.h2d_calls += 1;
+    c.h2d_bytes += bytes;
+  } else if (kind == cudaMemcpyDeviceToHost) {
+    c.d2h_calls += 1;
+    c.d2h_bytes += bytes;
+  }
+}
+
 ThreadState& tls() {
   thread_local ThreadState state;
   return state;
@@ -238,13 +254,23 @@ cudaError_t cudaFree(void* p) {
   std::free(p);
   return cudaSuccess;
 }
-cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind,
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind,
                             cudaStream_t stream) {
+  pylstm::emu::count_copy(kind, bytes);
   enqueue(stream, [=] { std::memcpy(dst, src, bytes); });
+  return cudaSuccess;
+}
+cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
+  pylstm::emu::count_copy(kind, bytes);
+  std::memcpy(dst, src, bytes);
   return cudaSuccess;
 }
 cudaError_t cudaMemsetAsync(void* dst, int value, size_t bytes, cudaStream_t stream) {
   enqueue(stream, [=] { std::memset(dst, value, bytes); });
+  return cudaSuccess;
+}
+cudaError_t cudaMemset(void* dst, int value, size_t bytes) {
+  std::memset(dst, value, bytes);
   return cudaSuccess;
 }
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned int) {

@@ -8,6 +8,7 @@
 
 #include "kernels.hpp"
 #include "persistent_plan.hpp"
+#include "pylstm/workspace_plan.hpp"
 
 namespace pylstm {
 namespace cuda {
@@ -28,6 +29,13 @@ int env_int(const char* name, int fallback) {
                                 "'");
   }
   return static_cast<int>(n);
+}
+
+// Sequence lengths and batch sizes the kernels index with int.
+void check_sizes(int64_t steps, int64_t batch) {
+  if (steps > std::numeric_limits<int>::max() / 2 || batch > std::numeric_limits<int>::max() / 2) {
+    throw std::invalid_argument("sequence length and batch size must fit in 31 bits");
+  }
 }
 
 const char* precision_name(DType t) {
@@ -77,15 +85,15 @@ struct CudaNetwork::Layout {
 
 CudaNetwork::CudaNetwork(const NetworkDesc& net, const std::string& precision, int device,
                          const std::string& strategy)
-    : desc_(net),
-      device_(device),
+    : device_(device),
       ct_(parse_cuda_precision(precision)),
       strategy_(parse_strategy(strategy)),
       persistent_max_batch_(env_int("PYLSTM_CUDA_PERSISTENT_MAX_BATCH", kPersistentMaxBatch)),
       persistent_max_blocks_(env_int("PYLSTM_CUDA_PERSISTENT_BLOCKS", 0)),
       xp_bytes_(static_cast<size_t>(env_int("PYLSTM_CUDA_XP_KIB", kXpMiB * 1024)) * 1024) {
-  validate(desc_);
-  for (const LayerDesc& L : desc_.layers) {
+  validate(net);
+  sizes_ = NetworkSizes::of(net);
+  for (const LayerDesc& L : net.layers) {
     if (L.input_size > std::numeric_limits<int>::max() / 8 ||
         L.hidden_size * num_gates(L.cell) > std::numeric_limits<int>::max() / 8) {
       throw std::invalid_argument("layer sizes too large for the CUDA backend");
@@ -99,11 +107,7 @@ CudaNetwork::CudaNetwork(const NetworkDesc& net, const std::string& precision, i
   }
   DeviceGuard guard(device_);
   ScopedStream upload;
-  for (const LayerDesc& L : desc_.layers) {
-    layers_.push_back(upload_layer(L, ct_, upload.get()));
-    h_floats_ += L.num_directions() * L.output_size();
-    c_floats_ += L.num_directions() * L.hidden_size;
-  }
+  for (const LayerDesc& L : net.layers) layers_.push_back(upload_layer(L, ct_, upload.get()));
 }
 
 CudaNetwork::~CudaNetwork() {
@@ -130,7 +134,7 @@ std::vector<std::string> CudaNetwork::last_strategies() const {
   return last_strategies_;
 }
 
-std::unique_ptr<Workspace> CudaNetwork::take_workspace() {
+std::unique_ptr<Workspace> CudaNetwork::take_workspace() const {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     if (!idle_.empty()) {
@@ -142,12 +146,12 @@ std::unique_ptr<Workspace> CudaNetwork::take_workspace() {
   return std::make_unique<Workspace>(device_);
 }
 
-void CudaNetwork::give_back(std::unique_ptr<Workspace> ws) {
+void CudaNetwork::give_back(std::unique_ptr<Workspace> ws) const {
   std::lock_guard<std::mutex> lock(mutex_);
   idle_.push_back(std::move(ws));
 }
 
-bool CudaNetwork::persistent_plan(int layer, int batch, PersistentPlan* plan) {
+bool CudaNetwork::persistent_plan(int layer, int batch, PersistentPlan* plan) const {
   const auto key = std::make_pair(layer, batch);
   {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -168,7 +172,7 @@ bool CudaNetwork::persistent_plan(int layer, int batch, PersistentPlan* plan) {
   return ok;
 }
 
-std::string CudaNetwork::persistent_refusal(int layer, int batch) {
+std::string CudaNetwork::persistent_refusal(int layer, int batch) const {
   if (layer < 0 || layer >= static_cast<int>(layers_.size())) {
     throw std::invalid_argument("no layer " + std::to_string(layer));
   }
@@ -182,12 +186,7 @@ std::string CudaNetwork::persistent_refusal(int layer, int batch) {
 CudaNetwork::Layout CudaNetwork::plan_layout(int64_t T, int64_t B, bool staging) const {
   Layout lay;
   const size_t es = static_cast<size_t>(dtype_size(ct_));
-  size_t off = 0;
-  auto place = [&off](size_t bytes) {
-    const size_t at = off;
-    off += align_up(bytes, kAlign);
-    return at;
-  };
+  WorkspacePlan plan(kAlign);
   const size_t nl = layers_.size();
   size_t inter_cols = 0, xp = 0, rec = 0, proj = 0, z = 0, rhc = 0, auxc = 0;
   for (size_t l = 0; l < nl; ++l) {
@@ -205,38 +204,38 @@ CudaNetwork::Layout CudaNetwork::plan_layout(int64_t T, int64_t B, bool staging)
     rhc = std::max(rhc, D * B * L.Hout * es);
     auxc = std::max(auxc, D * B * L.H * es);
   }
-  lay.xin = place(T * B * layers_.front().params.I * es);
-  lay.inter[0] = place(T * B * inter_cols * es);
-  lay.inter[1] = nl > 1 ? place(T * B * inter_cols * es) : lay.inter[0];
-  lay.xp = place(xp);
-  lay.rec = place(rec);
-  lay.proj_out = place(proj);
-  lay.z = place(z);
-  lay.rhc = place(rhc);
-  lay.auxc = place(auxc);
-  lay.mask = place(T * B);
+  lay.xin = plan.place("xin", T * B * layers_.front().params.I * es);
+  lay.inter[0] = plan.place("inter0", T * B * inter_cols * es);
+  lay.inter[1] = nl > 1 ? plan.place("inter1", T * B * inter_cols * es) : lay.inter[0];
+  lay.xp = plan.place("xp", xp);
+  lay.rec = plan.place("rec", rec);
+  lay.proj_out = plan.place("proj_out", proj);
+  lay.z = plan.place("z", z);
+  lay.rhc = plan.place("rhc", rhc);
+  lay.auxc = plan.place("auxc", auxc);
+  lay.mask = plan.place("mask", T * B);
   for (size_t l = 0; l < nl; ++l) {
     const LayerParams& L = layers_[l].params;
     const size_t n_h = static_cast<size_t>(L.D) * B * L.Hout;
-    lay.h.push_back(place(2 * n_h * sizeof(float)));
-    lay.hc.push_back(ct_ == DType::F32 ? lay.h.back() : place(2 * n_h * es));
-    lay.c.push_back(place(static_cast<size_t>(L.D) * B * L.H * sizeof(float)));
+    lay.h.push_back(plan.place("h", 2 * n_h * sizeof(float)));
+    lay.hc.push_back(ct_ == DType::F32 ? lay.h.back() : plan.place("hc", 2 * n_h * es));
+    lay.c.push_back(plan.place("c", static_cast<size_t>(L.D) * B * L.H * sizeof(float)));
   }
   if (staging) {
-    lay.sx = place(T * B * input_size() * sizeof(float));
-    lay.sy = place(T * B * output_size() * sizeof(float));
-    lay.sh0 = place(B * h_floats_ * sizeof(float));
-    lay.sc0 = place(B * c_floats_ * sizeof(float));
-    lay.shn = place(B * h_floats_ * sizeof(float));
-    lay.scn = place(B * c_floats_ * sizeof(float));
-    lay.smask = place(T * B);
+    lay.sx = plan.place("staged x", T * B * input_size() * sizeof(float));
+    lay.sy = plan.place("staged y", T * B * output_size() * sizeof(float));
+    lay.sh0 = plan.place("staged h0", B * h_floats() * sizeof(float));
+    lay.sc0 = plan.place("staged c0", B * c_floats() * sizeof(float));
+    lay.shn = plan.place("staged h_n", B * h_floats() * sizeof(float));
+    lay.scn = plan.place("staged c_n", B * c_floats() * sizeof(float));
+    lay.smask = plan.place("staged mask", T * B);
   }
-  lay.total = std::max<size_t>(off, kAlign);
+  lay.total = std::max<size_t>(plan.total(), kAlign);
   return lay;
 }
 
 void CudaNetwork::run(Workspace& ws, char* base, const Layout& lay, const DeviceCall& call,
-                      cudaStream_t stream) {
+                      cudaStream_t stream) const {
   const int64_t T = call.steps, B = call.batch;
   const int nl = static_cast<int>(layers_.size());
   const DType sdt = call.state_dtype;
@@ -330,8 +329,10 @@ void CudaNetwork::run(Workspace& ws, char* base, const Layout& lay, const Device
   last_strategies_ = std::move(used);
 }
 
-void CudaNetwork::forward_device(const DeviceCall& call, cudaStream_t stream) {
+void CudaNetwork::forward_device(const DeviceArgs& call) const {
+  check_sizes(call.steps, call.batch);
   if (call.batch == 0) return;
+  const cudaStream_t stream = static_cast<cudaStream_t>(call.stream);
   DeviceGuard guard(device_);
   std::unique_ptr<Workspace> ws = take_workspace();
   try {
@@ -351,9 +352,13 @@ void CudaNetwork::forward_device(const DeviceCall& call, cudaStream_t stream) {
   give_back(std::move(ws));
 }
 
-void CudaNetwork::forward_host(const ForwardArgs& a) {
+void CudaNetwork::forward(const ForwardArgs& args) const { forward_host(args, nullptr, nullptr); }
+
+void CudaNetwork::forward_host(const ForwardArgs& a, float* state_h, float* state_c) const {
   const int64_t T = a.steps, B = a.batch;
+  check_sizes(T, B);
   if (B == 0) return;
+  const bool on_device = state_h != nullptr;
   const int64_t I = input_size(), O = output_size();
   DeviceGuard guard(device_);
   std::unique_ptr<Workspace> ws = take_workspace();
@@ -375,10 +380,12 @@ void CudaNetwork::forward_host(const ForwardArgs& a) {
     };
     upload(lay.sx, x.data(), x.size() * sizeof(float));
     upload(lay.smask, a.mask, static_cast<size_t>(T * B));
-    upload(lay.sh0, a.h0, static_cast<size_t>(B * h_floats_) * sizeof(float));
-    upload(lay.sc0, a.c0, static_cast<size_t>(B * c_floats_) * sizeof(float));
-    // c_n rows of non-LSTM layers are left as the caller had them (as the CPU backend does).
-    upload(lay.scn, a.c_n, static_cast<size_t>(B * c_floats_) * sizeof(float));
+    if (!on_device) {
+      upload(lay.sh0, a.h0, static_cast<size_t>(B * h_floats()) * sizeof(float));
+      upload(lay.sc0, a.c0, static_cast<size_t>(B * c_floats()) * sizeof(float));
+      // c_n rows of non-LSTM layers are left as the caller had them (as the CPU backend does).
+      upload(lay.scn, a.c_n, static_cast<size_t>(B * c_floats()) * sizeof(float));
+    }
 
     DeviceCall call;
     call.steps = T;
@@ -387,10 +394,18 @@ void CudaNetwork::forward_host(const ForwardArgs& a) {
     call.y = DeviceRows{base + lay.sy, DType::F32, B * O, O};
     call.mask = a.mask != nullptr ? reinterpret_cast<const uint8_t*>(base + lay.smask) : nullptr;
     call.state_dtype = DType::F32;
-    call.h0 = a.h0 != nullptr ? base + lay.sh0 : nullptr;
-    call.c0 = a.c0 != nullptr ? base + lay.sc0 : nullptr;
-    call.h_n = a.h_n != nullptr ? base + lay.shn : nullptr;
-    call.c_n = a.c_n != nullptr ? base + lay.scn : nullptr;
+    if (on_device) {
+      // Each layer reads its block of the state before it runs and writes it after: in place.
+      call.h0 = state_h;
+      call.c0 = state_c;
+      call.h_n = state_h;
+      call.c_n = state_c;
+    } else {
+      call.h0 = a.h0 != nullptr ? base + lay.sh0 : nullptr;
+      call.c0 = a.c0 != nullptr ? base + lay.sc0 : nullptr;
+      call.h_n = a.h_n != nullptr ? base + lay.shn : nullptr;
+      call.c_n = a.c_n != nullptr ? base + lay.scn : nullptr;
+    }
     run(*ws, base, lay, call, st);
 
     std::vector<float> y(static_cast<size_t>(T * B * O));
@@ -400,8 +415,10 @@ void CudaNetwork::forward_host(const ForwardArgs& a) {
       }
     };
     download(y.data(), lay.sy, y.size() * sizeof(float));
-    download(a.h_n, lay.shn, static_cast<size_t>(B * h_floats_) * sizeof(float));
-    download(a.c_n, lay.scn, static_cast<size_t>(B * c_floats_) * sizeof(float));
+    if (!on_device) {
+      download(a.h_n, lay.shn, static_cast<size_t>(B * h_floats()) * sizeof(float));
+      download(a.c_n, lay.scn, static_cast<size_t>(B * c_floats()) * sizeof(float));
+    }
     ws->end(st);
     PYLSTM_CUDA_CHECK(cudaStreamSynchronize(st));
     for (int64_t t = 0; t < T; ++t) {

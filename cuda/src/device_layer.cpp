@@ -21,6 +21,38 @@ void pad_rows(const std::vector<float>& src, int64_t rows, int64_t cols, int64_t
   }
 }
 
+// [rows][ld] -> [rows][cols] (the inverse of pad_rows).
+std::vector<float> unpad_rows(const float* src, int64_t rows, int64_t cols, int64_t ld) {
+  std::vector<float> out(static_cast<size_t>(rows * cols));
+  for (int64_t r = 0; r < rows; ++r) std::copy(src + r * ld, src + r * ld + cols, &out[r * cols]);
+  return out;
+}
+
+// Where each direction's arrays sit in the two buffers of a layer (in elements: compute-type
+// elements of `matrices`, floats of `vectors`).
+struct Layout {
+  int64_t w_step = 0, r_step = 0, p_step = 0, dir_elems = 0;
+  int64_t v_bias = 0, v_rn = 0, v_peep = 0, v_dir = 0;
+};
+
+Layout layout_of(const LayerParams& p, DType ct, bool peep) {
+  const int64_t GH = static_cast<int64_t>(p.G) * p.H, H = p.H, P = p.P;
+  const int es = dtype_size(ct);
+  auto aligned_elems = [&](int64_t elems) {
+    return static_cast<int64_t>(align_up(static_cast<size_t>(elems) * es, kAlign)) / es;
+  };
+  Layout lay;
+  lay.w_step = aligned_elems(GH * p.ldw);
+  lay.r_step = aligned_elems(GH * p.ldr);
+  lay.p_step = aligned_elems(P * p.ldp);
+  lay.dir_elems = lay.w_step + lay.r_step + lay.p_step;
+  lay.v_bias = 0;
+  lay.v_rn = align_up(GH, 64);
+  lay.v_peep = lay.v_rn + align_up(H, 64);
+  lay.v_dir = lay.v_peep + (peep ? align_up(3 * H, 64) : 0);
+  return lay;
+}
+
 }  // namespace
 
 DeviceLayer upload_layer(const LayerDesc& L, DType ct, cudaStream_t stream) {
@@ -43,14 +75,11 @@ DeviceLayer upload_layer(const LayerDesc& L, DType ct, cudaStream_t stream) {
 
   const int64_t D = p.D, GH = static_cast<int64_t>(p.G) * p.H, H = p.H, P = p.P;
   const int es = dtype_size(ct);
+  bool peep = false;  // a direction without peepholes gets zeros, which is the same
+  for (const DirectionDesc& dd : L.directions) peep = peep || !dd.peephole.empty();
+  const Layout lay = layout_of(p, ct, peep);
   // Matrices: per direction w [GH][ldw], r [GH][ldr], proj [P][ldp] (elements).
-  const int64_t w_elems = GH * p.ldw, r_elems = GH * p.ldr, p_elems = P * p.ldp;
-  auto aligned_elems = [&](int64_t elems) {
-    return static_cast<int64_t>(align_up(static_cast<size_t>(elems) * es, kAlign)) / es;
-  };
-  const int64_t w_step = aligned_elems(w_elems), r_step = aligned_elems(r_elems),
-                p_step = aligned_elems(p_elems);
-  const int64_t dir_elems = w_step + r_step + p_step;
+  const int64_t w_step = lay.w_step, r_step = lay.r_step, dir_elems = lay.dir_elems;
   std::vector<float> host(static_cast<size_t>(D * dir_elems), 0.f);
   for (int64_t d = 0; d < D; ++d) {
     const DirectionDesc& dd = L.directions[d];
@@ -62,10 +91,7 @@ DeviceLayer upload_layer(const LayerDesc& L, DType ct, cudaStream_t stream) {
 
   // Vectors (float32): per direction bias [GH], bias_rn [H], peephole [3H].
   const bool gru_lbr = L.cell == CellKind::GRU && L.linear_before_reset;
-  bool peep = false;  // a direction without peepholes gets zeros, which is the same
-  for (const DirectionDesc& dd : L.directions) peep = peep || !dd.peephole.empty();
-  const int64_t v_bias = 0, v_rn = align_up(GH, 64), v_peep = v_rn + align_up(H, 64);
-  const int64_t v_dir = v_peep + (peep ? align_up(3 * H, 64) : 0);
+  const int64_t v_bias = lay.v_bias, v_rn = lay.v_rn, v_peep = lay.v_peep, v_dir = lay.v_dir;
   std::vector<float> vec(static_cast<size_t>(D * v_dir), 0.f);
   for (int64_t d = 0; d < D; ++d) {
     const DirectionDesc& dd = L.directions[d];
@@ -115,6 +141,65 @@ DeviceLayer upload_layer(const LayerDesc& L, DType ct, cudaStream_t stream) {
     w.reverse = dd.reverse ? 1 : 0;
   }
   return out;
+}
+
+LayerDesc download_layer(const DeviceLayer& layer, DType ct, cudaStream_t stream) {
+  const LayerParams& p = layer.params;
+  const bool peep = p.dir[0].peephole != nullptr;
+  const Layout lay = layout_of(p, ct, peep);
+  const int64_t D = p.D, GH = static_cast<int64_t>(p.G) * p.H, H = p.H, P = p.P;
+
+  // Matrices widened to float32 on the device, then both buffers copied back.
+  const int64_t n_mat = D * lay.dir_elems;
+  std::vector<float> host(static_cast<size_t>(n_mat));
+  std::vector<float> vec(static_cast<size_t>(D * lay.v_dir));
+  DeviceBuffer wide;
+  const void* mat = layer.matrices.get();
+  if (ct != DType::F32 && n_mat > 0) {
+    wide = DeviceBuffer(static_cast<size_t>(n_mat) * sizeof(float));
+    launch_convert(mat, ct, wide.get(), DType::F32, n_mat, stream);
+    mat = wide.get();
+  }
+  if (n_mat > 0) {
+    PYLSTM_CUDA_CHECK(cudaMemcpyAsync(host.data(), mat, host.size() * sizeof(float),
+                                      cudaMemcpyDeviceToHost, stream));
+  }
+  if (!vec.empty()) {
+    PYLSTM_CUDA_CHECK(cudaMemcpyAsync(vec.data(), layer.vectors.get(), vec.size() * sizeof(float),
+                                      cudaMemcpyDeviceToHost, stream));
+  }
+  PYLSTM_CUDA_CHECK(cudaStreamSynchronize(stream));
+
+  LayerDesc L;
+  L.cell = p.cell == kCellLSTM ? CellKind::LSTM : p.cell == kCellGRU ? CellKind::GRU : CellKind::RNN;
+  L.input_size = p.I;
+  L.hidden_size = p.H;
+  L.proj_size = p.P;
+  L.clip = p.clip;
+  L.input_forget = p.input_forget != 0;
+  L.linear_before_reset = p.lbr != 0;
+  L.masked_output = p.hold ? MaskedOutput::Hold : MaskedOutput::Zero;
+  const bool gru_lbr = L.cell == CellKind::GRU && L.linear_before_reset;
+  for (int64_t d = 0; d < D; ++d) {
+    const DirWeights& w = p.dir[d];
+    DirectionDesc dd;
+    dd.reverse = w.reverse != 0;
+    for (int a = 0; a < 3; ++a) {
+      dd.act[a] = Activation{static_cast<ActKind>(w.act[a].kind), w.act[a].alpha, w.act[a].beta};
+    }
+    const float* base = host.data() + d * lay.dir_elems;
+    dd.w = unpad_rows(base, GH, p.I, p.ldw);
+    dd.r = unpad_rows(base + lay.w_step, GH, p.Hout, p.ldr);
+    if (P > 0) dd.proj = unpad_rows(base + lay.w_step + lay.r_step, P, H, p.ldp);
+    const float* v = vec.data() + d * lay.v_dir;
+    // The folded bias as bias_w, bias_r zeros but for the GRU recurrent bias of n.
+    dd.bias_w.assign(v + lay.v_bias, v + lay.v_bias + GH);
+    dd.bias_r.assign(static_cast<size_t>(GH), 0.f);
+    if (gru_lbr) std::copy(v + lay.v_rn, v + lay.v_rn + H, dd.bias_r.begin() + 2 * H);
+    if (peep) dd.peephole.assign(v + lay.v_peep, v + lay.v_peep + 3 * H);
+    L.directions.push_back(std::move(dd));
+  }
+  return L;
 }
 
 }  // namespace cuda

@@ -24,5 +24,10 @@ struct DeviceLayer {
 // returning (the host staging buffers are freed on return).
 DeviceLayer upload_layer(const LayerDesc& layer, DType ct, cudaStream_t stream);
 
+// The canonical layer back from the device (the inverse of upload_layer, see
+// Backend::unpack): matrices widened to float32, the folded bias as bias_w with bias_r zeros
+// but for the GRU linear_before_reset recurrent bias of n. Synchronizes `stream`.
+LayerDesc download_layer(const DeviceLayer& layer, DType ct, cudaStream_t stream);
+
 }  // namespace cuda
 }  // namespace pylstm

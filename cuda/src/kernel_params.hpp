@@ -21,13 +21,10 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "pylstm/dtype.hpp"  // DType (element types; their values are part of this interface)
+
 namespace pylstm {
 namespace cuda {
-
-// Element types of device arrays. The values are part of the kernels' interface.
-enum class DType : int { F32 = 0, F16 = 1, BF16 = 2 };
-
-inline int dtype_size(DType t) { return t == DType::F32 ? 4 : 2; }
 
 enum CellCode : int { kCellLSTM = 0, kCellGRU = 1, kCellRNN = 2 };
 
