@@ -653,7 +653,7 @@ def test_stream_protocol_torch_keras_onnx(tmp_path):
 def test_event_loops_are_not_kept_alive():
     import weakref
 
-    from pylstm.runtime import batcher as batcher_module
+    from pylstm.runtime import batcher_results as batcher_module
 
     model = _torch_model("GRU")
     with pylstm.StreamBatcher(model) as b:

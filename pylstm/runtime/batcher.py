@@ -35,6 +35,7 @@ import numpy as np
 
 from ..errors import BatcherClosed
 from .batcher_models import served_model
+from .batcher_results import settle
 
 _INITIAL_SLOTS = 16
 
@@ -216,74 +217,6 @@ def _after_fork_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-def settle(done) -> None:
-    """Hand results to their callers: blocking callers are woken; asyncio callers' results go
-    to their event loop's inbox (at most one ``call_soon_threadsafe`` per loop and round)."""
-    by_loop = {}
-    for req, result, error in done:
-        if req.loop is None:
-            req.done[0], req.done[1] = result, error
-            req.done[2].release()
-        else:
-            req.stream._busy.release()
-            by_loop.setdefault(req.loop, []).append((req.future, result, error))
-    for loop, items in by_loop.items():
-        _inbox(loop).post(items)
-
-
-class _LoopInbox:
-    """Results waiting for one event loop. The worker wakes the loop (``call_soon_threadsafe``,
-    a write to the loop's socket that also gives up the GIL) only when no drain is scheduled
-    yet: a busy loop collects the results of several rounds in one drain."""
-
-    def __init__(self, loop):
-        self.loop = weakref.ref(loop)  # (the inboxes are keyed weakly by their loop)
-        self.items = deque()
-        self.lock = threading.Lock()
-        self.scheduled = False
-
-    def post(self, items) -> None:
-        self.items.extend(items)
-        with self.lock:
-            if self.scheduled:
-                return
-            self.scheduled = True
-        loop = self.loop()
-        try:
-            if loop is None:
-                raise RuntimeError("the event loop is gone")
-            loop.call_soon_threadsafe(self.drain)
-        except RuntimeError:  # the loop was closed: nobody is waiting any more
-            self.items.clear()
-
-    def drain(self) -> None:
-        with self.lock:
-            self.scheduled = False
-        items = self.items
-        while items:
-            future, result, error = items.popleft()
-            if future.done():  # cancelled
-                continue
-            if error is None:
-                future.set_result(result)
-            else:
-                future.set_exception(error)
-
-
-_INBOXES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_INBOXES_LOCK = threading.Lock()
-
-
-def _inbox(loop) -> _LoopInbox:
-    inbox = _INBOXES.get(loop)
-    if inbox is None:
-        with _INBOXES_LOCK:
-            inbox = _INBOXES.get(loop)
-            if inbox is None:
-                inbox = _INBOXES[loop] = _LoopInbox(loop)
-    return inbox
 
 
 class StreamBatcher:
