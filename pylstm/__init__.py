@@ -28,11 +28,11 @@ except ImportError as _exc:
     raise _engine_missing(_exc) from None
 
 from ._capi import get_include
-from .convert.arrays import from_arrays
-from .convert.canonical import Activation, Direction, Layer, reorder_gates
+from .assemble import from_arrays, from_torch
+from .convert.builder import Direction, Layer
+from .convert.canonical import Activation, reorder_gates
 from .convert.keras import from_keras
 from .convert.onnx import from_onnx_model as from_onnx
-from .convert.torch import from_torch
 from .errors import BatcherClosed, DeviceError, FormatError, UnsupportedError
 from .faces.cell_face import CellModel
 from .faces.keras_face import KerasModel, KerasStream

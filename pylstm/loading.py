@@ -104,7 +104,7 @@ def load(path, *, device: str = "cpu", precision: str = "fp32", max_bytes=None, 
 
 def _load(path, *, device, precision, **options):
     """:func:`load` once the ``max_bytes`` limit is in place."""
-    from .convert.torch import model_from_state_dict
+    from .assemble import load_torch_state
     from .read.safetensors_file import read_safetensors
     from .read.torch_pickle import read_torch_file
 
@@ -112,15 +112,10 @@ def _load(path, *, device, precision, **options):
     name = os.fspath(path)
     if kind in ("torch-zip", "torch-legacy", "safetensors"):
         _check_options(options, _TORCH_OPTIONS, "PyTorch")
+        # read -> convert -> assemble: a TorchModel, or a CellModel for a cell's weights
         state = read_safetensors(path) if kind == "safetensors" else read_torch_file(path)
-        return model_from_state_dict(  # a TorchModel, or a CellModel for a cell's weights
-            state,
-            prefix=options.get("prefix"),
-            nonlinearity=options.get("nonlinearity", "tanh"),
-            batch_first=options.get("batch_first"),
-            source=os.path.basename(name),
-            device=device,
-            precision=precision,
+        return load_torch_state(
+            state, options=options, source=name, device=device, precision=precision
         )
     if kind == "onnx":
         from .convert.onnx import load_onnx

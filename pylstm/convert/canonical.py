@@ -1,5 +1,10 @@
 """The canonical network: the one form every reader converts to and the engine runs.
 
+:class:`CanonicalLayer` and :class:`CanonicalDirection` are frozen: their arrays are read-only
+float32 copies, and nothing rewrites them after construction. They are made by the pure function
+:func:`pylstm.convert.builder.canonical_layer` from the raw-weights builder (:class:`pylstm.Layer`,
+:class:`pylstm.Direction`, which take any float dtype, gate order and activation spelling).
+
 Conventions (also documented in ``cpp/include/pylstm/network.hpp``):
 
 * gate order -- LSTM ``i, f, g, o`` (``g`` is the cell candidate, also called ``c``);
@@ -16,14 +21,14 @@ load time with :func:`reorder_gates`, once, so that kernels know only this form.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 CELLS = {"lstm": 4, "gru": 3, "rnn": 1}
 CANONICAL_ORDER = {"lstm": "ifgo", "gru": "rzn", "rnn": "h"}
 # Letters accepted for each gate in `gate_order` strings, mapped to the canonical letter.
-_GATE_ALIASES = {
+GATE_ALIASES = {
     "lstm": {"i": "i", "f": "f", "g": "g", "c": "g", "o": "o"},
     "gru": {"r": "r", "z": "z", "u": "z", "n": "n", "h": "n"},
     "rnn": {"h": "h"},
@@ -112,7 +117,7 @@ def reorder_gates(array: np.ndarray, order: str, cell: str, axis: int = 0) -> np
     ndarray
         Same shape, blocks in canonical order (LSTM ``ifgo``, GRU ``rzn``).
     """
-    aliases = _GATE_ALIASES[cell]
+    aliases = GATE_ALIASES[cell]
     letters = [aliases.get(ch) for ch in order.lower()]
     canonical = CANONICAL_ORDER[cell]
     if None in letters or sorted(letters) != sorted(canonical):
@@ -124,176 +129,131 @@ def reorder_gates(array: np.ndarray, order: str, cell: str, axis: int = 0) -> np
     return np.concatenate([blocks[letters.index(g)] for g in canonical], axis=axis)
 
 
-def _reorder_blocks(array: np.ndarray, order: str, target: str) -> np.ndarray:
+def reorder_blocks(array: np.ndarray, order: str, target: str) -> np.ndarray:
     """Equal blocks of ``array`` labelled by ``order`` (one letter each), put in ``target`` order."""
     blocks = np.split(array, len(order))
     return np.concatenate([blocks[order.index(ch)] for ch in target])
 
 
-def _floats(a, name: str, shape: tuple) -> np.ndarray:
-    if a is None:
-        raise ValueError(f"{name} is required")
-    arr = np.asarray(a)
-    if arr.dtype.kind not in "fiu":
-        raise TypeError(f"{name} must be a float array, got dtype {arr.dtype}")
-    arr = np.ascontiguousarray(arr, dtype=np.float32)
-    if arr.shape != shape:
-        raise ValueError(f"{name}: expected shape {shape}, got {arr.shape}")
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} contains NaN or infinity")
-    return arr
+def frozen_floats(a) -> np.ndarray:
+    """A read-only, C-contiguous float32 copy of ``a``: a read-only view of a read-only buffer,
+    so that its ``writeable`` flag cannot be set again. An array that already is one (what
+    this function returned) is returned as is."""
+    if _is_frozen(a):
+        return a
+    buffer = np.array(a, dtype=np.float32, order="C", copy=True)
+    buffer.flags.writeable = False
+    return buffer.view()
 
 
-@dataclass
-class Direction:
-    """The weights of one direction of a recurrent layer, in canonical layout.
+def _is_frozen(a) -> bool:
+    return (
+        isinstance(a, np.ndarray)
+        and a.dtype == np.float32
+        and a.flags.c_contiguous
+        and not a.flags.writeable
+        and isinstance(a.base, np.ndarray)
+        and a.base.base is None
+        and not a.base.flags.writeable
+    )
 
-    Parameters
-    ----------
-    w : array, shape ``[G*H, I]``
-        Input weights, gate-major rows in canonical gate order.
-    r : array, shape ``[G*H, Hout]``
-        Recurrent weights.
-    bias_w, bias_r : array, shape ``[G*H]``, optional
-        Input and recurrent biases (give both or neither; a single combined bias can be
-        passed as ``bias_w`` with ``bias_r`` zeros).
-    peephole : array, shape ``[3, H]`` or ``[3*H]``, optional
-        LSTM peephole weights for gates ``i, f, o`` (ONNX ``P`` is ``i, o, f``: reorder it).
-    proj : array, shape ``[P, H]``, optional
-        LSTM projection (PyTorch ``weight_hr``).
-    activations : sequence, optional
-        LSTM ``(f, g, h)``, GRU ``(f, g)``, RNN ``(f,)``; names, ``(name, alpha, beta)`` or
-        :class:`Activation`. Default: sigmoid/tanh as in PyTorch.
-    reverse : bool, optional
-        Process the sequence from its last step to its first. Default (``None``): by the
-        direction's place in its :class:`Layer`: the only direction of a layer runs forward;
-        of two, the first runs forward and the second backward (a bidirectional layer, as
-        PyTorch's ``bidirectional=True`` and ONNX's ``direction="bidirectional"``). An explicit
-        ``True``/``False`` is used as given.
+
+def _check_frozen(a, name: str, shape: tuple) -> None:
+    if not _is_frozen(a):
+        raise TypeError(f"{name} must be a read-only float32 array made by frozen_floats")
+    if a.shape != shape:
+        raise ValueError(f"{name}: expected shape {shape}, got {a.shape}")
+
+
+_DIRECTION_ARRAYS = ("w", "r", "bias_w", "bias_r", "peephole", "proj")
+
+
+@dataclass(frozen=True, eq=False)
+class CanonicalDirection:
+    """The weights of one direction in canonical layout (see the module docstring).
+
+    Every array is a read-only, C-contiguous float32 array (``w`` ``[G*H, I]``, ``r``
+    ``[G*H, Hout]``, ``bias_w``/``bias_r`` ``[G*H]`` or None, ``peephole`` ``[3*H]`` in the
+    order ``i, f, o`` or None, ``proj`` ``[P, H]`` or None); ``activations`` is a tuple of
+    :class:`Activation`; ``reverse`` a bool. The constructor only checks: build one with
+    :func:`pylstm.convert.builder.canonical_layer`.
     """
 
     w: np.ndarray
     r: np.ndarray
-    bias_w: np.ndarray | None = None
-    bias_r: np.ndarray | None = None
-    peephole: np.ndarray | None = None
-    proj: np.ndarray | None = None
-    activations: Sequence | None = None
-    reverse: bool | None = None
+    bias_w: np.ndarray | None
+    bias_r: np.ndarray | None
+    peephole: np.ndarray | None
+    proj: np.ndarray | None
+    activations: tuple
+    reverse: bool
+
+    def __post_init__(self):
+        for name in _DIRECTION_ARRAYS:
+            a = getattr(self, name)
+            if a is not None:
+                _check_frozen(a, name, a.shape if isinstance(a, np.ndarray) else ())
+        if (self.bias_w is None) != (self.bias_r is None):
+            raise ValueError("give both bias_w and bias_r, or neither")
+        if not isinstance(self.activations, tuple) or not all(
+            isinstance(a, Activation) for a in self.activations
+        ):
+            raise TypeError("activations must be a tuple of Activation")
+        if not isinstance(self.reverse, bool):
+            raise TypeError(f"reverse must be a bool, got {self.reverse!r}")
+
+    def __setstate__(self, state: dict) -> None:
+        """Unpickling: the arrays frozen again (pickle does not keep the read-only flag)."""
+        for k, v in state.items():
+            if k in _DIRECTION_ARRAYS and v is not None:
+                v = frozen_floats(v)
+            object.__setattr__(self, k, v)
 
 
-@dataclass
-class Layer:
-    """One recurrent layer (one or two directions) in canonical form.
+@dataclass(frozen=True, eq=False)
+class CanonicalLayer:
+    """One recurrent layer (one or two directions) in canonical form, frozen.
 
-    Parameters
-    ----------
-    cell : {"lstm", "gru", "rnn"}
-    directions : list of Direction
-        One (forward, or reverse with ``reverse=True``) or two: bidirectional, the first
-        forward and the second backward unless their ``reverse`` says otherwise; outputs (and
-        ``h_n`` rows) in list order, as PyTorch's ``bidirectional=True``. Two directions with
-        the same explicit ``reverse`` run side by side over the same input, in the same
-        direction of time (what Keras' ``Bidirectional(LSTM(go_backwards=True))`` holds).
-    clip : float, optional
-        Clamp every gate pre-activation to ``[-clip, clip]`` (ONNX ``clip``, as ONNX Runtime
-        reads it: the LSTM cell state is not clipped, nor clipped before ``h``).
-    input_forget : bool
-        LSTM coupled input-forget gate: ``f = 1 - i`` (ONNX ``input_forget``).
-    linear_before_reset : bool
-        GRU: ``True`` applies the reset gate after the recurrent product (PyTorch, Keras
-        ``reset_after=True``, ONNX ``linear_before_reset=1``); ``False`` before it.
-    masked_output : {"zero", "hold"}
-        What a masked (padded) step outputs: zeros (PyTorch, ONNX) or the previous output
-        (Keras). The state is carried through masked steps either way.
-    gate_order : str, optional
-        Gate order of ``w``, ``r`` and the biases when not canonical (e.g. ONNX's ``"iofc"``).
-        For LSTM it also gives the order of the peepholes: the letters i, f, o in the order they
-        appear (``"iofc"`` -> peepholes ``i, o, f``, as in ONNX's ``P``).
+    ``cell`` is ``"lstm"``, ``"gru"`` or ``"rnn"``; ``directions`` a tuple of one or two
+    :class:`CanonicalDirection` whose shapes agree with ``input_size``, ``hidden_size`` and
+    ``proj_size``; the options mean what :class:`pylstm.Layer` documents. The constructor only
+    checks: build one with :func:`pylstm.convert.builder.canonical_layer`.
     """
 
     cell: str
-    directions: list
-    clip: float | None = None
-    input_forget: bool = False
-    linear_before_reset: bool = True
-    masked_output: str = "zero"
-    gate_order: str | None = None
-    input_size: int = field(init=False, default=0)
-    hidden_size: int = field(init=False, default=0)
-    proj_size: int = field(init=False, default=0)
+    directions: tuple
+    clip: float | None
+    input_forget: bool
+    linear_before_reset: bool
+    masked_output: str
+    input_size: int
+    hidden_size: int
+    proj_size: int
 
     def __post_init__(self):
-        self.cell = str(self.cell).lower()
         if self.cell not in CELLS:
             raise ValueError(f"cell must be one of lstm, gru, rnn; got {self.cell!r}")
-        if not isinstance(self.directions, (list, tuple)) or len(self.directions) not in (1, 2):
-            raise ValueError("directions must be a list of 1 or 2 Direction objects")
+        if not isinstance(self.directions, tuple) or len(self.directions) not in (1, 2):
+            raise ValueError("directions must be a tuple of 1 or 2 CanonicalDirection")
         if self.masked_output not in ("zero", "hold"):
             raise ValueError(f"masked_output must be 'zero' or 'hold', got {self.masked_output!r}")
-        if self.clip is not None and not (np.isfinite(self.clip) and self.clip > 0):
-            raise ValueError(f"clip must be a positive finite number, got {self.clip!r}")
-        if self.input_forget and self.cell != "lstm":
-            raise ValueError("input_forget is only for LSTM layers")
-        self.directions = [self._canonical(d, i) for i, d in enumerate(self.directions)]
-        self.gate_order = None  # converted
-
-    def _canonical(self, d: Direction, index: int) -> Direction:
-        if not isinstance(d, Direction):
-            raise TypeError(f"directions[{index}] must be a pylstm.Direction, got {type(d)}")
-        at = f"directions[{index}]"
-        G = CELLS[self.cell]
-        order = self.gate_order
-
-        def gates(a):
-            return a if a is None or order is None else reorder_gates(a, order, self.cell)
-
-        w = np.asarray(d.w)
-        r = np.asarray(d.r)
-        if w.ndim != 2 or r.ndim != 2:
-            raise ValueError(f"{at}: w and r must be 2-D, got shapes {w.shape} and {r.shape}")
-        if w.shape[0] % G or w.shape[0] == 0:
-            raise ValueError(f"{at}.w: first axis must be {G}*hidden_size, got shape {w.shape}")
-        H = w.shape[0] // G
-        I = w.shape[1]
-        P = 0
-        if d.proj is not None:
-            if self.cell != "lstm":
-                raise ValueError(f"{at}: proj is only for LSTM layers")
-            P = np.asarray(d.proj).shape[0]
+        G, H, I, P = CELLS[self.cell], self.hidden_size, self.input_size, self.proj_size
         Hout = P or H
-        if index == 0:
-            self.input_size, self.hidden_size, self.proj_size = I, H, P
-        elif (self.input_size, self.hidden_size, self.proj_size) != (I, H, P):
-            raise ValueError(f"{at}: sizes differ from directions[0]")
-        if (d.bias_w is None) != (d.bias_r is None):
-            raise ValueError(f"{at}: give both bias_w and bias_r, or neither")
-        acts = d.activations or DEFAULT_ACTIVATIONS[self.cell]
-        acts = tuple(as_activation(a) for a in acts)
-        if len(acts) != len(DEFAULT_ACTIVATIONS[self.cell]):
-            raise ValueError(
-                f"{at}: {self.cell.upper()} takes {len(DEFAULT_ACTIVATIONS[self.cell])} "
-                f"activations, got {len(acts)}"
-            )
-        peephole = None
-        if d.peephole is not None:
-            if self.cell != "lstm":
-                raise ValueError(f"{at}: peepholes are only for LSTM layers")
-            peephole = _floats(np.reshape(d.peephole, (-1,)), f"{at}.peephole", (3 * H,))
-            if order is not None:  # peepholes follow the gate order, without the candidate
-                letters = [_GATE_ALIASES["lstm"].get(ch) for ch in order.lower()]
-                peep_order = "".join(ch for ch in letters if ch in "ifo")
-                peephole = _reorder_blocks(peephole, peep_order, "ifo")
-        return Direction(
-            w=_floats(gates(w), f"{at}.w", (G * H, I)),
-            r=_floats(gates(r), f"{at}.r", (G * H, Hout)),
-            bias_w=None if d.bias_w is None else _floats(gates(d.bias_w), f"{at}.bias_w", (G * H,)),
-            bias_r=None if d.bias_r is None else _floats(gates(d.bias_r), f"{at}.bias_r", (G * H,)),
-            peephole=peephole,
-            proj=None if d.proj is None else _floats(d.proj, f"{at}.proj", (P, H)),
-            activations=acts,
-            reverse=bool(d.reverse) if d.reverse is not None else index == 1,
-        )
+        for k, d in enumerate(self.directions):
+            at = f"directions[{k}]"
+            if not isinstance(d, CanonicalDirection):
+                raise TypeError(f"{at} must be a CanonicalDirection, got {type(d).__name__}")
+            _check_frozen(d.w, f"{at}.w", (G * H, I))
+            _check_frozen(d.r, f"{at}.r", (G * H, Hout))
+            for name, shape in (("bias_w", (G * H,)), ("bias_r", (G * H,)), ("peephole", (3 * H,))):
+                if getattr(d, name) is not None:
+                    _check_frozen(getattr(d, name), f"{at}.{name}", shape)
+            if (d.proj is None) != (P == 0):
+                raise ValueError(f"{at}: proj must be given exactly when proj_size > 0")
+            if d.proj is not None:
+                _check_frozen(d.proj, f"{at}.proj", (P, H))
+            if len(d.activations) != len(DEFAULT_ACTIVATIONS[self.cell]):
+                raise ValueError(f"{at}: wrong number of activations for {self.cell.upper()}")
 
     @property
     def num_directions(self) -> int:
@@ -331,7 +291,7 @@ class Layer:
         }
 
 
-def check_stack(layers: Sequence[Layer]) -> None:
+def check_stack(layers: Sequence[CanonicalLayer]) -> None:
     """Check that each layer's input size matches what the previous layer outputs."""
     if not layers:
         raise ValueError("a network needs at least one layer")
@@ -342,3 +302,14 @@ def check_stack(layers: Sequence[Layer]) -> None:
                 f"layers[{i}] has input_size {layer.input_size} but layers[{i - 1}] outputs "
                 f"{fed} features"
             )
+
+
+def __getattr__(name: str):
+    """``Layer`` and ``Direction``: the raw-weights builder (:mod:`pylstm.convert.builder`),
+    still importable from here for modules written before the split (import them from
+    ``pylstm.convert.builder``, or ``pylstm``)."""
+    if name in ("Layer", "Direction"):
+        from . import builder
+
+        return getattr(builder, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -6,20 +6,21 @@ weights), so conversion is a matter of naming: ``weight_ih_l{k}[_reverse]``,
 ``weight_hh_l{k}``, ``bias_ih_l{k}``, ``bias_hh_l{k}`` and ``weight_hr_l{k}`` (projection); a
 cell's are ``weight_ih``, ``weight_hh``, ``bias_ih``, ``bias_hh`` (no suffix).
 No torch import here: state dicts are plain ``{name: ndarray}`` (see torch_pickle.py).
+Pure conversions: the results are frozen canonical layers; :mod:`pylstm.assemble` builds the
+engine and the face.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 
 from ..errors import FormatError, UnsupportedError
-from ..faces.cell_face import CellModel
-from ..faces.torch_face import TorchModel
-from ..runtime.engine import Engine
-from .canonical import CELLS, Direction, Layer
+from .builder import Direction, canonical_layer
+from .canonical import CELLS, CanonicalLayer
 
 _MODES = {"LSTM": "lstm", "GRU": "gru", "RNN_TANH": "rnn", "RNN_RELU": "rnn"}
 _CELL_CLASSES = {"LSTMCell": "lstm", "GRUCell": "gru", "RNNCell": "rnn"}
@@ -48,55 +49,30 @@ def _state_tensor(state: dict, key: str, source: str, required: bool = True):
     return arr
 
 
-def from_torch(module, *, device: str = "cpu", precision: str = "fp32"):
-    """Build a model from a live ``torch.nn.LSTM``, ``GRU`` or ``RNN``, or a cell
-    (``torch.nn.LSTMCell``, ``GRUCell``, ``RNNCell``).
+@dataclass(frozen=True)
+class TorchConverted:
+    """A converted PyTorch module or cell: its canonical layers and what the face needs.
 
-    The weights are copied (widened to float32 whatever the module's dtype), so later changes
-    to ``module`` do not reach the model.
+    ``is_cell``: the layers are one ``LSTMCell``/``GRUCell``/``RNNCell`` (faced by
+    :class:`pylstm.CellModel`), else a module's stack (faced by :class:`pylstm.TorchModel`,
+    with ``batch_first``).
+    """
 
-    Parameters
-    ----------
-    module : torch.nn.LSTM | GRU | RNN | LSTMCell | GRUCell | RNNCell
-        Any constructor options (``num_layers``, ``bidirectional``, ``bias``, ``batch_first``,
-        ``proj_size``, ``nonlinearity``), on any device and of any float dtype. Dropout is
-        ignored (inference).
-    device : str
-        Where the model runs: ``"cpu"`` (the default), ``"cuda"`` (the first GPU) or
-        ``"cuda:N"``. CUDA needs pylstm built with its CUDA backend and a visible GPU;
-        ``pylstm info`` (or :func:`pylstm.info`, ``cuda_status``) says whether and why not.
-    precision : str
-        How the weights are stored. On the CPU ``"fp32"`` (default), ``"bf16"`` (halves the
-        bytes each step reads) or ``"int8"`` (one scale per gate row; a quarter), with inputs,
-        states and sums in float32. On CUDA ``"fp32"``, ``"fp16"`` or ``"bf16"``: weights and
-        activations in that type on the GPU, sums and the LSTM cell state in float32.
+    layers: tuple
+    is_cell: bool = False
+    batch_first: bool = False
 
-    Returns
-    -------
-    TorchModel
-        For a module: ``model(x, hx=None, *, lengths=None)`` returns what ``module`` returns,
-        as numpy. Inputs of float16, bfloat16 (torch tensors, ``ml_dtypes`` arrays), float32
-        or float64 are converted to float32.
-    CellModel
-        For a cell: ``model(x, hx=None)`` returns what the cell returns (``(h', c')`` for
-        ``LSTMCell``, ``h'`` for ``GRUCell``/``RNNCell``), ``x`` ``[B, I]`` or ``[I]``;
-        ``model.stream(B)`` steps it.
+
+def convert_module(module) -> TorchConverted:
+    """The canonical layers of a live ``torch.nn.LSTM``/``GRU``/``RNN`` or cell
+    (``LSTMCell``/``GRUCell``/``RNNCell``); the weights copied into float32.
 
     Raises
     ------
-    pylstm.UnsupportedError (a NotImplementedError)
-        ``module`` is not one of the three recurrent modules or three cells (the message
-        names its class).
-    pylstm.FormatError (a ValueError)
+    UnsupportedError
+        ``module`` is none of those six classes (the message names its class).
+    FormatError
         A weight holds NaN or infinity (the message names the tensor).
-    pylstm.DeviceError (a RuntimeError)
-        ``device`` names CUDA and this build has no CUDA backend, the backend cannot be loaded,
-        or there is no GPU (or no GPU ``N``); the message says which.
-    ValueError
-        ``device`` is not ``"cpu"``, ``"cuda"`` or ``"cuda:N"``, or ``precision`` is not one
-        the device offers (``"fp16"`` is CUDA-only, ``"int8"`` CPU-only).
-    TypeError
-        ``device`` or ``precision`` is not a string.
     """
     cell_kind = _torch_cell_kind(module)
     if cell_kind is not None:
@@ -105,7 +81,7 @@ def from_torch(module, *, device: str = "cpu", precision: str = "fp32"):
         layer = cell_layer_from_state_dict(
             state, prefix="", nonlinearity=nonlinearity, source="module"
         )
-        return CellModel(Engine([layer], device, precision))
+        return TorchConverted((layer,), is_cell=True)
     mode = getattr(module, "mode", None)
     if (
         mode not in _MODES
@@ -119,10 +95,9 @@ def from_torch(module, *, device: str = "cpu", precision: str = "fp32"):
     state = {k: v.detach().cpu().float().numpy() for k, v in module.state_dict().items()}
     nonlinearity = "relu" if mode == "RNN_RELU" else "tanh"
     layers = layers_from_state_dict(state, prefix="", nonlinearity=nonlinearity, source="module")
-    cell = _MODES[mode]
-    if layers[0].cell != cell:  # pragma: no cover - shapes always agree with the module's mode
+    if layers[0].cell != _MODES[mode]:  # pragma: no cover - shapes always agree with the mode
         raise FormatError(f"module mode {mode} does not match its weights")
-    return TorchModel(Engine(layers, device, precision), batch_first=bool(module.batch_first))
+    return TorchConverted(tuple(layers), batch_first=bool(module.batch_first))
 
 
 def _torch_cell_kind(module):
@@ -145,17 +120,15 @@ def find_cell_prefixes(state: Mapping[str, np.ndarray]) -> list:
     return sorted(p for p in found if p + "weight_hh" in state)
 
 
-def model_from_state_dict(
+def convert_state_dict(
     state: Mapping[str, np.ndarray],
     *,
     prefix: str | None = None,
     nonlinearity: str = "tanh",
     batch_first: bool | None = None,
     source: str = "state dict",
-    device: str = "cpu",
-    precision: str = "fp32",
-):
-    """A :class:`TorchModel` for a module's state dict, a :class:`CellModel` for a cell's.
+) -> TorchConverted:
+    """The canonical layers of a module's state dict, or of a cell's (``is_cell``).
 
     ``prefix`` picks one among several modules and cells (required when there are several; the
     error lists them). ``batch_first`` applies to modules only (a cell's input is ``[B, I]``).
@@ -182,7 +155,7 @@ def model_from_state_dict(
         layers = layers_from_state_dict(
             state, prefix=prefix, nonlinearity=nonlinearity, source=source
         )
-        return TorchModel(Engine(layers, device, precision), batch_first=bool(batch_first))
+        return TorchConverted(tuple(layers), batch_first=bool(batch_first))
     if batch_first:
         raise ValueError(
             f"{source}: {prefix!r} is a cell (LSTMCell/GRUCell/RNNCell), whose input is [B, I]; "
@@ -191,7 +164,7 @@ def model_from_state_dict(
     layer = cell_layer_from_state_dict(
         state, prefix=prefix, nonlinearity=nonlinearity, source=source
     )
-    return CellModel(Engine([layer], device, precision))
+    return TorchConverted((layer,), is_cell=True)
 
 
 def cell_layer_from_state_dict(
@@ -200,8 +173,8 @@ def cell_layer_from_state_dict(
     prefix: str = "",
     nonlinearity: str = "tanh",
     source: str = "state dict",
-) -> Layer:
-    """The one-direction layer of a ``LSTMCell``/``GRUCell``/``RNNCell`` state dict
+) -> CanonicalLayer:
+    """The one-direction canonical layer of a ``LSTMCell``/``GRUCell``/``RNNCell`` state dict
     (``weight_ih`` ``[G*H, I]``, ``weight_hh`` ``[G*H, H]``, optional ``bias_ih``/``bias_hh``
     ``[G*H]``; the cell kind from ``G``).
 
@@ -252,7 +225,7 @@ def cell_layer_from_state_dict(
         activations=(nonlinearity,) if cell == "rnn" else None,
         reverse=False,
     )
-    return Layer(cell=cell, directions=[direction])
+    return canonical_layer(cell, [direction])
 
 
 def layers_from_state_dict(
@@ -372,5 +345,5 @@ def layers_from_state_dict(
                     reverse=reverse,
                 )
             )
-        layers.append(Layer(cell=cell, directions=dirs))
+        layers.append(canonical_layer(cell, dirs))
     return layers

@@ -68,14 +68,11 @@ class CellModel:
             f"backend={self.engine.backend!r})"
         )
 
-    # -- what Stream and the batcher read (the state of one layer, one direction) -------------
-    def _state_shapes(self, batch: int):
-        return (1, batch, self.hidden_size), (1, batch, self.hidden_size)
-
-    def _format_state(self, h, c, unbatched: bool):
-        h = h[0]
-        c = None if c is None else c[0]
-        return (h, c) if self.cell == "lstm" else h
+    # -- result shaping for streams -------------------------------------------------------------
+    def _stream_state(self, h, c):
+        """What ``stream.state`` shows: the carried ``h`` ``[1, B, H]`` (and ``c``) as the
+        cell's ``[B, H]``."""
+        return (h[0], c[0]) if self.cell == "lstm" else h[0]
 
     # -- running ---------------------------------------------------------------------------------
     def _lead(self, a, name: str, shape: tuple):
@@ -166,4 +163,4 @@ class CellModel:
         ValueError
             ``batch_size`` < 1.
         """
-        return Stream(self, batch_size)
+        return Stream(self, batch_size, view=self._stream_state)

@@ -80,25 +80,25 @@ class EngineModel:
         ``(h, c)`` (LSTM), each ``[rows, H]`` or ``[rows, 1, H]``."""
         if isinstance(value, StreamState):
             return _one_state(self, value)
-        model = self.model
-        h_shape, c_shape = model._state_shapes(1)
-        if model.cell == "lstm":
+        template = self.open_state(1)  # h [1, rows, Hout] (and c [1, rows, H])
+        cell = self.model.cell
+        if len(template.names) == 2:
             if not isinstance(value, (tuple, list)) or len(value) != 2:
                 raise TypeError("initial_state for an LSTM must be a tuple (h, c)")
-            parts = [(value[0], "h", h_shape), (value[1], "c", c_shape)]
+            parts = [value[0], value[1]]
         else:
             if isinstance(value, (tuple, list)):
                 raise TypeError(
-                    f"initial_state for a {model.cell.upper()} must be one array h, not a tuple"
+                    f"initial_state for a {cell.upper()} must be one array h, not a tuple"
                 )
-            parts = [(value, "h", h_shape)]
+            parts = [value]
         arrays = []
-        for a, name, shape in parts:
+        for a, name, (rows, size) in zip(parts, template.names, template.shapes):
             arr = as_float_array(a, name)
-            if arr.shape == (shape[0], shape[2]):
+            if arr.shape == (rows, size):
                 arr = arr[:, None]
-            arrays.append(as_state(arr, name, shape).transpose(1, 0, 2).copy())
-        return StreamState(self.open_state(1).names, arrays)
+            arrays.append(as_state(arr, name, (rows, 1, size)).transpose(1, 0, 2).copy())
+        return StreamState(template.names, arrays)
 
     def prepare(self, chunk):
         x = chunk

@@ -1,4 +1,4 @@
-"""Engine: a canonical network (list of :class:`pylstm.convert.canonical.Layer`) packed for a device.
+"""Engine: a canonical network (:class:`pylstm.convert.canonical.CanonicalLayer` list) packed for a device.
 
 Faces (``pylstm/faces``) hold an Engine and give its results the caller's framework shape.
 """
@@ -11,7 +11,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from .. import _core
-from ..convert.canonical import Layer, check_stack
+from ..convert.builder import as_canonical
+from ..convert.canonical import CanonicalLayer, check_stack
 from .system import check_device, load_cuda, simd_level
 
 # Outputs start on a cache line. Threads write the columns of a row side by side; where a row
@@ -75,7 +76,9 @@ class Engine:
 
     Parameters
     ----------
-    layers : sequence of Layer
+    layers : sequence of CanonicalLayer or pylstm.Layer
+        The canonical layers (a :class:`pylstm.Layer` is taken as its canonical form);
+        :attr:`layers` holds the canonical ones.
     device : str
         ``"cpu"``, or ``"cuda"`` / ``"cuda:N"`` (needs the CUDA backend and a GPU).
     precision : str
@@ -92,8 +95,10 @@ class Engine:
         A precision the device does not offer.
     """
 
-    def __init__(self, layers: Sequence[Layer], device: str = "cpu", precision: str = "fp32"):
-        layers = list(layers)
+    def __init__(
+        self, layers: Sequence[CanonicalLayer], device: str = "cpu", precision: str = "fp32"
+    ):
+        layers = [as_canonical(layer) for layer in layers]
         check_stack(layers)
         self.device = check_device(device)
         self.layers = layers

@@ -1,11 +1,26 @@
-"""Streaming: feed a sequence in chunks of time steps, the state carried between chunks."""
+"""Streaming: feed a sequence in chunks of time steps, the state carried between chunks.
+
+:class:`Stream` runs an engine-only model (the PyTorch face, ``from_arrays``, the cell face) and
+implements the stream protocol of :mod:`pylstm.runtime.stream_state`: open a state for B
+sequences, step a chunk, read / replace / reset the carried state per sequence.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
 from .engine import empty_output
+from .stream_state import StreamState, engine_state_layout, engine_step
 from .validation import as_float_array, positive_int
+
+
+def _check_forward(engine) -> None:
+    for i, layer in enumerate(engine.layers):
+        if any(d.reverse for d in layer.directions):
+            raise ValueError(
+                f"cannot stream: layer {i} runs backwards in time (bidirectional or reverse), "
+                "which needs the whole sequence; call the model on complete sequences instead"
+            )
 
 
 class Stream:
@@ -18,24 +33,28 @@ class Stream:
     Parameters
     ----------
     model : a pylstm model
-        Its layers must all run forward in time (no bidirectional or reverse layers: those
-        need the end of the sequence before the first output).
+        What the stream is of: its public ``engine`` (whose layers must all run forward in
+        time: bidirectional and reverse layers need the end of the sequence before the first
+        output) and ``batch_first``.
     batch_size : int
+    view : callable, optional
+        ``view(h, c)`` -> what :attr:`state` returns, given the carried state as ``h``
+        ``[rows, B, Hout]`` and ``c`` ``[rows, B, H]`` (None without LSTM layers); the face
+        shapes it. Default: ``(h, c)`` for LSTM models, else ``h``.
     """
 
-    def __init__(self, model, batch_size: int):
+    def __init__(self, model, batch_size: int, *, view=None):
         self.batch_size = positive_int(batch_size, "batch_size")
-        for i, layer in enumerate(model.engine.layers):
-            if any(d.reverse for d in layer.directions):
-                raise ValueError(
-                    f"cannot stream: layer {i} runs backwards in time (bidirectional or reverse), "
-                    "which needs the whole sequence; call the model on complete sequences instead"
-                )
+        engine = model.engine
+        _check_forward(engine)
         self._model = model
-        self._core = model.engine.stream_core(self.batch_size, model.batch_first)
-        # The bound C++ methods themselves, so a call does not go through a Python frame.
+        self._engine = engine
+        self._batch_first = bool(model.batch_first)
+        self._names, self._shapes = engine_state_layout(engine)
+        self._view = view
+        self._core = engine.stream_core(self.batch_size, self._batch_first)
+        # The bound C++ method itself, so a call does not go through a Python frame.
         self.step = self._core.step
-        self.reset = self._core.reset
 
     def __reduce__(self):
         """Pickles as its model, batch size and carried state (see :mod:`pylstm.runtime.pickling`)."""
@@ -51,7 +70,7 @@ class Stream:
 
     @classmethod
     def _from_state(cls, state: dict) -> Stream:
-        stream = cls(state["model"], state["batch_size"])
+        stream = state["model"].stream(state["batch_size"])  # the face's own stream
         stream._core.set_state(state["h"], state["c"])
         return stream
 
@@ -78,24 +97,28 @@ class Stream:
         """
         return self._core.step(chunk)
 
-    def reset(self) -> None:  # replaced per instance by the C++ method
-        """Forget the carried state (back to zeros)."""
-        self._core.reset()
+    def reset(self, rows=None) -> None:
+        """Forget the carried state (back to zeros): of every sequence, or of the sequences
+        ``rows`` (an int, a list of ints or a slice)."""
+        if rows is None:
+            self._core.reset()
+            return
+        state = self._carried()
+        state.reset(rows)
+        self._load(state)
 
-    # -- the stream protocol (pylstm/stream_state.py) -------------------------------------------
-    def open_state(self, batch_size: int):
-        """Zero :class:`~pylstm.runtime.stream_state.StreamState` of ``batch_size`` sequences: ``h``
-        ``[B, rows, Hout]`` (and ``c`` ``[B, rows, H]`` for LSTM), rows = layers x directions."""
-        from .stream_state import engine_open_state
+    # -- the stream protocol (pylstm/runtime/stream_state.py) -----------------------------------
+    def open_state(self, batch_size: int) -> StreamState:
+        """Zero :class:`~pylstm.runtime.stream_state.StreamState` of ``batch_size`` sequences:
+        ``h`` ``[B, rows, Hout]`` (and ``c`` ``[B, rows, H]`` for LSTM), rows = layers x
+        directions."""
+        batch = positive_int(batch_size, "batch_size")
+        return StreamState.zeros(self._names, self._shapes, batch)
 
-        return engine_open_state(self._model, positive_int(batch_size, "batch_size"))
-
-    def step_state(self, chunk, state):
+    def step_state(self, chunk, state: StreamState):
         """Run ``chunk`` (as :meth:`step` takes it, for ``state.batch_size`` sequences) from
         ``state``; returns ``(outputs, new_state)``. This stream's own state is not used."""
-        from .stream_state import engine_step
-
-        engine, model = self._model.engine, self._model
+        engine = self._engine
         x = as_float_array(chunk, "chunk")
         if x.ndim not in (2, 3) or x.shape[-1] != engine.input_size:
             raise ValueError(
@@ -103,7 +126,7 @@ class Stream:
                 f"{x.shape}"
             )
         one_step = x.ndim == 2
-        xt = x[None] if one_step else (x.transpose(1, 0, 2) if model.batch_first else x)
+        xt = x[None] if one_step else (x.transpose(1, 0, 2) if self._batch_first else x)
         if xt.shape[1] != state.batch_size:
             raise ValueError(
                 f"chunk: expected {state.batch_size} sequences (the state's), got shape {x.shape}"
@@ -112,24 +135,66 @@ class Stream:
         new = engine_step(engine, xt, y, state)
         if one_step:
             return y[0], new
-        return (y.transpose(1, 0, 2).copy() if model.batch_first else y), new
+        return (y.transpose(1, 0, 2).copy() if self._batch_first else y), new
 
-    def get_state(self):
+    def get_state(self, rows=None) -> StreamState:
         """A copy of this stream's carried state as a
-        :class:`~pylstm.runtime.stream_state.StreamState` (``[B, rows, H]`` arrays)."""
-        from .stream_state import StreamState, engine_state_names
+        :class:`~pylstm.runtime.stream_state.StreamState` (``[B, rows, H]`` arrays); of the
+        sequences ``rows`` only when given."""
+        state = self._carried()
+        return state if rows is None else state.take(rows).copy()
 
-        h_shape, c_shape = self._model._state_shapes(self.batch_size)
-        arrays = [self._core.h.reshape(h_shape).transpose(1, 0, 2).copy()]
-        if self._model.cell == "lstm":
-            arrays.append(self._core.c.reshape(c_shape).transpose(1, 0, 2).copy())
-        return StreamState(engine_state_names(self._model), arrays)
+    def set_state(self, state: StreamState, rows=None) -> None:
+        """Replace the carried state with ``state``: of every sequence (``state`` holds
+        :attr:`batch_size` sequences), or of the sequences ``rows`` (``state`` holds one per
+        row, or one for all).
+
+        Raises
+        ------
+        TypeError
+            ``state`` is not a StreamState.
+        ValueError
+            Its shapes are not this stream's.
+        """
+        if not isinstance(state, StreamState):
+            raise TypeError(f"state must be a pylstm StreamState, got {type(state).__name__}")
+        full = self._carried()
+        if rows is None:
+            if state.batch_size != self.batch_size:
+                raise ValueError(
+                    f"state: expected {self.batch_size} sequences (this stream's batch_size), "
+                    f"got {state.batch_size}"
+                )
+            rows = slice(None)
+        full.put(rows, state)
+        self._load(full)
 
     @property
     def state(self):
         """The carried state: ``(h, c)`` for LSTM models, else ``h``; copies, shaped like the
         model's ``h_n`` / ``c_n``."""
-        h_shape, c_shape = self._model._state_shapes(self.batch_size)
-        h = self._core.h.reshape(h_shape)
-        c = self._core.c.reshape(c_shape) if self._model.cell == "lstm" else None
-        return self._model._format_state(h, c, unbatched=False)
+        (rows, h_size), B = self._shapes[0], self.batch_size
+        h = self._core.h.reshape(rows, B, h_size)
+        c = self._core.c.reshape(rows, B, self._shapes[1][1]) if len(self._shapes) == 2 else None
+        if self._view is not None:
+            return self._view(h, c)
+        return (h, c) if c is not None else h
+
+    # -- the carried state as a StreamState ------------------------------------------------------
+    def _carried(self) -> StreamState:
+        """The carried state, batch-major copies (the core's flat arrays are time-major
+        ``[rows, B, H]``)."""
+        flat = (self._core.h, self._core.c)
+        arrays = [
+            flat[k].reshape(shape[0], self.batch_size, shape[1]).transpose(1, 0, 2).copy()
+            for k, shape in enumerate(self._shapes)
+        ]
+        return StreamState(self._names, arrays)
+
+    def _load(self, state: StreamState) -> None:
+        """Make ``state`` (``batch_size`` sequences) the carried state."""
+        h = np.ascontiguousarray(state.arrays[0].transpose(1, 0, 2)).ravel()
+        c = self._core.c
+        if len(state.arrays) == 2:
+            c = np.ascontiguousarray(state.arrays[1].transpose(1, 0, 2)).ravel()
+        self._core.set_state(h, c)

@@ -1,16 +1,27 @@
 """The stream protocol: a model's streaming state held outside the stream, batch-major.
 
-Every stream class (:class:`pylstm.Stream` for PyTorch-style models and ``from_arrays``,
-:class:`pylstm.KerasStream`, :class:`pylstm.runtime.graph_stream.OnnxStream`) implements:
+Every stream class (:class:`pylstm.Stream` for PyTorch-style models, cells and
+``from_arrays``, :class:`pylstm.KerasStream`, :class:`pylstm.runtime.graph_stream.OnnxStream`)
+implements, on every device:
 
 ``open_state(batch_size) -> StreamState``
     The zero state of ``batch_size`` sequences (what a fresh stream starts from).
+``step(chunk) -> outputs``
+    Run the next chunk of the stream's own ``batch_size`` sequences, its carried state
+    updated.
 ``step_state(chunk, state) -> (outputs, StreamState)``
     Run ``chunk`` (batched, in the layout the stream's own ``step`` takes, for
     ``state.batch_size`` sequences) from ``state``; return the outputs (as ``step`` returns
     them) and the state after the chunk. Neither ``state`` nor the stream's own state changes.
-``get_state() -> StreamState``
-    A copy of the stream's own carried state.
+``get_state(rows=None) -> StreamState``
+    A copy of the stream's own carried state (of the sequences ``rows`` when given).
+``set_state(state, rows=None)``
+    Replace the carried state: of every sequence, or of the sequences ``rows``.
+``reset(rows=None)``
+    Zero the carried state: of every sequence, or of the sequences ``rows``.
+
+(:class:`pylstm.Stream` implements all six; ``KerasStream`` and ``OnnxStream`` have
+``get_state()``/``reset()`` of the whole batch so far.)
 
 A :class:`StreamState` is a tuple of named float32 arrays with the batch on axis 0 of each
 (``[B, ...]``); sequences are read, replaced and zeroed by row with :meth:`StreamState.take`,
@@ -110,21 +121,19 @@ class StreamState:
         return out
 
 
-# -- engine-only models (PyTorch face, from_arrays) -----------------------------------------
+# -- engine-only models (PyTorch face, from_arrays, cells) ----------------------------------
 
 
-def engine_state_names(model) -> tuple:
-    """``("h", "c")`` for LSTM models, ``("h",)`` otherwise."""
-    return ("h", "c") if model.cell == "lstm" else ("h",)
-
-
-def engine_open_state(model, batch_size: int) -> StreamState:
-    """Zero state of a TorchModel: ``h`` ``[B, rows, Hout]`` (and ``c`` ``[B, rows, H]``),
-    rows = layers x directions, i.e. ``h_n`` with the batch axis first."""
-    h_shape, c_shape = model._state_shapes(1)
-    shapes = [(h_shape[0], h_shape[2]), (c_shape[0], c_shape[2])]
-    names = engine_state_names(model)
-    return StreamState.zeros(names, shapes[: len(names)], batch_size)
+def engine_state_layout(engine) -> tuple:
+    """``(names, shapes)`` of the stream state of an engine whose layers all have the same
+    sizes (a PyTorch-style stack or a cell): ``h`` ``(rows, Hout)`` and, for LSTM, ``c``
+    ``(rows, H)`` per sequence, rows = layers x directions (``h_n`` with the batch axis
+    first)."""
+    first = engine.layers[0]
+    rows = engine.state_rows
+    if first.cell == "lstm":
+        return ("h", "c"), ((rows, first.output_size), (rows, first.hidden_size))
+    return ("h",), ((rows, first.output_size),)
 
 
 def engine_step(engine, x_tm: np.ndarray, y_tm: np.ndarray, state: StreamState) -> StreamState:
@@ -139,13 +148,13 @@ def engine_step(engine, x_tm: np.ndarray, y_tm: np.ndarray, state: StreamState) 
         h0 = np.ascontiguousarray(h0)
     h_n = np.empty(h0.shape, np.float32)
     if len(state.arrays) == 1:
-        engine._net.forward(x_tm, y_tm, None, h0, None, h_n, None)
+        engine.forward(x_tm, y_tm, None, h0, None, h_n, None)
         return StreamState._of(state.names, (h_n.transpose(1, 0, 2),))
     c0 = state.arrays[1].transpose(1, 0, 2)
     if not c0.flags.c_contiguous:
         c0 = np.ascontiguousarray(c0)
     c_n = np.empty(c0.shape, np.float32)
-    engine._net.forward(x_tm, y_tm, None, h0, c0, h_n, c_n)
+    engine.forward(x_tm, y_tm, None, h0, c0, h_n, c_n)
     return StreamState._of(state.names, (h_n.transpose(1, 0, 2), c_n.transpose(1, 0, 2)))
 
 
