@@ -158,6 +158,11 @@ class Stream:
         """
         if not isinstance(state, StreamState):
             raise TypeError(f"state must be a pylstm StreamState, got {type(state).__name__}")
+        if state.shapes != self._shapes:
+            raise ValueError(
+                f"state: expected per-sequence shapes {list(self._shapes)} "
+                f"({', '.join(self._names)}), got {list(state.shapes)}"
+            )
         full = self._carried()
         if rows is None:
             if state.batch_size != self.batch_size:
