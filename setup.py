@@ -6,6 +6,8 @@ Environment:
                        OFF (never)
     PYLSTM_BUILD_TYPE  CMake build type, default Release
     PYLSTM_BUILD_JOBS  parallel compile jobs, default: number of CPUs
+    PYLSTM_WERROR      1/ON: compiler warnings are errors (CI and test builds; -Wall -Wextra
+                       are always on)
 """
 
 import os
@@ -53,6 +55,11 @@ def stale_cache_reason(build_dir: Path, wanted: dict) -> str:
     return ""
 
 
+def _env_on(name: str) -> bool:
+    """Whether the environment variable ``name`` is set to 1/ON/TRUE/YES (any case)."""
+    return os.environ.get(name, "").strip().lower() in ("1", "on", "true", "yes")
+
+
 class CMakeExtension(Extension):
     def __init__(self, name):
         super().__init__(name, sources=[])
@@ -90,6 +97,7 @@ class CMakeBuild(build_ext):
             f"-DPython_EXECUTABLE={sys.executable}",
             f"-Dpybind11_DIR={pybind11.get_cmake_dir()}",
             f"-DPYLSTM_CUDA={cuda}",
+            f"-DPYLSTM_WERROR={'ON' if _env_on('PYLSTM_WERROR') else 'OFF'}",
         ]
         if shutil.which("ninja") or _ninja_module_available():
             config.append("-GNinja")

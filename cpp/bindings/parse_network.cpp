@@ -41,7 +41,7 @@ py::object array_of(const std::vector<float>& v, std::vector<py::ssize_t> shape)
   if (v.empty()) return py::none();
   py::array_t<float> a(shape);
   std::copy(v.begin(), v.end(), a.mutable_data());
-  return std::move(a);
+  return a;
 }
 
 }  // namespace

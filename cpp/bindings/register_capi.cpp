@@ -8,8 +8,6 @@
 // streams that live in Python (StreamBatcher), an adapter object called with the GIL.
 // Every entry point is noexcept: C++ and Python errors become a code and a thread-local message.
 #define PYLSTM_CAPI_IMPLEMENTATION
-#include "pylstm_capi.h"
-
 #include <pybind11/numpy.h>
 
 #include <chrono>
@@ -23,6 +21,7 @@
 #include <vector>
 
 #include "py_network.hpp"
+#include "pylstm_capi.h"
 #include "register.hpp"
 
 namespace py = pybind11;
@@ -360,10 +359,9 @@ void model_release(pylstm_model* m) noexcept { release_handle(m); }
 void stream_release(pylstm_stream* s) noexcept { release_handle(s); }
 
 const pylstm_capi table = {
-    PYLSTM_CAPI_VERSION, sizeof(pylstm_capi), last_error,       model_open,
-    model_release,       model_sizes,         model_forward,    stream_open,
-    stream_release,      stream_sizes,        stream_step,      stream_get_state,
-    stream_set_state,    stream_reset,
+    PYLSTM_CAPI_VERSION, sizeof(pylstm_capi), last_error,       model_open,     model_release,
+    model_sizes,         model_forward,       stream_open,      stream_release, stream_sizes,
+    stream_step,         stream_get_state,    stream_set_state, stream_reset,
 };
 
 }  // namespace

@@ -82,14 +82,14 @@ void PyNetwork::forward(const py::array& x, const py::array& y, const py::object
 }
 
 void PyNetwork::forward_device(const py::tuple& x, const py::tuple& y, const py::object& mask,
-                               const py::object& h0, const py::object& c0,
-                               const py::object& h_n, const py::object& c_n,
-                               const std::string& state_dtype, uintptr_t stream) const {
+                               const py::object& h0, const py::object& c0, const py::object& h_n,
+                               const py::object& c_n, const std::string& state_dtype,
+                               uintptr_t stream) const {
   const RowsDesc xd = device_rows(x, "x");
   const RowsDesc yd = device_rows(y, "y");
   if (xd.F != input_size()) {
-    throw std::invalid_argument("x: expected " + std::to_string(input_size()) +
-                                " features, got " + std::to_string(xd.F));
+    throw std::invalid_argument("x: expected " + std::to_string(input_size()) + " features, got " +
+                                std::to_string(xd.F));
   }
   if (yd.T != xd.T || yd.B != xd.B || yd.F != output_size()) {
     throw std::invalid_argument("y: wrong shape");
@@ -133,12 +133,17 @@ void register_network(py::module_& m) {
            "stride_b) with element strides; mask (uint8 [T, B]) and states (contiguous, "
            "state_dtype) as pointers or None. Enqueued on `stream` (a cudaStream_t as int; 0 = "
            "legacy default stream); returns without waiting.")
-      .def("workspace_bytes", [](const PyNetwork& n, int64_t steps, int64_t batch) {
+      .def(
+          "workspace_bytes",
+          [](const PyNetwork& n, int64_t steps, int64_t batch) {
             return n.backend().workspace_bytes(steps, batch);
-          }, py::arg("steps"), py::arg("batch"),
-           "Scratch bytes (device memory on CUDA) a forward call on `steps` steps of `batch` "
-           "sequences uses.")
-      .def("unpack", [](const PyNetwork& n) {
+          },
+          py::arg("steps"), py::arg("batch"),
+          "Scratch bytes (device memory on CUDA) a forward call on `steps` steps of `batch` "
+          "sequences uses.")
+      .def(
+          "unpack",
+          [](const PyNetwork& n) {
             NetworkDesc desc;
             {
               py::gil_scoped_release release;
@@ -146,16 +151,19 @@ void register_network(py::module_& m) {
             }
             return network_to_python(desc);
           },
-           "The canonical network rebuilt from the packed weights, as the list of layer dicts "
-           "Layer.to_core() makes (reduced precisions widened to float32; the folded bias as "
-           "bias_w, bias_r zeros but the GRU linear_before_reset recurrent n bias). Packing it "
-           "again with the same precision gives bit-identical outputs.")
-      .def("persistent_refusal", [](const PyNetwork& n, int layer, int batch) {
+          "The canonical network rebuilt from the packed weights, as the list of layer dicts "
+          "Layer.to_core() makes (reduced precisions widened to float32; the folded bias as "
+          "bias_w, bias_r zeros but the GRU linear_before_reset recurrent n bias). Packing it "
+          "again with the same precision gives bit-identical outputs.")
+      .def(
+          "persistent_refusal",
+          [](const PyNetwork& n, int layer, int batch) {
             py::gil_scoped_release release;
             return n.backend().persistent_refusal(layer, batch);
-          }, py::arg("layer"), py::arg("batch"),
-           "Why the CUDA persistent kernel cannot run this layer at this batch size ('' if it "
-           "can).")
+          },
+          py::arg("layer"), py::arg("batch"),
+          "Why the CUDA persistent kernel cannot run this layer at this batch size ('' if it "
+          "can).")
       .def_property_readonly("backend", [](const PyNetwork& n) { return n.backend().name(); })
       .def_property_readonly("input_size", &PyNetwork::input_size)
       .def_property_readonly("output_size", &PyNetwork::output_size)

@@ -18,8 +18,8 @@ namespace {
 
 // `chunk` as a float32 numpy array: float32 numpy arrays as they are (the fast path of a
 // streaming step), float16 and float64 numpy arrays converted here; everything else (bfloat16,
-// torch tensors, lists, wrong dtypes) through pylstm.runtime.validation.as_float_array, which converts
-// or raises pylstm's TypeError.
+// torch tensors, lists, wrong dtypes) through pylstm.runtime.validation.as_float_array, which
+// converts or raises pylstm's TypeError.
 py::array float32_array(const py::handle& chunk) {
   if (py::isinstance<py::array_t<float>>(chunk)) return py::reinterpret_borrow<py::array>(chunk);
   if (py::isinstance<py::array>(chunk)) {

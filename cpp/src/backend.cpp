@@ -1,9 +1,9 @@
 // What every backend shares (backend.hpp): network sizes, the state copies of a stream by
 // blocks and rows, the defaults of the optional entry points. Compiled into _core and _cuda.
+#include "pylstm/backend.hpp"
+
 #include <stdexcept>
 #include <string>
-
-#include "pylstm/backend.hpp"
 
 namespace pylstm {
 
@@ -48,20 +48,17 @@ void StreamState::for_blocks(Which which, int64_t row, Fn fn) const {
 
 void StreamState::get(float* h, float* c, int64_t row) const {
   if (h != nullptr) {
-    for_blocks(Which::H, row, [&](int64_t at, int64_t n, int64_t to) {
-      copy_out(Which::H, at, n, h + to);
-    });
+    for_blocks(Which::H, row,
+               [&](int64_t at, int64_t n, int64_t to) { copy_out(Which::H, at, n, h + to); });
   }
   if (c == nullptr) return;
-  for_blocks(Which::C, row, [&](int64_t at, int64_t n, int64_t to) {
-    copy_out(Which::C, at, n, c + to);
-  });
+  for_blocks(Which::C, row,
+             [&](int64_t at, int64_t n, int64_t to) { copy_out(Which::C, at, n, c + to); });
 }
 
 void StreamState::set(const float* h, const float* c, int64_t row) {
-  for_blocks(Which::H, row, [&](int64_t at, int64_t n, int64_t from) {
-    copy_in(Which::H, at, n, h + from);
-  });
+  for_blocks(Which::H, row,
+             [&](int64_t at, int64_t n, int64_t from) { copy_in(Which::H, at, n, h + from); });
   for_blocks(Which::C, row, [&](int64_t at, int64_t n, int64_t from) {
     if (c != nullptr) {
       copy_in(Which::C, at, n, c + from);

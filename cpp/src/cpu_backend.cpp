@@ -122,8 +122,7 @@ class CpuBackend final : public Backend {
     return state;
   }
 
-  void step(StreamState& state, int64_t steps, Rows<const float> x,
-            Rows<float> y) const override {
+  void step(StreamState& state, int64_t steps, Rows<const float> x, Rows<float> y) const override {
     CpuState& s = own<CpuState>(state);
     ForwardArgs args;
     args.steps = steps;
@@ -250,7 +249,8 @@ class CpuBackend final : public Backend {
     }
     if (call_macs < kMinCallMacs) return 1;
     const int64_t useful = std::max<int64_t>(1, step_macs / kMinStepMacsPerThread);
-    const int team = static_cast<int>(std::min<int64_t>(useful, ThreadPool::global().num_threads()));
+    const int team =
+        static_cast<int>(std::min<int64_t>(useful, ThreadPool::global().num_threads()));
     return ThreadPool::global().team_for(team, call_macs);
   }
 

@@ -218,8 +218,8 @@ LayerDesc unpack_layer(const PackedLayer& P) {
       }
     }
     if (P.P > 0) {
-      D.proj = unpack_gate_panels(widen(pd.proj, P.H, P.Up).data(), 1, P.P, P.H, P.Up,
-                                  P.proj_chunks);
+      D.proj =
+          unpack_gate_panels(widen(pd.proj, P.H, P.Up).data(), 1, P.P, P.H, P.Up, P.proj_chunks);
     }
     L.directions.push_back(std::move(D));
   }

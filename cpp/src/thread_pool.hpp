@@ -109,7 +109,7 @@ class ThreadPool {
   void note_team_call(int64_t job_ns, int64_t wait_ns);
   std::atomic<int64_t> last_job_end_ns_{0};
   std::atomic<int64_t> backoff_until_ns_{0};
-  int64_t backoff_ns_ = 0;    // under run_mutex_
+  int64_t backoff_ns_ = 0;   // under run_mutex_
   double contention_ = 0.0;  // under run_mutex_: see updated_contention
 
   std::atomic<int> num_threads_{1};

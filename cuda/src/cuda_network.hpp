@@ -53,8 +53,7 @@ class CudaNetwork final : public Backend {
   void forward_device(const DeviceArgs& args) const override;
 
   std::unique_ptr<StreamState> open_state(int64_t batch) const override;
-  void step(StreamState& state, int64_t steps, Rows<const float> x,
-            Rows<float> y) const override;
+  void step(StreamState& state, int64_t steps, Rows<const float> x, Rows<float> y) const override;
   NetworkDesc unpack() const override;
 
   // The strategy each layer used in the last call ("persistent", "graph" or "steps").

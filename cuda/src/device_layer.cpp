@@ -171,7 +171,9 @@ LayerDesc download_layer(const DeviceLayer& layer, DType ct, cudaStream_t stream
   PYLSTM_CUDA_CHECK(cudaStreamSynchronize(stream));
 
   LayerDesc L;
-  L.cell = p.cell == kCellLSTM ? CellKind::LSTM : p.cell == kCellGRU ? CellKind::GRU : CellKind::RNN;
+  L.cell = p.cell == kCellLSTM  ? CellKind::LSTM
+           : p.cell == kCellGRU ? CellKind::GRU
+                                : CellKind::RNN;
   L.input_size = p.I;
   L.hidden_size = p.H;
   L.proj_size = p.P;

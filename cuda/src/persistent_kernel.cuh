@@ -66,7 +66,7 @@ struct Widen<__half> {
 #pragma unroll
     for (int q = 0; q < 4; ++q) {
       __half2 h2;
-      *reinterpret_cast<unsigned*>(&h2) = words[q];
+      memcpy(static_cast<void*>(&h2), &words[q], sizeof h2);  // the bits as they are
       const float2 f = __half22float2(h2);
       w[2 * q] = f.x;
       w[2 * q + 1] = f.y;

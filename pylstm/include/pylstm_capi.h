@@ -62,6 +62,8 @@ typedef struct pylstm_sizes {
   int64_t gil_free;    /* 1: calls run without ever taking the GIL; 0: they take it inside */
 } pylstm_sizes;
 
+/* The field comments are aligned as a table. */
+/* clang-format off */
 typedef struct pylstm_forward_args {
   int64_t steps;       /* T >= 1 */
   int64_t batch;       /* B >= 1 */
@@ -78,6 +80,7 @@ typedef struct pylstm_forward_args {
   float* h_n;          /* B * h_size floats, written, or NULL: not wanted */
   float* c_n;          /* B * c_size floats, written, or NULL (ignored when c_size is 0) */
 } pylstm_forward_args;
+/* clang-format on */
 
 typedef struct pylstm_capi {
   uint32_t version; /* PYLSTM_CAPI_VERSION of the library */
@@ -111,8 +114,8 @@ typedef struct pylstm_capi {
    * NULL with c_count 0; set_state then zeroes c). */
   int (*stream_get_state)(pylstm_stream* stream, float* h, int64_t h_count, float* c,
                           int64_t c_count);
-  int (*stream_set_state)(pylstm_stream* stream, const float* h, int64_t h_count,
-                          const float* c, int64_t c_count);
+  int (*stream_set_state)(pylstm_stream* stream, const float* h, int64_t h_count, const float* c,
+                          int64_t c_count);
   int (*stream_reset)(pylstm_stream* stream); /* the state back to zeros */
 } pylstm_capi;
 
@@ -148,8 +151,7 @@ static inline void pylstm_model_release(pylstm_model* model) {
 static inline int pylstm_model_sizes(const pylstm_model* model, pylstm_sizes* out) {
   return pylstm_capi_table->model_sizes(model, out);
 }
-static inline int pylstm_model_forward(const pylstm_model* model,
-                                       const pylstm_forward_args* args) {
+static inline int pylstm_model_forward(const pylstm_model* model, const pylstm_forward_args* args) {
   return pylstm_capi_table->model_forward(model, args);
 }
 static inline int pylstm_stream_open(PyObject* stream, pylstm_stream** out) {
@@ -171,8 +173,8 @@ static inline int pylstm_stream_get_state(pylstm_stream* stream, float* h, int64
                                           float* c, int64_t c_count) {
   return pylstm_capi_table->stream_get_state(stream, h, h_count, c, c_count);
 }
-static inline int pylstm_stream_set_state(pylstm_stream* stream, const float* h,
-                                          int64_t h_count, const float* c, int64_t c_count) {
+static inline int pylstm_stream_set_state(pylstm_stream* stream, const float* h, int64_t h_count,
+                                          const float* c, int64_t c_count) {
   return pylstm_capi_table->stream_set_state(stream, h, h_count, c, c_count);
 }
 static inline int pylstm_stream_reset(pylstm_stream* stream) {

@@ -22,8 +22,8 @@ class WorkspacePlan {
  public:
   struct Buffer {
     const char* name = "";  // a string literal
-    size_t offset = 0;  // bytes from the arena's start (a multiple of the alignment)
-    size_t bytes = 0;   // as asked for (the next buffer starts at the aligned end)
+    size_t offset = 0;      // bytes from the arena's start (a multiple of the alignment)
+    size_t bytes = 0;       // as asked for (the next buffer starts at the aligned end)
   };
 
   explicit WorkspacePlan(size_t alignment) : alignment_(alignment) {}
