@@ -18,24 +18,29 @@ from __future__ import annotations
 
 import numpy as np
 
-from .engine import empty_output
+from .engine import Engine, empty_output
 from .stream_state import StreamState, engine_step
 from .validation import as_float_array, as_state, to_numpy
 
 
 def served_model(model):
-    """The served form of ``model`` (TypeError for objects the batcher cannot serve)."""
-    from ..faces.cell_face import CellModel
-    from ..faces.keras_face import KerasModel
-    from ..faces.onnx_face import OnnxModel
-    from ..faces.torch_face import TorchModel
+    """The served form of ``model`` (TypeError for objects the batcher cannot serve).
 
-    if isinstance(model, (TorchModel, CellModel)):
+    The kinds are told apart by what they offer (the runtime does not import the faces): an
+    engine-only model (``from_torch``, ``from_arrays``, cells) has an :class:`Engine`
+    ``engine``; an ONNX model ``get_inputs`` and ``check_feeds``; a Keras model
+    ``takes_token_ids``.
+    """
+    if isinstance(getattr(model, "engine", None), Engine) and callable(
+        getattr(model, "stream", None)
+    ):
         return EngineModel(model)
-    if isinstance(model, KerasModel):
-        return KerasServed(model)
-    if isinstance(model, OnnxModel):
+    if callable(getattr(model, "get_inputs", None)) and callable(
+        getattr(model, "check_feeds", None)
+    ):
         return OnnxServed(model)
+    if hasattr(model, "takes_token_ids") and callable(getattr(model, "stream", None)):
+        return KerasServed(model)
     raise TypeError(
         f"StreamBatcher serves pylstm models (from_torch, from_arrays, from_keras, load); got "
         f"{type(model).__name__}"
