@@ -28,11 +28,10 @@ except ImportError as _exc:
     raise _engine_missing(_exc) from None
 
 from ._capi import get_include
-from .assemble import from_arrays, from_torch
+from .assemble import from_arrays, from_keras, from_torch
+from .assemble import from_onnx_model as from_onnx
 from .convert.builder import Direction, Layer
 from .convert.canonical import Activation, reorder_gates
-from .convert.keras import from_keras
-from .convert.onnx import from_onnx_model as from_onnx
 from .errors import BatcherClosed, DeviceError, FormatError, UnsupportedError
 from .faces.cell_face import CellModel
 from .faces.keras_face import KerasModel, KerasStream

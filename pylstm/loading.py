@@ -118,11 +118,11 @@ def _load(path, *, device, precision, **options):
             state, options=options, source=name, device=device, precision=precision
         )
     if kind == "onnx":
-        from .convert.onnx import load_onnx
+        from .assemble import load_onnx
 
         return load_onnx(path, device=device, precision=precision, **options)
     if kind in ("keras", "hdf5"):
-        from .convert.keras import load_keras
+        from .assemble import load_keras
 
         return load_keras(path, device=device, precision=precision, **options)
     raise UnsupportedError(f"{name}: {kind} files are not supported by this version of pylstm")

@@ -17,7 +17,7 @@ ort = pytest.importorskip("onnxruntime")
 
 from test_onnx_ops import _model
 
-from pylstm.convert.onnx import from_onnx_model
+from pylstm.assemble import from_onnx_model
 
 rng = np.random.default_rng(1234)
 F = np.float32

@@ -24,7 +24,7 @@ onnx = pytest.importorskip("onnx")
 
 from onnx_oracle import ACTIVATION_NAMES, assert_close, make_model, random_case, reference
 
-from pylstm.convert.onnx import from_onnx_model
+from pylstm.assemble import from_onnx_model
 
 ATOL = 3e-5  # fp32 vs float64, unit-scale outputs (scaled for unbounded rows)
 T, B, I, H = 5, 3, 4, 5

@@ -17,7 +17,7 @@ ort = pytest.importorskip("onnxruntime")
 
 from onnx import TensorProto, helper, numpy_helper
 
-from pylstm.convert.onnx import from_onnx_model
+from pylstm.assemble import from_onnx_model
 
 F = np.float32
 

@@ -29,7 +29,7 @@ from onnx import TensorProto, helper, numpy_helper
 from onnx_oracle import assert_close, make_model, random_case
 
 import pylstm
-from pylstm.convert.onnx import from_onnx_model
+from pylstm.assemble import from_onnx_model
 
 ATOL = 3e-5
 

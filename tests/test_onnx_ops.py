@@ -16,7 +16,7 @@ ort = pytest.importorskip("onnxruntime")
 
 from onnx import helper, numpy_helper
 
-from pylstm.convert.onnx import from_onnx_model
+from pylstm.assemble import from_onnx_model
 
 rng = np.random.default_rng(0)
 F = np.float32

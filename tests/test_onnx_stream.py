@@ -21,7 +21,7 @@ from onnx import TensorProto, helper
 from onnx_oracle import assert_close, make_model, random_case
 
 import pylstm
-from pylstm.convert.onnx import from_onnx_model
+from pylstm.assemble import from_onnx_model
 
 TOL = 1e-6
 CHUNKS = [1, 3, 2, 7, 1, 6]  # 20 steps

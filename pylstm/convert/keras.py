@@ -1,5 +1,8 @@
-"""Keras: live Keras 3 models and layers (:func:`from_keras`) and saved files (:func:`load_keras`:
-``.keras``, whole-model ``.h5`` by Keras 3 or tf.keras 2, ``.weights.h5`` with ``config=``).
+"""Keras: live Keras 3 models and layers (:func:`convert_live`) and saved files
+(:func:`convert_file`: ``.keras``, whole-model ``.h5`` by Keras 3 or tf.keras 2, ``.weights.h5``
+with ``config=``) converted into a :class:`KerasConverted`: plain data (the graph lowered to
+nodes, canonical layers for the recurrent ones) that :mod:`pylstm.assemble` builds a
+:class:`~pylstm.faces.keras_face.KerasModel` from.
 
 Files are read with h5py and the standard library only. The architecture always comes from the
 saved config (never from defaults: ``recurrent_activation`` and ``reset_after`` defaults changed
@@ -13,9 +16,9 @@ from __future__ import annotations
 import json
 import os
 import sys
+from dataclasses import dataclass
 
 from ..errors import FormatError, UnsupportedError
-from ..faces.keras_face import KerasModel
 from ..read.keras_config import MODEL_CLASSES, model_spec
 from ..read.keras_h5 import (
     KerasZip,
@@ -29,11 +32,22 @@ from ..read.keras_h5 import (
     read_json,
 )
 from ..read.sniff import check_regular_file
-from ..runtime.ops.keras_around import WEIGHTED, canonical_class
-from ..runtime.ops.keras_layers import build_op
+from .keras_around import WEIGHTED, canonical_class
+from .keras_graph import KerasGraph, lower
+from .keras_layers import build_op
 from .keras_recurrent import RECURRENT, SUPPORTED, Context
 
 _OPTIONS = {"config", "keras_version"}
+
+
+@dataclass(frozen=True)
+class KerasConverted:
+    """A converted Keras model: its graph lowered to nodes (:class:`KerasGraph`), the model's
+    graph as read from its config (:class:`~pylstm.read.keras_config.ModelSpec`) and its name."""
+
+    graph: KerasGraph
+    spec: object
+    name: str
 
 
 def guess_keras_major(config: dict) -> int:
@@ -51,8 +65,8 @@ def guess_keras_major(config: dict) -> int:
     return 3
 
 
-def build_model(config: dict, weights, *, keras_major: int, device, precision, source: str):
-    """A :class:`KerasModel` from a model config and a weights lookup.
+def convert_model(config: dict, weights, *, keras_major: int, source: str) -> KerasConverted:
+    """A :class:`KerasConverted` from a model config and a weights lookup.
 
     Parameters
     ----------
@@ -61,7 +75,6 @@ def build_model(config: dict, weights, *, keras_major: int, device, precision, s
     weights : callable
         ``weights(layer_spec) -> list of ndarray`` in ``layer.get_weights()`` order.
     keras_major : int
-    device, precision : str
     source : str
         Named in error messages.
     """
@@ -71,7 +84,7 @@ def build_model(config: dict, weights, *, keras_major: int, device, precision, s
         raise
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
         raise FormatError(f"{source}: malformed model config ({exc!r})") from None
-    ctx = Context(keras_major, device, precision, source)
+    ctx = Context(keras_major, source)
     pair = getattr(weights, "pair_by_order", None)  # legacy .h5: by name, else by order
     if pair is not None:
         pair([name for name, layer in spec.layers.items() if _holds_weights(layer)])
@@ -94,7 +107,8 @@ def build_model(config: dict, weights, *, keras_major: int, device, precision, s
             ) from None
     inner = config.get("config")
     model_name = inner.get("name") if isinstance(inner, dict) else None
-    return KerasModel(spec, ops, name=model_name or os.path.basename(source))
+    name = model_name or os.path.basename(source)
+    return KerasConverted(lower(spec, ops, name), spec, name)
 
 
 def _holds_weights(layer) -> bool:
@@ -136,54 +150,9 @@ def _version_option(value):
     return major
 
 
-def load_keras(path, *, device="cpu", precision="fp32", **options):
-    """Load a Keras model file without Keras, TensorFlow or torch.
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-        ``.keras`` (Keras 3, or tf.keras >= 2.13), ``.h5`` written by ``model.save`` (Keras 3 or
-        tf.keras 2), or a weights file (``.weights.h5``, or a tf.keras 2 ``save_weights`` ``.h5``)
-        with ``config=``.
-    device : str
-        Where the model runs: ``"cpu"`` (the default), ``"cuda"`` (the first GPU) or
-        ``"cuda:N"``. CUDA needs pylstm built with its CUDA backend and a visible GPU;
-        ``pylstm info`` (or :func:`pylstm.info`, ``cuda_status``) says whether and why not.
-    precision : str
-        How the weights are stored. On the CPU ``"fp32"`` (default), ``"bf16"`` (halves the
-        bytes each step reads) or ``"int8"`` (one scale per gate row; a quarter), with inputs,
-        states and sums in float32. On CUDA ``"fp32"``, ``"fp16"`` or ``"bf16"``: weights and
-        activations in that type on the GPU, sums and the LSTM cell state in float32.
-    config : str, os.PathLike or dict, optional
-        The architecture (a ``model.to_json()`` file) for weights-only files.
-    keras_version : str, optional
-        Overrides the Keras version the file says wrote it (e.g. ``"2.15"``); it decides what
-        ``hard_sigmoid`` means.
-
-    Returns
-    -------
-    KerasModel
-        ``model(x)`` returns what the Keras model returns. Inputs of float16, bfloat16
-        (torch tensors, ``ml_dtypes`` arrays), float32 or float64 are converted to float32.
-
-    Raises
-    ------
-    FileNotFoundError
-        No such file.
-    pylstm.FormatError (a ValueError)
-        Unreadable, truncated or inconsistent files (the message names the file and layer).
-    pylstm.UnsupportedError (a NotImplementedError)
-        A layer or option pylstm does not run (the message names the layer class).
-    pylstm.DeviceError (a RuntimeError)
-        ``device`` names CUDA and this build has no CUDA backend, the backend cannot be loaded,
-        or there is no GPU (or no GPU ``N``); the message says which.
-    ValueError
-        ``device`` is not ``"cpu"``, ``"cuda"`` or ``"cuda:N"``, or ``precision`` is not one
-        the device offers (``"fp16"`` is CUDA-only, ``"int8"`` CPU-only).
-    TypeError
-        ``device`` or ``precision`` is not a string, an option that Keras files do not take,
-        or ``config=`` with a ``.keras`` file.
-    """
+def convert_file(path, **options) -> KerasConverted:
+    """A Keras file converted (see :func:`pylstm.assemble.load_keras` for the files and
+    options)."""
     unknown = sorted(set(options) - _OPTIONS)
     if unknown:
         raise TypeError(
@@ -200,14 +169,7 @@ def load_keras(path, *, device="cpu", precision="fp32", **options):
         with KerasZip(name) as archive:
             major = forced or keras_major_of(archive.keras_version)
             major = major or guess_keras_major(archive.config)
-            return build_model(
-                archive.config,
-                archive.weights,
-                keras_major=major,
-                device=device,
-                precision=precision,
-                source=source,
-            )
+            return convert_model(archive.config, archive.weights, keras_major=major, source=source)
     config = _config_option(given, source) if given is not None else None
     with open_h5(name, source) as f:
         try:
@@ -216,15 +178,15 @@ def load_keras(path, *, device="cpu", precision="fp32", **options):
                     f"{source} holds weights only; pass the architecture with "
                     "config='model.json' (the output of model.to_json())"
                 )
-            return _load_h5(f, config, forced, source, device, precision)
+            return _load_h5(f, config, forced, source)
         except (FormatError, UnsupportedError):
             raise
         except (OSError, KeyError, RuntimeError, ValueError, TypeError) as exc:
             raise FormatError(f"{source}: corrupt or unreadable HDF5 content ({exc})") from None
 
 
-def _load_h5(f, config, forced, source, device, precision):
-    """The HDF5 half of :func:`load_keras` (whole-model ``.h5`` or a weights file)."""
+def _load_h5(f, config, forced, source):
+    """The HDF5 half of :func:`convert_file` (whole-model ``.h5`` or a weights file)."""
     attrs = f.attrs
     if config is None:
         text = read_attribute(f, "model_config", source)
@@ -247,9 +209,7 @@ def _load_h5(f, config, forced, source, device, precision):
     else:
         raise FormatError(f"{source}: no Keras weights found (no model_weights or layers)")
     major = forced or keras_major_of(version) or guess_keras_major(config)
-    return build_model(
-        config, weights, keras_major=major, device=device, precision=precision, source=source
-    )
+    return convert_model(config, weights, keras_major=major, source=source)
 
 
 def _live_major(obj) -> int:
@@ -257,45 +217,8 @@ def _live_major(obj) -> int:
     return keras_major_of(getattr(package, "__version__", None)) or 3
 
 
-def from_keras(obj, *, device="cpu", precision="fp32") -> KerasModel:
-    """Build a model from a live Keras object.
-
-    Parameters
-    ----------
-    obj : keras.Model, keras.Sequential, or a recurrent layer
-        A Keras 3 (or tf.keras 2) ``Sequential`` or functional model (one or several inputs), or a
-        built ``LSTM``, ``GRU``, ``SimpleRNN``, ``RNN`` or ``Bidirectional`` layer.
-    device : str
-        Where the model runs: ``"cpu"`` (the default), ``"cuda"`` (the first GPU) or
-        ``"cuda:N"``. CUDA needs pylstm built with its CUDA backend and a visible GPU;
-        ``pylstm info`` (or :func:`pylstm.info`, ``cuda_status``) says whether and why not.
-    precision : str
-        How the weights are stored. On the CPU ``"fp32"`` (default), ``"bf16"`` (halves the
-        bytes each step reads) or ``"int8"`` (one scale per gate row; a quarter), with inputs,
-        states and sums in float32. On CUDA ``"fp32"``, ``"fp16"`` or ``"bf16"``: weights and
-        activations in that type on the GPU, sums and the LSTM cell state in float32.
-
-    Returns
-    -------
-    KerasModel
-        ``model(x)`` returns what ``obj(x)`` returns, as numpy. Inputs of float16, bfloat16
-        (torch tensors, ``ml_dtypes`` arrays), float32 or float64 are converted to float32.
-
-    Raises
-    ------
-    pylstm.UnsupportedError (a NotImplementedError)
-        A layer pylstm does not run, or an object that is not a Keras model or recurrent layer
-        (the message names its class).
-    pylstm.DeviceError (a RuntimeError)
-        ``device`` names CUDA and this build has no CUDA backend, the backend cannot be loaded,
-        or there is no GPU (or no GPU ``N``); the message says which.
-    ValueError
-        A recurrent layer that has no weights yet (not built); ``device`` is not ``"cpu"``,
-        ``"cuda"`` or ``"cuda:N"``, or ``precision`` is not one the device offers (``"fp16"``
-        is CUDA-only, ``"int8"`` CPU-only).
-    TypeError
-        ``device`` or ``precision`` is not a string.
-    """
+def convert_live(obj) -> KerasConverted:
+    """A live Keras object converted (see :func:`pylstm.assemble.from_keras`)."""
     cls = type(obj).__name__
     get_config = getattr(obj, "get_config", None)
     if get_config is None or not hasattr(obj, "get_weights"):
@@ -329,11 +252,6 @@ def from_keras(obj, *, device="cpu", precision="fp32") -> KerasModel:
             f"from_keras takes a Sequential or functional model or a recurrent layer; got {cls} "
             f"(supported layers: {SUPPORTED})"
         )
-    return build_model(
-        config,
-        weights,
-        keras_major=major,
-        device=device,
-        precision=precision,
-        source=f"{cls} {getattr(obj, 'name', '')!r}",
+    return convert_model(
+        config, weights, keras_major=major, source=f"{cls} {getattr(obj, 'name', '')!r}"
     )

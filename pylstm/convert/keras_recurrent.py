@@ -1,4 +1,5 @@
-"""Keras recurrent layers -> canonical :class:`Layer` s run by an :class:`Engine`.
+"""Keras recurrent layers -> canonical :class:`Layer` s (one per engine the runtime builds) and
+the plain description of how Keras picks, reverses and merges their outputs.
 
 Keras layout, converted here once:
 
@@ -20,14 +21,13 @@ Keras layout, converted here once:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from ..errors import FormatError, UnsupportedError
-from ..runtime.engine import Engine
-from ..runtime.ops.keras_activations import engine_activation
 from .canonical import Direction, Layer
+from .keras_activations import engine_activation
 
 SUPPORTED = (
     "LSTM, GRU, SimpleRNN, CuDNNLSTM, CuDNNGRU (Keras 2), Bidirectional, "
@@ -49,15 +49,26 @@ _CUDNN = ("CuDNNLSTM", "CuDNNGRU")
 _CELLS = {"LSTMCell": "LSTM", "GRUCell": "GRU", "SimpleRNNCell": "SimpleRNN"}
 
 
-@dataclass
+@dataclass(frozen=True)
 class Context:
-    """What every conversion needs: the Keras major version (2 or 3), engine settings and the
-    source named in error messages."""
+    """What every conversion needs: the Keras major version (2 or 3) and the source named in
+    error messages."""
 
     keras_major: int
-    device: str = "cpu"
-    precision: str = "fp32"
     source: str = "model"
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    """A Keras layer other than a recurrent one, converted: the runtime operator that runs it
+    (``op``, a name in :data:`pylstm.runtime.ops.keras_layers.KERAS_OPS`) and its constructor
+    arguments (weights as float32 arrays, activations as ``(name, alpha, beta)`` of the numpy
+    activation table). ``multi_input``: the layer takes several tensors."""
+
+    op: str
+    params: dict
+    multi_input: bool = False
+    num_outputs: int = 1
 
 
 def as_f32(a) -> np.ndarray:
@@ -85,11 +96,12 @@ def check_weights(arrays, shapes, where: str, names) -> list:
 
 
 # -- recurrent layers ------------------------------------------------------------------------
-@dataclass
+@dataclass(frozen=True)
 class SubLayer:
     """One Keras recurrent layer (one direction) placed in an engine.
 
-    ``engine`` indexes :attr:`Recurrent.engines`, ``slot`` the direction inside it.
+    ``engine`` indexes :attr:`Recurrent.layers` (one engine each), ``slot`` the direction
+    inside it.
     """
 
     engine: int
@@ -99,31 +111,30 @@ class SubLayer:
     go_backwards: bool
 
 
-@dataclass
+@dataclass(frozen=True)
 class Recurrent:
-    """A Keras ``LSTM``/``GRU``/``SimpleRNN`` (one sub-layer) or ``Bidirectional`` (two).
-
-    The face runs it (see :mod:`pylstm.faces.keras_face`): engines in time-major order, outputs
-    picked, reversed and merged the way Keras does.
+    """A Keras ``LSTM``/``GRU``/``SimpleRNN`` (one sub-layer) or ``Bidirectional`` (two), as
+    plain data: the canonical layers (each becomes one engine) and how Keras picks, reverses
+    and merges their outputs. The runtime runs it (:mod:`pylstm.runtime.graph_recurrent`).
     """
 
     name: str
     class_name: str
     input_size: int
-    subs: list
-    engines: list
+    subs: tuple
+    layers: tuple
     return_sequences: bool
     return_state: bool
     stateful: bool
     merge_mode: str | None = None
     bidirectional: bool = False
     hold: bool = True
-    num_outputs: int = field(init=False, default=1)
 
-    def __post_init__(self):
+    @property
+    def num_outputs(self) -> int:
         out = 2 if self.bidirectional and self.merge_mode is None else 1
         states = sum(2 if s.cell == "lstm" else 1 for s in self.subs)
-        self.num_outputs = out + (states if self.return_state else 0)
+        return out + (states if self.return_state else 0)
 
 
 def _rnn_config(class_name: str, config: dict, where: str) -> tuple:
@@ -249,23 +260,21 @@ def build_recurrent(spec, weights, ctx: Context) -> Recurrent:
         units, cell, direction, reset_after = sub
         return units, cell, direction.bias_w is None, reset_after
 
-    engines, subs = [], []
+    layers, subs = [], []
     if len(subs_in) == 2 and kind(subs_in[0]) == kind(subs_in[1]):
         units, cell, _, reset_after = subs_in[0]
-        layer = _layer(cell, [d for _, _, d, _ in subs_in], reset_after, hold)
-        engines.append(Engine([layer], ctx.device, ctx.precision))
+        layers.append(_layer(cell, [d for _, _, d, _ in subs_in], reset_after, hold))
         subs = [SubLayer(0, k, cell, units, d.reverse) for k, (_, _, d, _) in enumerate(subs_in)]
     else:
         for k, (units, cell, direction, reset_after) in enumerate(subs_in):
-            layer = _layer(cell, [direction], reset_after, hold)
-            engines.append(Engine([layer], ctx.device, ctx.precision))
+            layers.append(_layer(cell, [direction], reset_after, hold))
             subs.append(SubLayer(k, 0, cell, units, direction.reverse))
     return Recurrent(
         name=spec.name,
         class_name=spec.class_name,
         input_size=input_size,
-        subs=subs,
-        engines=engines,
+        subs=tuple(subs),
+        layers=tuple(layers),
         return_sequences=return_sequences,
         return_state=bool(main.get("return_state", False)),
         stateful=bool(main.get("stateful", False)),

@@ -1,4 +1,5 @@
-"""ONNX LSTM, GRU and RNN nodes -> canonical :class:`pylstm.Layer` + an engine that runs them.
+"""ONNX LSTM, GRU and RNN nodes -> canonical :class:`pylstm.Layer` s (the runtime runs each on an
+engine: :class:`pylstm.runtime.graph_recurrent.OnnxRecurrent`).
 
 Conversion, once per node at load time (W, R, B and P must be constants):
 
@@ -14,7 +15,7 @@ Conversion, once per node at load time (W, R, B and P must be constants):
   out: LeakyRelu 0.01, HardSigmoid 0.2/0.5, Elu 1.0, anything else 0 (ONNX Runtime's defaults);
 * ``clip``, ``input_forget``, ``linear_before_reset`` -> the Layer options of those names.
 
-At run time (``RecurrentNode.__call__``) ``layout`` picks the axes of X, the states and the
+At run time (``OnnxRecurrent.__call__``) ``layout`` picks the axes of X, the states and the
 outputs, ``sequence_lens`` becomes the engine's step mask (padded steps output 0 and carry the
 state; the reverse direction starts at each sequence's last valid step), and a sequence of
 length 0 gives ``Y_h = Y_c = 0`` as in ONNX Runtime.
@@ -25,7 +26,6 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import FormatError, UnsupportedError
-from ..runtime.engine import Engine
 from .canonical import Activation, Direction, Layer
 
 GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
@@ -219,125 +219,3 @@ def build_layer(node, constants: dict, source: str = "model"):
     except (ValueError, TypeError) as exc:
         raise FormatError(f"{what}: {exc}") from None
     return layer, layout
-
-
-def _float_input(value, name: str, what: str) -> np.ndarray:
-    arr = np.asarray(value)
-    if arr.dtype.kind != "f":
-        raise TypeError(f"{what}: input {name} must be a float tensor, got dtype {arr.dtype}")
-    return arr
-
-
-class RecurrentNode:
-    """Runs one ONNX LSTM/GRU/RNN node on the engine, with ONNX's inputs and outputs.
-
-    Called by the graph executor with the node's input arrays (``None`` for omitted ones), a
-    flag per output telling whether it is used, and the streaming context (or None).
-    """
-
-    def __init__(self, node, constants: dict, *, device="cpu", precision="fp32", source="model"):
-        self.op = node.op_type
-        self.name = node.name or node.outputs[0]
-        self.what = f"{node.describe()}"
-        self.layer, self.layout = build_layer(node, constants, source)
-        self.engine = Engine([self.layer], device, precision)
-        self.D = self.layer.num_directions
-        self.H = self.layer.hidden_size
-        self.I = self.layer.input_size
-
-    @property
-    def reverse(self) -> bool:
-        """Whether any direction runs backwards in time."""
-        return any(d.reverse for d in self.layer.directions)
-
-    def _state(self, value, name: str, B: int):
-        """An initial state ([D, B, H], or [B, D, H] with layout 1) as C-contiguous [D, B, H]."""
-        if value is None:
-            return None
-        arr = _float_input(value, name, self.what)
-        expected = (self.D, B, self.H) if self.layout == 0 else (B, self.D, self.H)
-        if arr.shape != expected:
-            raise ValueError(
-                f"{self.what}: {name} must have shape {list(expected)}, got {list(arr.shape)}"
-            )
-        if self.layout == 1:
-            arr = arr.transpose(1, 0, 2)
-        return np.ascontiguousarray(arr, np.float32)
-
-    def _lengths(self, value, B: int, T: int):
-        if value is None:
-            return None
-        lens = np.asarray(value)
-        if lens.dtype.kind not in "iu":
-            raise TypeError(f"{self.what}: sequence_lens must be integers, got dtype {lens.dtype}")
-        if lens.shape != (B,):
-            raise ValueError(
-                f"{self.what}: sequence_lens must have shape [{B}] (one length per sequence), "
-                f"got {list(lens.shape)}"
-            )
-        if B and (lens.min() < 0 or lens.max() > T):
-            raise ValueError(
-                f"{self.what}: sequence_lens must be between 0 and the sequence length {T}, got "
-                f"min {lens.min()} and max {lens.max()}"
-            )
-        return lens.astype(np.int64)
-
-    def __call__(self, args: list, wanted: list, context=None) -> list:
-        args = list(args) + [None] * (len(INPUTS[self.op]) - len(args))
-        X = _float_input(args[0], "X", self.what)
-        if X.ndim != 3:
-            raise ValueError(f"{self.what}: X must be 3-D, got shape {list(X.shape)}")
-        if X.shape[2] != self.I:
-            raise ValueError(
-                f"{self.what}: X has {X.shape[2]} features (last axis), W expects {self.I}; "
-                f"X shape {list(X.shape)}"
-            )
-        out_dtype = X.dtype
-        xt = X if self.layout == 0 else X.transpose(1, 0, 2)  # [T, B, I] view
-        T, B = xt.shape[0], xt.shape[1]
-        lens = self._lengths(args[4], B, T)
-        h0 = self._state(args[5], "initial_h", B)
-        c0 = self._state(args[6], "initial_c", B) if self.op == "LSTM" else None
-        if context is not None:
-            h0, c0 = context.initial_state(self, B, h0, c0)
-        if self.op == "LSTM" and (h0 is None) != (c0 is None):
-            zeros = np.zeros((self.D, B, self.H), np.float32)
-            h0 = zeros if h0 is None else h0
-            c0 = zeros.copy() if c0 is None else c0
-        h_n = np.zeros((self.D, B, self.H), np.float32)
-        c_n = np.zeros((self.D, B, self.H), np.float32) if self.op == "LSTM" else None
-        # The engine writes [T, B, D*H] (directions innermost): a [T, B, D, H] buffer for
-        # layout 0 (transposed to [T, D, B, H] below), [B, T, D, H] for layout 1 (final as is).
-        if self.layout == 0:
-            y = np.zeros((T, B, self.D, self.H), np.float32)
-            y_tm = y.reshape(T, B, self.D * self.H)
-        else:
-            y = np.zeros((B, T, self.D, self.H), np.float32)
-            y_tm = y.reshape(B, T, self.D * self.H).transpose(1, 0, 2)
-        if T and B:
-            xf = np.asarray(xt, np.float32)
-            if xf.shape[2] > 1 and xf.strides[2] != 4:
-                xf = np.ascontiguousarray(xf)
-            mask = None
-            if lens is not None and lens.min() < T:
-                mask = np.ascontiguousarray(np.arange(T)[:, None] < lens[None, :], np.uint8)
-            self.engine.forward(xf, y_tm, mask, h0, c0, h_n, c_n)
-        if context is not None:  # streaming carries the state through padded or empty chunks
-            carried_h = h_n.copy() if T else h0
-            carried_c = (c_n.copy() if T else c0) if c_n is not None else None
-            context.final_state(self, carried_h, carried_c)
-        # A sequence of length 0 (or no steps at all) gives Y_h = Y_c = 0, as in ONNX Runtime.
-        empty = np.ones(B, bool) if T == 0 else None if lens is None else lens == 0
-        if empty is not None and empty.any():
-            h_n[:, empty] = 0
-            if c_n is not None:
-                c_n[:, empty] = 0
-        # Views, not copies: a following Transpose (PyTorch exports turn Y back into
-        # [T, B, D*H]) then costs nothing; the face copies graph outputs that are views.
-        Y = y.transpose(0, 2, 1, 3) if self.layout == 0 else y
-        outs = [Y]
-        for state in (h_n, c_n)[: len(wanted) - 1]:
-            outs.append(state if state is None or self.layout == 0 else state.transpose(1, 0, 2))
-        if out_dtype != np.float32:
-            outs = [None if o is None else o.astype(out_dtype) for o in outs]
-        return [o if w else None for o, w in zip(outs, wanted)]

@@ -4,34 +4,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 import numpy as np
 
+from ..read.onnx_proto import NodeArg
 from ..runtime.validation import positive_int, to_numpy
 
-
-@dataclass(frozen=True)
-class NodeArg:
-    """A graph input or output as ONNX Runtime describes it.
-
-    Attributes
-    ----------
-    name : str
-    shape : list
-        One entry per axis: an int for a fixed size, a str for a symbolic one, None when
-        unknown. None (not a list) when the model does not record the rank.
-    type : str
-        ``"tensor(float)"``, ``"tensor(int64)"``, ...
-    """
-
-    name: str
-    shape: list | None
-    type: str
-    dtype: np.dtype | None = None
-
-    def __repr__(self):
-        return f"NodeArg(name={self.name!r}, type={self.type!r}, shape={self.shape!r})"
+__all__ = ["NodeArg", "OnnxModel"]
 
 
 def _convert_feed(value, arg: NodeArg) -> np.ndarray:

@@ -1,7 +1,11 @@
-"""A small numpy executor for ONNX graphs whose heavy nodes are recurrent layers.
+"""The graph executor: the one interpreter of every graph pylstm runs, ONNX graphs and Keras
+models alike (a Keras model is lowered to the same plain nodes by
+:mod:`pylstm.convert.keras_graph`).
 
-The recurrent nodes (LSTM, GRU, RNN) run in the pylstm engine (``onnx_rnn.py``); every other
-node runs in numpy (``onnx_ops.py``). ``If``: a condition known at load inlines the branch it
+Recurrent nodes (ONNX LSTM, GRU, RNN; Keras recurrent layers) run on the engine
+(:mod:`pylstm.runtime.graph_recurrent`, built by the caller's ``make_recurrent``); every other
+node runs in numpy: ONNX operators from :mod:`pylstm.runtime.ops.onnx_ops`, Keras layers
+(domain ``pylstm.keras``) from :mod:`pylstm.runtime.ops.keras_layers`. ``If``: a condition known at load inlines the branch it
 takes (both branches are decoded and checked); a run-time condition runs the chosen branch, a
 graph of its own that sees the enclosing graph's values. At load time the graph is sorted topologically and every
 node whose inputs are all constants is computed once (constant folding: ``Constant`` nodes,
@@ -12,73 +16,25 @@ needed for the requested outputs run, and intermediate values are dropped after 
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
-
 import numpy as np
 
 from ..errors import FormatError, UnsupportedError
 from ..read import limits
+from ..read.nodes import DEFAULT_DOMAINS, KERAS_DOMAIN, Node, Subgraph
 from ..read.onnx_tensors import current_budget
 from .ops import limits as onnx_limits
+from .ops.keras_layers import KERAS_OPS, KerasCall
 from .ops.onnx_ops import OPS
+
+__all__ = ["DEFAULT_DOMAINS", "Graph", "Node", "Subgraph"]
 
 RECURRENT_OPS = ("LSTM", "GRU", "RNN")
 PACKED_INPUTS = (1, 2, 3, 7)  # W, R, B and (LSTM) P: converted into the engine at load time
-DEFAULT_DOMAINS = ("", "ai.onnx")
 # Operators with subgraphs or state that the executor does not run, with a reason.
 _NOT_RUN = {
     "Loop": "control flow (subgraphs)",
     "Scan": "control flow (subgraphs)",
 }
-
-
-@dataclass
-class Node:
-    """One graph node, decoded from its ``NodeProto``.
-
-    ``inputs`` holds ``""`` for an omitted optional input; ``opset`` is the version of the
-    node's domain that the model imports; ``run`` is set by the graph (numpy op or engine).
-    """
-
-    op_type: str
-    name: str
-    inputs: list
-    outputs: list
-    attrs: dict
-    domain: str = ""
-    opset: int = 1
-    run: Callable | None = field(default=None, repr=False)
-    recurrent: bool = False
-
-    def describe(self) -> str:
-        return f"node {self.name!r} ({self.op_type})" if self.name else f"a {self.op_type} node"
-
-
-@dataclass
-class Subgraph:
-    """A subgraph attribute (``If``'s ``then_branch`` / ``else_branch``) as plain data: its
-    nodes, its initializers and its output names. Its nodes may read values of the enclosing
-    graphs (outer scope)."""
-
-    name: str
-    nodes: list
-    constants: dict
-    outputs: list
-
-    def outer_reads(self) -> list:
-        """Names this subgraph (and those nested in it) reads from enclosing scopes, in order."""
-        produced = set(self.constants)
-        reads = []
-        for node in self.nodes:
-            names = list(node.inputs)
-            for value in node.attrs.values():
-                if isinstance(value, Subgraph):
-                    names += value.outer_reads()
-            reads += [n for n in names if n and n not in produced and n not in reads]
-            produced.update(o for o in node.outputs if o)
-        reads += [o for o in self.outputs if o not in produced and o not in reads]
-        return reads
 
 
 def _prepare_if(node: Node, source: str) -> None:
@@ -131,9 +87,13 @@ class Graph:
     inputs, outputs : list of str
         Graph input and output names (inputs exclude initializers).
     make_recurrent : callable(Node, dict) -> callable
-        Builds the runner of an LSTM/GRU/RNN node from the node and the constants.
+        Builds the runner of a recurrent node from the node and the constants.
     source : str
         Named in error messages.
+    keras : bool
+        A Keras model lowered by :mod:`pylstm.convert.keras_graph`: its nodes are Keras layers
+        (domain ``pylstm.keras``, refused in other graphs), and the bytes each operator produces
+        are not bounded (its sizes follow from checked weights). ONNX graphs (False) bound them.
 
     Raises
     ------
@@ -143,8 +103,11 @@ class Graph:
         A node input that nothing produces, a cycle, or a constant subgraph that fails.
     """
 
-    def __init__(self, nodes, constants, inputs, outputs, make_recurrent, source="model"):
+    def __init__(
+        self, nodes, constants, inputs, outputs, make_recurrent, source="model", keras=False
+    ):
         self.source = source
+        self.keras = keras
         self.inputs = list(inputs)
         self.outputs = list(outputs)
         self._make_recurrent = make_recurrent
@@ -167,7 +130,8 @@ class Graph:
                 node.run = self._if_runner(node)
                 self.nodes.append(node)
                 continue
-            if not node.recurrent and all(not n or n in self.constants for n in node.inputs):
+            foldable = not node.recurrent and node.domain != KERAS_DOMAIN
+            if foldable and all(not n or n in self.constants for n in node.inputs):
                 self._fold(node)
                 continue
             if node.recurrent:
@@ -179,7 +143,7 @@ class Graph:
                         f"{source}: {node.describe()} has a malformed attribute or input ({exc})"
                     ) from None
             else:
-                node.run = _numpy_runner(node)
+                node.run = KerasCall(node) if node.domain == KERAS_DOMAIN else NumpyRunner(node)
             self.nodes.append(node)
         known = set(self.constants) | set(self.inputs)
         for node in self.nodes:
@@ -239,11 +203,16 @@ class Graph:
                     branch.outputs,
                     self._make_recurrent,
                     source=f"{self.source}: {node.describe()} {key}",
+                    keras=self.keras,
                 )
             )
         return IfRunner(node, *graphs)
 
     def _check_supported(self, node: Node) -> None:
+        if node.domain == KERAS_DOMAIN and self.keras:  # lowered by convert.keras_graph
+            if not node.recurrent and node.attrs.get("op") not in KERAS_OPS:
+                raise UnsupportedError(f"{self.source}: {node.describe()} is not a Keras operator")
+            return
         if node.domain not in DEFAULT_DOMAINS:
             raise UnsupportedError(
                 f"{self.source}: {node.describe()} is in the operator domain {node.domain!r}; "
@@ -353,7 +322,8 @@ class Graph:
     def run(self, feeds: dict, wanted, context=None) -> list:
         """Values of ``wanted`` (names) given ``feeds`` (name -> array, already checked).
 
-        ``context`` is passed to recurrent nodes (streaming keeps their states there).
+        ``context`` is passed to recurrent nodes (a :class:`~.graph_recurrent.RunContext`:
+        streams and stateful layers keep their states there).
         """
         nodes, drops = self.plan(wanted)
         env = dict(self.constants)
@@ -361,10 +331,11 @@ class Graph:
         largest = max(
             getattr(self, "largest_constant", 0), onnx_limits.largest_nbytes(feeds.values())
         )
+        guard = not getattr(self, "keras", False)
         for node, drop in zip(nodes, drops):
             args = _trim([env.get(n) if n else None for n in node.inputs])
             limit = onnx_limits.run_limit(largest, getattr(self, "max_bytes", None))
-            if not node.recurrent:
+            if guard and not node.recurrent:
                 predicted = onnx_limits.predicted_bytes(node, args)
                 if predicted is not None and predicted > limit:
                     raise _over_run_limit(node, predicted, limit)
@@ -381,10 +352,10 @@ class Graph:
                 raise ValueError(f"{node.describe()}: out of memory computing its output") from None
             except Exception as exc:  # numpy errors on unexpected shapes or values
                 raise ValueError(f"{node.describe()} failed: {exc}") from None
-            produced = onnx_limits.largest_nbytes(outs)
+            produced = onnx_limits.largest_nbytes(o for o in outs if o is not None)
             if node.recurrent:  # its outputs' sizes follow from the inputs and real weights
                 largest = max(largest, produced)
-            elif sum(int(getattr(o, "nbytes", 0)) for o in outs) > limit:
+            elif guard and sum(int(getattr(o, "nbytes", 0)) for o in outs) > limit:
                 raise _over_run_limit(node, produced, limit)
             for name, value in zip(node.outputs, outs):
                 if name:
@@ -410,10 +381,6 @@ def _trim(values: list) -> list:
     return values
 
 
-def _numpy_runner(node: Node):
-    return NumpyRunner(node)
-
-
 class NumpyRunner:
     """Runs ``node`` with its numpy operator; pickles as the node (the operator is looked up by
     its op type, never pickled)."""
@@ -430,3 +397,8 @@ class NumpyRunner:
         except (ValueError, IndexError, TypeError, KeyError) as exc:  # AxisError is both
             raise ValueError(f"{node.describe()}: {exc}") from None
         return [np.asarray(o) for o in outs]
+
+
+def recurrent_runners(graph) -> list:
+    """The runners of ``graph``'s recurrent nodes, in graph order."""
+    return [n.run for n in graph.nodes if n.recurrent]

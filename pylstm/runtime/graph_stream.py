@@ -1,38 +1,69 @@
-"""Streaming an ONNX model: the graph runs on each chunk of time steps while every recurrent
-node's final state becomes its initial state for the next chunk.
+"""Streaming a graph (an ONNX model or a Keras model): the graph runs on each chunk of time steps
+while every recurrent node's final state becomes its initial state for the next chunk, kept in a
+:class:`~pylstm.runtime.graph_recurrent.RunContext`.
 
-That equals one run on the whole sequence only when every recurrent node runs forward in time
-and every other node treats time steps independently, which ``onnx_time_axes.Analysis`` checks
-before a stream is made; it also finds the time axis of each input and output.
+:class:`GraphStream` is the one stream over the one graph executor: the stream protocol of
+:mod:`pylstm.runtime.stream_state` (open a state for B sequences, step a chunk from a state,
+read the stream's own state), with each recurrent runner describing its carried state as
+arrays. :class:`OnnxStream` and :class:`pylstm.faces.keras_face.KerasStream` shape the
+arguments and results of their format.
+
+A stream equals one run on the whole sequence only when every recurrent node runs forward in
+time and every other node treats time steps independently: for ONNX graphs
+``time_axes.Analysis`` checks that before a stream is made (and finds the time axis of each
+input and output); Keras streams check their layers' ``mixes_time``.
 """
 
 from __future__ import annotations
 
+from .graph import recurrent_runners
+from .graph_recurrent import RunContext
+from .stream_state import StreamState
 from .time_axes import Analysis
 
 
-class StreamContext:
-    """The states carried between chunks, one pair per recurrent node."""
+class GraphStream:
+    """The stream protocol over a graph's recurrent runners (``self._graph``)."""
 
-    def __init__(self, batch_size: int):
-        self.batch_size = batch_size
-        self.states = {}
+    _graph = None
 
-    def initial_state(self, node, batch: int, h0, c0):
-        if batch != self.batch_size:
-            raise ValueError(
-                f"{node.what}: this stream was made for batch_size {self.batch_size}, but the chunk "
-                f"has {batch} sequences"
-            )
-        if node in self.states:
-            return self.states[node]
-        return h0, c0
+    def _layout(self) -> list:
+        return [entry for r in recurrent_runners(self._graph) for entry in r.state_layout()]
 
-    def final_state(self, node, h, c):
-        self.states[node] = (h, c)
+    def open_state(self, batch_size: int) -> StreamState:
+        """Zero :class:`~pylstm.runtime.stream_state.StreamState` of ``batch_size`` sequences:
+        the arrays of every recurrent node, in graph order (see their ``state_layout``)."""
+        from .validation import positive_int
+
+        layout = self._layout()
+        return StreamState.zeros(
+            [n for n, _ in layout], [s for _, s in layout], positive_int(batch_size, "batch_size")
+        )
+
+    def _context_of(self, state: StreamState, batch_size=None) -> RunContext:
+        """A context carrying ``state`` into the recurrent runners."""
+        arrays = iter(state.arrays)
+        states = {r: r.carried_from(arrays) for r in recurrent_runners(self._graph)}
+        return RunContext(states, stream=True, batch_size=batch_size)
+
+    def _state_of(self, states: dict, names):
+        """The ``StreamState`` of carried ``states``; None when a node has carried nothing."""
+        arrays = []
+        for r in recurrent_runners(self._graph):
+            part = r.arrays_of(states[r]) if r in states else None
+            if part is None:
+                return None
+            arrays += part
+        return StreamState(names, arrays)
+
+    def _own_state(self, states: dict) -> StreamState:
+        """A copy of carried ``states`` (zeros until every node has carried a state)."""
+        state = self.open_state(self.batch_size)
+        carried = self._state_of(dict(states), state.names)
+        return state if carried is None else carried.copy()
 
 
-class OnnxStream:
+class OnnxStream(GraphStream):
     """Runs an ONNX model on successive chunks of time steps, with the recurrent states carried
     over: the time outputs of successive :meth:`step` calls, concatenated along their time
     axis, equal one :meth:`~pylstm.faces.onnx_face.OnnxModel.run` on the whole sequence.
@@ -70,6 +101,7 @@ class OnnxStream:
         self.input_axes = analysis.input_axes
         self.output_axes = analysis.output_axes
         self._time_inputs = [n for n, a in self.input_axes.items() if a is not None]
+        self._graph = model._graph
         self.reset()
 
     def __reduce__(self):
@@ -94,7 +126,7 @@ class OnnxStream:
 
     def reset(self) -> None:
         """Forget the carried states and the remembered non-time inputs."""
-        self._context = StreamContext(self.batch_size)
+        self._context = RunContext(batch_size=self.batch_size)
         self._remembered = {}
 
     def step(self, chunk) -> list:
@@ -134,21 +166,11 @@ class OnnxStream:
         values = self._model._graph.run(feeds, self.output_names, self._context)
         return [self._model._own(n, v) for n, v in zip(self.output_names, values)]
 
-    # -- the stream protocol (pylstm/stream_state.py) -------------------------------------------
-    def open_state(self, batch_size: int):
-        """Zero :class:`~pylstm.runtime.stream_state.StreamState` of ``batch_size`` sequences: per
-        recurrent node ``h`` ``[B, D, H]`` and, for LSTM, ``c`` ``[B, D, H]``."""
-        from .stream_state import onnx_open_state
-        from .validation import positive_int
-
-        return onnx_open_state(self._model, positive_int(batch_size, "batch_size"))
-
+    # -- the stream protocol (pylstm/runtime/stream_state.py) -----------------------------------
     def step_state(self, chunk, state):
         """Run ``chunk`` (a dict of feeds, or an array for the one time input; every input of
         the graph must be given, batched for ``state.batch_size`` sequences) from ``state``;
         returns ``(outputs, new_state)``. This stream's own state is not used."""
-        from .stream_state import onnx_state_from_states, onnx_states_from_state
-
         if not isinstance(chunk, dict):
             if len(self._time_inputs) != 1:
                 raise TypeError(
@@ -156,21 +178,13 @@ class OnnxStream:
                 )
             chunk = {self._time_inputs[0]: chunk}
         feeds = self._model.check_feeds(chunk)
-        context = StreamContext(state.batch_size)
-        context.states = onnx_states_from_state(self._model, state)
-        values = self._model._graph.run(feeds, self.output_names, context)
+        context = self._context_of(state, state.batch_size)
+        values = self._graph.run(feeds, self.output_names, context)
         outs = [self._model._own(n, v) for n, v in zip(self.output_names, values)]
-        return outs, onnx_state_from_states(self._model, context.states, state.names)
+        return outs, self._state_of(context.states, state.names)
 
     def get_state(self):
-        """A copy of this stream's carried state as a :class:`~pylstm.runtime.stream_state.StreamState`
-        (zeros for nodes that have not run yet or started from a fed initial state)."""
-        from .stream_state import onnx_state_from_states
-
-        state = self.open_state(self.batch_size)
-        states = dict(self._context.states)
-        if len(states) != len(self._model.recurrent_nodes) or any(
-            h is None for h, _ in states.values()
-        ):
-            return state
-        return onnx_state_from_states(self._model, states, state.names).copy()
+        """A copy of this stream's carried state as a
+        :class:`~pylstm.runtime.stream_state.StreamState` (zeros until every recurrent node has
+        run from a carried state, not a fed initial state)."""
+        return self._own_state(self._context.states)

@@ -5,7 +5,8 @@ normalization (``BatchNormalization`` at inference, ``LayerNormalization``), sha
 ``Subtract``, ``Multiply``, ``Average``, ``Maximum``, ``Minimum``, ``Dot``), ``Attention`` and
 ``AdditiveAttention``, and the noise/dropout layers that are the identity at inference.
 
-Every op takes batch-first arrays (``[B, T, C]`` for sequences, Keras' ``channels_last``) and has
+The layers' options and weights are read by :mod:`pylstm.convert.keras_around`. Every op takes
+batch-first arrays (``[B, T, C]`` for sequences, Keras' ``channels_last``) and has
 ``run_call(args, masks, kwargs) -> (outputs, masks)``: ``masks`` holds one ``[B, T]`` bool mask
 (or None) per tensor argument, as Keras propagates them.
 
@@ -26,44 +27,9 @@ import warnings
 
 import numpy as np
 
-from ...convert.keras_recurrent import as_f32
-from ...errors import FormatError, UnsupportedError
-from .keras_activations import numpy_activation
-
-IDENTITY_AT_INFERENCE = ("SpatialDropout1D", "GaussianNoise", "GaussianDropout", "AlphaDropout")
-MERGE = ("Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum")
-WEIGHTED = ("Conv1D", "BatchNormalization", "LayerNormalization", "Attention", "AdditiveAttention")
-AROUND = (
-    "Conv1D",
-    "MaxPooling1D",
-    "AveragePooling1D",
-    "GlobalMaxPooling1D",
-    "GlobalAveragePooling1D",
-    "BatchNormalization",
-    "LayerNormalization",
-    "Flatten",
-    "Reshape",
-    "Permute",
-    "RepeatVector",
-    "Concatenate",
-    *MERGE,
-    "Dot",
-    "Attention",
-    "AdditiveAttention",
-    *IDENTITY_AT_INFERENCE,
-)
-# Keras 3 aliases that configs may record.
-_ALIASES = {
-    "Convolution1D": "Conv1D",
-    "MaxPool1D": "MaxPooling1D",
-    "AvgPool1D": "AveragePooling1D",
-    "GlobalMaxPool1D": "GlobalMaxPooling1D",
-    "GlobalAvgPool1D": "GlobalAveragePooling1D",
-}
-
-
-def canonical_class(cls: str) -> str:
-    return _ALIASES.get(cls, cls)
+from ...errors import UnsupportedError
+from ..masks import concatenate_masks, merge_masks
+from .activations import NumpyActivation
 
 
 class AroundOp:
@@ -104,6 +70,10 @@ def _f32(a):
     return np.asarray(a, np.float32)
 
 
+def as_f32(a) -> np.ndarray:
+    return np.ascontiguousarray(a, dtype=np.float32)
+
+
 def _same_pads(T, kernel, stride, dilation=1):
     """TensorFlow's ``same``: ``ceil(T / stride)`` outputs, extra padding on the right."""
     span = (kernel - 1) * dilation + 1
@@ -117,7 +87,7 @@ class Conv1D(AroundOp):
 
     def __init__(self, name, kernel, bias, stride, dilation, padding, groups, activation):
         super().__init__(name, "Conv1D")
-        self.kernel, self.bias, self.activation = kernel, bias, activation
+        self.kernel, self.bias, self.activation = kernel, bias, NumpyActivation(*activation)
         self.stride, self.dilation, self.padding, self.groups = stride, dilation, padding, groups
         self.mixes_time = kernel.shape[0] > 1 or stride > 1
 
@@ -306,17 +276,6 @@ class Shape(AroundOp):
         return [np.ascontiguousarray(y, np.float32)], [None]
 
 
-def _merge_mask(masks, keras_major: int):
-    """Keras 3: None when any input has none, else the inputs' masks ORed; tf.keras 2: the
-    masks present ANDed (None when there are none)."""
-    if keras_major < 3:
-        present = [np.asarray(m, bool) for m in masks if m is not None]
-        return np.logical_and.reduce(present) if present else None
-    if not masks or any(m is None for m in masks):
-        return None
-    return np.logical_or.reduce([np.asarray(m, bool) for m in masks])
-
-
 class Merge(AroundOp):
     """``Add``, ``Subtract``, ``Multiply``, ``Average``, ``Maximum``, ``Minimum`` (broadcasting
     as Keras does); the output mask ORs the inputs' masks (None if one has none), as Keras 3."""
@@ -344,7 +303,7 @@ class Merge(AroundOp):
             }[self.cls](y, other)
         if self.cls == "Average":
             y = y / np.float32(len(xs))
-        return [as_f32(y)], [_merge_mask(masks, self.keras_major)]
+        return [as_f32(y)], [merge_masks(masks, self.keras_major)]
 
 
 class Concatenate(AroundOp):
@@ -367,17 +326,7 @@ class Concatenate(AroundOp):
                 f"{self.where()}: cannot concatenate shapes {[x.shape for x in xs]} along axis "
                 f"{self.axis}"
             ) from None
-        mask = None
-        if any(m is not None for m in masks):
-            full = []
-            for x, m in zip(xs, masks):
-                if m is None:
-                    full.append(np.ones(x.shape, bool))
-                else:
-                    m = np.asarray(m, bool)
-                    full.append(np.broadcast_to(m[..., None], x.shape) if m.ndim < x.ndim else m)
-            joined = np.concatenate(full, axis=self.axis)  # Keras 3 any, tf.keras 2 all
-            mask = joined.any(axis=-1) if self.keras_major >= 3 else joined.all(axis=-1)
+        mask = concatenate_masks(xs, masks, self.axis, self.keras_major)
         return [y], [mask]
 
     @property
@@ -473,114 +422,17 @@ class Passthrough(AroundOp):
         return [args[0]], [masks[0]]
 
 
-def _int(value, what, where):
-    if isinstance(value, (list, tuple)):
-        if len(value) != 1:
-            raise UnsupportedError(f"{where}: {what}={value} (one value expected for 1-D)")
-        value = value[0]
-    return int(value)
-
-
-def _channels_last(cfg, where):
-    fmt = cfg.get("data_format") or "channels_last"
-    if fmt != "channels_last":
-        raise UnsupportedError(f"{where}: data_format={fmt!r} is not supported (channels_last)")
-
-
-def _take(weights, flags, names, where):
-    """Weights present per flag, in order; None for absent ones."""
-    want = sum(bool(f) for f in flags)
-    if len(weights) != want:
-        raise FormatError(f"{where}: expected {want} weights ({names}), got {len(weights)}")
-    it = iter(weights)
-    return [as_f32(next(it)) if f else None for f in flags]
-
-
-def build_around(cls, cfg, weights, ctx, where, name):
-    """The op of a layer in :data:`AROUND` (``cls`` after :func:`canonical_class`).
-
-    Raises
-    ------
-    UnsupportedError
-        An option pylstm does not run (named in the message).
-    FormatError
-        Weights of the wrong count or shape.
-    """
-    if cls in IDENTITY_AT_INFERENCE:
-        return Passthrough(name, cls)
-    if cls == "Conv1D":
-        _channels_last(cfg, where)
-        padding = str(cfg.get("padding", "valid")).lower()
-        if padding not in ("valid", "same", "causal"):
-            raise UnsupportedError(f"{where}: padding={padding!r} is not supported")
-        use_bias = bool(cfg.get("use_bias", True))
-        kernel, bias = _take(weights, [True, use_bias], "kernel, bias", where)
-        groups = int(cfg.get("groups", 1) or 1)
-        stride = _int(cfg.get("strides", 1), "strides", where)
-        dilation = _int(cfg.get("dilation_rate", 1), "dilation_rate", where)
-        if stride > 1 and dilation > 1:
-            raise UnsupportedError(f"{where}: strides > 1 with dilation_rate > 1")
-        if kernel.ndim != 3 or kernel.shape[2] % groups:
-            raise FormatError(f"{where}: kernel of shape {kernel.shape} for groups={groups}")
-        if bias is not None and bias.shape != (kernel.shape[2],):
-            raise FormatError(f"{where}: bias of shape {bias.shape}, kernel {kernel.shape}")
-        act = numpy_activation(cfg.get("activation", "linear"), ctx.keras_major, where)
-        return Conv1D(name, kernel, bias, stride, dilation, padding, groups, act)
-    if cls in ("MaxPooling1D", "AveragePooling1D"):
-        _channels_last(cfg, where)
-        size = _int(cfg.get("pool_size", 2), "pool_size", where)
-        stride = cfg.get("strides")
-        stride = size if stride is None else _int(stride, "strides", where)
-        padding = str(cfg.get("padding", "valid")).lower()
-        if padding not in ("valid", "same"):
-            raise UnsupportedError(f"{where}: padding={padding!r} is not supported")
-        return Pool1D(name, cls, size, stride, padding)
-    if cls in ("GlobalMaxPooling1D", "GlobalAveragePooling1D"):
-        _channels_last(cfg, where)
-        return GlobalPool1D(name, cls, bool(cfg.get("keepdims", False)))
-    if cls == "BatchNormalization":
-        if cfg.get("renorm") or cfg.get("virtual_batch_size"):
-            raise UnsupportedError(f"{where}: renorm / virtual_batch_size are not supported")
-        center, scale = bool(cfg.get("center", True)), bool(cfg.get("scale", True))
-        gamma, beta, mean, var = _take(
-            weights, [scale, center, True, True], "gamma, beta, moving_mean, moving_variance", where
-        )
-        axis = cfg.get("axis", -1)
-        return BatchNorm(name, axis, float(cfg.get("epsilon", 1e-3)), gamma, beta, mean, var)
-    if cls == "LayerNormalization":
-        if cfg.get("rms_scaling"):
-            raise UnsupportedError(f"{where}: rms_scaling=True is not supported")
-        center, scale = bool(cfg.get("center", True)), bool(cfg.get("scale", True))
-        gamma, beta = _take(weights, [scale, center], "gamma, beta", where)
-        axis = cfg.get("axis", -1)
-        return LayerNorm(name, axis, float(cfg.get("epsilon", 1e-3)), gamma, beta)
-    if cls == "Flatten":
-        _channels_last(cfg, where)
-        return Shape(name, cls)
-    if cls == "Reshape":
-        return Shape(name, cls, [int(d) for d in cfg["target_shape"]])
-    if cls == "Permute":
-        dims = [int(d) for d in cfg["dims"]]
-        if sorted(dims) != list(range(1, len(dims) + 1)):
-            raise FormatError(f"{where}: dims={dims} is not a permutation of 1..{len(dims)}")
-        return Shape(name, cls, dims)
-    if cls == "RepeatVector":
-        return Shape(name, cls, int(cfg["n"]))
-    if cls in MERGE:
-        return Merge(name, cls, ctx.keras_major)
-    if cls == "Concatenate":
-        return Concatenate(name, int(cfg.get("axis", -1)), ctx.keras_major)
-    if cls == "Dot":
-        return Dot(name, cfg.get("axes", -1), bool(cfg.get("normalize", False)))
-    if cls in ("Attention", "AdditiveAttention"):
-        use_scale = bool(cfg.get("use_scale", False))
-        mode = "additive" if cls == "AdditiveAttention" else str(cfg.get("score_mode", "dot"))
-        if mode not in ("dot", "concat", "additive"):
-            raise UnsupportedError(f"{where}: score_mode={mode!r} is not supported")
-        if cfg.get("causal"):  # tf.keras 2.x before use_causal_mask
-            raise UnsupportedError(f"{where}: causal=True (tf.keras 2) is not supported")
-        scale, concat = _take(
-            weights, [use_scale, mode == "concat"], "scale, concat_score_weight", where
-        )
-        return AttentionOp(name, cls, mode, scale, concat)
-    raise UnsupportedError(f"{where}: not supported")
+#: The operators of this module by the name conversion gives them (``OpSpec.op``).
+AROUND_OPS = {
+    "Conv1D": Conv1D,
+    "Pool1D": Pool1D,
+    "GlobalPool1D": GlobalPool1D,
+    "BatchNorm": BatchNorm,
+    "LayerNorm": LayerNorm,
+    "Shape": Shape,
+    "Merge": Merge,
+    "Concatenate": Concatenate,
+    "Dot": Dot,
+    "AttentionOp": AttentionOp,
+    "Passthrough": Passthrough,
+}

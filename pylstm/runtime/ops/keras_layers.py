@@ -1,7 +1,13 @@
-"""Keras layers -> runnable operations: the layers around the recurrent ones (``Embedding``,
-``Masking``, ``Dense``, ``TimeDistributed(Dense)``, ``Dropout``, ``Activation``, and the mask
-operations Keras 3 records) in plain numpy; recurrent layers are converted by
-:mod:`pylstm.convert.keras_recurrent`.
+"""The Keras operator library: the layers around the recurrent ones (``Embedding``, ``Masking``,
+``Dense``, ``TimeDistributed(Dense)``, ``Dropout``, ``Activation``, and the mask operations
+Keras 3 records) in plain numpy, the layers of :mod:`.keras_around`, and the graph node runner
+that calls them (:class:`KerasCall`). Their configs and weights are read by
+:mod:`pylstm.convert.keras_layers`; recurrent layers run on the engine
+(:mod:`pylstm.runtime.graph_recurrent`).
+
+Each operator has ``run(args, mask) -> (outputs, masks)`` (one mask, that of the first tensor
+argument) or, for those of :mod:`.keras_around`, ``run_call(args, masks, kwargs)`` (a mask per
+tensor argument).
 """
 
 from __future__ import annotations
@@ -10,18 +16,9 @@ from typing import ClassVar
 
 import numpy as np
 
-from ...convert.keras_recurrent import (
-    RECURRENT,
-    SUPPORTED,
-    Context,
-    as_f32,
-    build_recurrent,
-    check_weights,
-)
-from ...errors import FormatError, UnsupportedError
-from ...read.keras_config import MASK_OPERATIONS
-from .keras_activations import numpy_activation
-from .keras_around import AROUND, build_around, canonical_class
+from ..masks import not_masked
+from .activations import NumpyActivation
+from .keras_around import AROUND_OPS, as_f32
 
 
 # -- the layers around the recurrent ones ----------------------------------------------------
@@ -73,7 +70,7 @@ class Masking:
 
     def run(self, args, mask):
         x = args[0]
-        keep = np.any(x != self.mask_value, axis=-1)
+        keep = not_masked(x, self.mask_value)
         if self.multiply:
             y = x * keep[..., None].astype(x.dtype)
         else:
@@ -88,13 +85,15 @@ class Dense:
     ----------
     kernel : float32 ndarray ``[I, O]``
     bias : float32 ndarray ``[O]`` or None
-    activation : callable
+    activation : tuple
+        ``(name, alpha, beta)`` of the numpy activation table.
     """
 
     num_outputs = 1
 
     def __init__(self, kernel, bias, activation, name: str):
-        self.kernel, self.bias, self.activation, self.name = kernel, bias, activation, name
+        self.kernel, self.bias, self.name = kernel, bias, name
+        self.activation = NumpyActivation(*activation)
 
     def run(self, args, mask):
         x = np.asarray(args[0], np.float32)
@@ -115,7 +114,7 @@ class Activation:
     num_outputs = 1
 
     def __init__(self, activation):
-        self.activation = activation
+        self.activation = NumpyActivation(*activation)
 
     def run(self, args, mask):
         return [as_f32(self.activation(np.asarray(args[0], np.float64)))], [mask]
@@ -133,12 +132,7 @@ class TensorOp:
     }
     _REDUCE: ClassVar[dict] = {"Any": np.any, "All": np.all}
 
-    def __init__(self, class_name: str, config: dict, where: str):
-        if class_name not in MASK_OPERATIONS:
-            raise UnsupportedError(
-                f"{where}: Keras operation {class_name} is not supported (pylstm runs the "
-                f"mask operations {', '.join(MASK_OPERATIONS)})"
-            )
+    def __init__(self, class_name: str, config: dict):
         self.class_name, self.config = class_name, config
 
     def run(self, args, mask):
@@ -160,82 +154,57 @@ class TensorOp:
         return [self._REDUCE[self.class_name](values[0], axis=axis, keepdims=keep)], [None]
 
 
-def _dense(cfg, weights, ctx, where, name) -> Dense:
-    units = int(cfg["units"])
-    use_bias = bool(cfg.get("use_bias", True))
-    if cfg.get("lora_rank") and len(weights) > 1 + use_bias:
-        raise UnsupportedError(f"{where}: LoRA-enabled Dense layers are not supported")
-    if not weights or np.asarray(weights[0]).ndim != 2:
-        raise FormatError(f"{where}: expected a 2-D kernel, got {len(weights)} weights")
-    I = np.asarray(weights[0]).shape[0]
-    shapes = [(I, units)] + ([(units,)] if use_bias else [])
-    kernel, *bias = check_weights(weights, shapes, where, ["kernel", "bias"][: len(shapes)])
-    act = numpy_activation(cfg.get("activation", "linear"), ctx.keras_major, where)
-    return Dense(kernel, bias[0] if bias else None, act, name)
+#: Every Keras operator by the name conversion gives it (``OpSpec.op``).
+KERAS_OPS = {
+    "Identity": Identity,
+    "Embedding": Embedding,
+    "Masking": Masking,
+    "Dense": Dense,
+    "Activation": Activation,
+    "TensorOp": TensorOp,
+    **AROUND_OPS,
+}
 
 
-def build_op(spec, weights: list, ctx: Context):
-    """The runnable operation of one layer of the config.
+class KerasCall:
+    """The graph node runner of one call of a Keras layer (a node of the ``pylstm.keras``
+    domain, see :mod:`pylstm.convert.keras_graph`).
 
-    Parameters
-    ----------
-    spec : pylstm.read.keras_config.LayerSpec
-    weights : list of ndarray
-        In ``layer.get_weights()`` order.
-    ctx : Context
-
-    Raises
-    ------
-    UnsupportedError
-        A layer class, option or activation pylstm does not run (the message names the layer
-        class and name).
-    FormatError
-        Weights of the wrong count, shape or dtype (the message names the layer and weight).
+    The node's inputs are its tensor arguments, then their masks (one per tensor for
+    ``run_call`` operators, the one mask of the call for the others); its outputs are the
+    layer's outputs, then their masks. Its attributes: ``op`` and ``params`` (the operator),
+    ``slots`` (per positional argument, the index of its tensor or None for a literal),
+    ``literals`` (the literal arguments), ``kwargs``. Pickles as its node: the operator is
+    built again from ``op`` and ``params`` on first use.
     """
-    where = f"{ctx.source}: layer {spec.name!r} ({spec.class_name})"
-    cfg = spec.config
-    cls = spec.class_name
-    policy = cfg.get("dtype")
-    if isinstance(policy, dict) and "Quantized" in str(policy.get("class_name", "")):
-        raise UnsupportedError(f"{where}: quantized layers are not supported")
-    if spec.is_operation:
-        return TensorOp(cls, cfg, where)
-    if cls in RECURRENT or cls in ("Bidirectional", "RNN"):
-        return build_recurrent(spec, weights, ctx)
-    if cls in ("Dropout", "InputLayer"):
-        return Identity()
-    if canonical_class(cls) in AROUND:
-        return build_around(canonical_class(cls), cfg, weights, ctx, where, spec.name)
-    if cls == "Activation":
-        return Activation(numpy_activation(cfg.get("activation"), ctx.keras_major, where))
-    if cls == "Masking":
-        value = cfg.get("mask_value", 0.0)
-        if not isinstance(value, (int, float)):
-            raise UnsupportedError(f"{where}: mask_value {value!r} is not supported")
-        return Masking(float(value), multiply=ctx.keras_major < 3)
-    if cls == "Dense":
-        return _dense(cfg, weights, ctx, where, spec.name)
-    if cls == "Embedding":
-        dim = int(cfg["input_dim"]), int(cfg["output_dim"])
-        (table,) = check_weights(weights, [dim], where, ["embeddings"])
-        return Embedding(table, bool(cfg.get("mask_zero", False)), spec.name)
-    if cls == "TimeDistributed":
-        inner = cfg.get("layer") or {}
-        inner_cls, inner_cfg = inner.get("class_name"), inner.get("config") or {}
-        inner_where = f"{where} around {inner_cls}"
-        if inner_cls == "Dense":
-            return _dense(inner_cfg, weights, ctx, inner_where, spec.name)
-        if inner_cls == "Dropout":
-            return Identity()
-        if inner_cls == "Activation":
-            return Activation(
-                numpy_activation(inner_cfg.get("activation"), ctx.keras_major, inner_where)
-            )
-        raise UnsupportedError(
-            f"{ctx.source}: layer {spec.name!r}: TimeDistributed({inner_cls}) is not supported; "
-            f"supported layers: {SUPPORTED}"
-        )
-    raise UnsupportedError(
-        f"{ctx.source}: Keras layer {cls} (name {spec.name!r}) is not supported; supported "
-        f"layers: {SUPPORTED}"
-    )
+
+    def __init__(self, node):
+        self.node = node
+        self._op = KERAS_OPS[node.attrs["op"]](**node.attrs["params"])
+
+    @property
+    def op(self):
+        if self._op is None:
+            attrs = self.node.attrs
+            self._op = KERAS_OPS[attrs["op"]](**attrs["params"])
+        return self._op
+
+    def __getstate__(self):
+        return {"node": self.node}
+
+    def __setstate__(self, state):
+        # (the node may not be filled in yet while unpickling: the operator is built on use)
+        self.node, self._op = state["node"], None
+
+    def __call__(self, *args):
+        attrs = self.node.attrs
+        n = attrs["tensors"]
+        values = list(args[:n])
+        masks = list(args[n:]) + [None] * (n + 1 - len(args[n:]))
+        literals = iter(attrs["literals"])
+        call_args = [next(literals) if k is None else values[k] for k in attrs["slots"]]
+        if hasattr(self.op, "run_call"):
+            outs, out_masks = self.op.run_call(call_args, masks[:n], attrs["kwargs"])
+        else:
+            outs, out_masks = self.op.run(call_args, masks[0])
+        return [*outs, *out_masks]

@@ -5,10 +5,9 @@ forms that changed between opsets are both handled (``node.opset``)."""
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
+from . import activations as act
 from .common import OPS, _axes_input_or_attr, _axis, op
 
 
@@ -16,19 +15,6 @@ from .common import OPS, _axes_input_or_attr, _axis, op
 def _unary(fn):
     return lambda node, x: [np.asarray(fn(x), dtype=x.dtype) if x.dtype.kind == "f" else fn(x)]
 
-
-def _sigmoid(x):
-    with np.errstate(over="ignore"):
-        return np.where(
-            x >= 0, 1 / (1 + np.exp(-np.abs(x))), np.exp(-np.abs(x)) / (1 + np.exp(-np.abs(x)))
-        )
-
-
-def _softplus(x):
-    return np.logaddexp(0, x)
-
-
-_erf = np.vectorize(math.erf, otypes=[np.float64])
 
 for _name, _fn in {
     "Abs": np.abs,
@@ -46,13 +32,13 @@ for _name, _fn in {
     "Tan": np.tan,
     "Atan": np.arctan,
     "Tanh": np.tanh,
-    "Sigmoid": _sigmoid,
+    "Sigmoid": act.sigmoid,
     "Relu": lambda x: np.maximum(x, 0),
-    "Softplus": _softplus,
+    "Softplus": act.softplus,
     "Softsign": lambda x: x / (1 + np.abs(x)),
-    "Erf": lambda x: _erf(x),
-    "Mish": lambda x: x * np.tanh(_softplus(x)),
-    "HardSwish": lambda x: x * np.clip(x / 6 + 0.5, 0, 1),
+    "Erf": act.erf,
+    "Mish": act.mish,
+    "HardSwish": act.hard_swish,
 }.items():
     OPS[_name] = _unary(_fn)
 
@@ -86,20 +72,20 @@ def _leaky(node, x):
 @op("Elu")
 def _elu(node, x):
     a = node.attrs.get("alpha", 1.0)
-    return [_same(x, np.where(x >= 0, x, a * np.expm1(np.minimum(x, 0))))]
+    return [_same(x, act.elu(x, a))]
 
 
 @op("Celu")
 def _celu(node, x):
     a = node.attrs.get("alpha", 1.0)
-    return [_same(x, np.maximum(x, 0) + np.minimum(0, a * np.expm1(np.minimum(x, 0) / a)))]
+    return [_same(x, act.celu(x, a))]
 
 
 @op("Selu")
 def _selu(node, x):
     a = node.attrs.get("alpha", 1.67326319217681884765625)
     g = node.attrs.get("gamma", 1.05070102214813232421875)
-    return [_same(x, g * np.where(x > 0, x, a * np.expm1(np.minimum(x, 0))))]
+    return [_same(x, act.selu(x, a, g))]
 
 
 @op("HardSigmoid")
@@ -116,11 +102,7 @@ def _thresholded(node, x):
 
 @op("Gelu")
 def _gelu(node, x):
-    if node.attrs.get("approximate", "none") == "tanh":
-        y = 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)))
-    else:
-        y = 0.5 * x * (1 + _erf(x / np.sqrt(2)))
-    return [_same(x, y)]
+    return [_same(x, act.gelu(x, approximate=node.attrs.get("approximate", "none") == "tanh"))]
 
 
 @op("PRelu")
