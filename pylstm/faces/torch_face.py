@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..runtime.engine import Engine, empty_output
+from ..runtime.masks import packed_lengths_mask
 from ..runtime.stream import Stream
-from ..runtime.validation import as_float_array, as_state, is_device_array, lengths_mask
+from ..runtime.validation import as_float_array, as_state, is_device_array
 
 
 class TorchModel:
@@ -183,7 +184,7 @@ class TorchModel:
         if lengths is not None:
             if unbatched:
                 raise ValueError("lengths needs batched input x (3-D)")
-            mask = lengths_mask(lengths, B, T)
+            mask = packed_lengths_mask(lengths, B, T)
         y, h_n, c_n = self._run(xt, h0, c0, mask, batch_first=self.batch_first and not unbatched)
         if unbatched:
             y = y[:, 0]
@@ -254,7 +255,7 @@ class TorchModel:
         if lengths is not None:
             if unbatched:
                 raise ValueError("lengths needs batched input x (3-D)")
-            mask = io.from_host(lengths_mask(lengths, B, T))
+            mask = io.from_host(packed_lengths_mask(lengths, B, T))
         h_n = io.empty(h_shape, dtype)
         c_n = io.empty(c_shape, dtype) if lstm else None
 

@@ -21,6 +21,32 @@ def lengths_mask(lengths, T: int):
     return np.ascontiguousarray(np.arange(T)[:, None] < lengths[None, :], np.uint8)
 
 
+def packed_lengths_mask(lengths, batch: int, steps: int) -> np.ndarray:
+    """PyTorch packed-sequence lengths (``lengths=`` of a PyTorch-style model, each ``1..T``)
+    -> the engine mask ``[T, B]`` (uint8) of valid steps.
+
+    Raises
+    ------
+    TypeError
+        ``lengths`` are not integers.
+    ValueError
+        Wrong count, or a length outside ``1..T``.
+    """
+    arr = to_numpy(lengths)
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"lengths must be integers, got dtype {arr.dtype}")
+    if arr.shape != (batch,):
+        raise ValueError(
+            f"lengths: expected one length per sequence, shape ({batch},), got {arr.shape}"
+        )
+    if batch and (arr.min() < 1 or arr.max() > steps):
+        raise ValueError(
+            f"lengths must be between 1 and the sequence length {steps}, got min {arr.min()} "
+            f"and max {arr.max()}"
+        )
+    return np.ascontiguousarray(np.arange(steps)[:, None] < arr[None, :].astype(np.int64), np.uint8)
+
+
 def sequence_lens(value, B: int, T: int, what: str):
     """ONNX ``sequence_lens``: int64 ``[B]``, each in ``[0, T]`` (None when not given).
 

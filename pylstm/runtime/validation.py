@@ -96,31 +96,6 @@ def as_state(a, name: str, shape: tuple) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
-def lengths_mask(lengths, batch: int, steps: int) -> np.ndarray:
-    """PyTorch packed-sequence lengths -> a ``[T, B]`` uint8 mask of valid steps.
-
-    Raises
-    ------
-    TypeError
-        ``lengths`` are not integers.
-    ValueError
-        Wrong count, or a length outside ``1..T``.
-    """
-    arr = to_numpy(lengths)
-    if arr.dtype.kind not in "iu":
-        raise TypeError(f"lengths must be integers, got dtype {arr.dtype}")
-    if arr.shape != (batch,):
-        raise ValueError(
-            f"lengths: expected one length per sequence, shape ({batch},), got {arr.shape}"
-        )
-    if batch and (arr.min() < 1 or arr.max() > steps):
-        raise ValueError(
-            f"lengths must be between 1 and the sequence length {steps}, got min {arr.min()} "
-            f"and max {arr.max()}"
-        )
-    return np.ascontiguousarray(np.arange(steps)[:, None] < arr[None, :].astype(np.int64), np.uint8)
-
-
 def positive_int(v, name: str) -> int:
     """``v`` as an int >= 1 (TypeError for non-integers, ValueError for < 1)."""
     if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
