@@ -27,9 +27,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import UnsupportedError
+from ..runtime.graph import op_types, recurrent_runners, runners_by_name
 from ..runtime.graph_recurrent import RunContext
-from ..runtime.graph_stream import GraphStream
+from ..runtime.graph_stream import GraphStream, check_keras_streamable
 from ..runtime.masks import batch_mask
 from ..runtime.validation import as_float_array, positive_int, to_numpy
 
@@ -54,7 +54,7 @@ class KerasModel:
         self._inputs = list(keras.input_names)
         self._token_inputs = list(keras.token_inputs)
         self.takes_token_ids = self._token_inputs[0]
-        self._recurrent = [n.run for n in graph.nodes if n.recurrent]
+        self._recurrent = recurrent_runners(graph)
         self.stateful = keras.stateful
         self._state: dict = {}
         shape = keras.input_shapes[0]
@@ -65,7 +65,7 @@ class KerasModel:
     def ops(self) -> dict:
         """Layer name -> the runner of (its last call in) the graph (recurrent layers: with
         their ``engines``)."""
-        return {n.name: n.run for n in self._graph.nodes}
+        return runners_by_name(self._graph)
 
     def __reduce__(self):
         """Pickles as its graph of layers (their weights, recurrent ones as canonical engines)
@@ -88,7 +88,7 @@ class KerasModel:
         return model
 
     def __repr__(self):
-        layers = ", ".join(n.op_type for n in self._graph.nodes)
+        layers = ", ".join(op_types(self._graph))
         return f"pylstm.KerasModel({self.name!r}: {layers})"
 
     # -- inputs -----------------------------------------------------------------------------
@@ -278,20 +278,7 @@ class KerasStream(GraphStream):
                 f"cannot stream: the model has {len(model._inputs)} inputs "
                 f"({', '.join(model.input_names)}); streams feed models with one input"
             )
-        for node in model._graph.nodes:
-            op = getattr(node.run, "op", None)
-            if getattr(op, "mixes_time", False):
-                raise UnsupportedError(
-                    f"cannot stream: layer {node.name!r} ({op.cls}) reads other time steps than "
-                    "the current one, so chunks would not add up to one call; call the model "
-                    "instead"
-                )
-        for runner in model._recurrent:
-            if runner.reverse:
-                raise ValueError(
-                    f"cannot stream: layer {runner.layer!r} runs backwards in time (Bidirectional "
-                    "or go_backwards), which needs the whole sequence; call the model instead"
-                )
+        check_keras_streamable(model._graph)
         self._model = model
         self._graph = model._graph
         self._carry: dict = {}

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from ..read.onnx_proto import NodeArg
+from ..runtime.graph import recurrent_runners
 from ..runtime.validation import positive_int, to_numpy
 
 __all__ = ["NodeArg", "OnnxModel"]
@@ -63,7 +64,7 @@ class OnnxModel:
         self._output_names = [a.name for a in self._outputs]
         self.source = source
         self.device = device
-        self.recurrent_nodes = [n.run for n in graph.nodes if n.recurrent]
+        self.recurrent_nodes = recurrent_runners(graph)
 
     def __reduce__(self):
         """Pickles as its graph: the nodes, the constants they read at run time and each
@@ -81,7 +82,7 @@ class OnnxModel:
     @classmethod
     def _from_state(cls, state: dict) -> OnnxModel:
         graph = state["graph"]
-        engines = [n.run.engine for n in graph.nodes if n.recurrent]
+        engines = [r.engine for r in recurrent_runners(graph)]
         device = engines[0].device if engines else "cpu"
         return cls(graph, state["inputs"], state["outputs"], source=state["source"], device=device)
 

@@ -402,3 +402,13 @@ class NumpyRunner:
 def recurrent_runners(graph) -> list:
     """The runners of ``graph``'s recurrent nodes, in graph order."""
     return [n.run for n in graph.nodes if n.recurrent]
+
+
+def runners_by_name(graph) -> dict:
+    """Node name -> runner (the last node of a name: a Keras layer's last call)."""
+    return {n.name: n.run for n in graph.nodes}
+
+
+def op_types(graph) -> list:
+    """The op type of each node, in graph order."""
+    return [n.op_type for n in graph.nodes]

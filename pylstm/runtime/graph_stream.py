@@ -16,6 +16,7 @@ input and output); Keras streams check their layers' ``mixes_time``.
 
 from __future__ import annotations
 
+from ..errors import UnsupportedError
 from .graph import recurrent_runners
 from .graph_recurrent import RunContext
 from .stream_state import StreamState
@@ -61,6 +62,27 @@ class GraphStream:
         state = self.open_state(self.batch_size)
         carried = self._state_of(dict(states), state.names)
         return state if carried is None else carried.copy()
+
+
+def check_keras_streamable(graph) -> None:
+    """Refuse (with the layer's name) a Keras graph whose chunks would not add up to one call:
+    a layer that reads other time steps than the current one (``mixes_time``:
+    :class:`~pylstm.errors.UnsupportedError`), or a recurrent layer that runs backwards in time
+    (ValueError)."""
+    for node in graph.nodes:
+        op = getattr(node.run, "op", None)
+        if getattr(op, "mixes_time", False):
+            raise UnsupportedError(
+                f"cannot stream: layer {node.name!r} ({op.cls}) reads other time steps than "
+                "the current one, so chunks would not add up to one call; call the model "
+                "instead"
+            )
+    for runner in recurrent_runners(graph):
+        if runner.reverse:
+            raise ValueError(
+                f"cannot stream: layer {runner.layer!r} runs backwards in time (Bidirectional "
+                "or go_backwards), which needs the whole sequence; call the model instead"
+            )
 
 
 class OnnxStream(GraphStream):

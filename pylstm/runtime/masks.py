@@ -102,6 +102,11 @@ def hold_across_chunks(y, mask_t, previous) -> None:
     y[before] = np.broadcast_to(previous[:, None, :], y.shape)[before]
 
 
+def token_mask(ids) -> np.ndarray:
+    """Keras ``Embedding(mask_zero=True)``: a step is valid when its token id is not 0."""
+    return ids != 0
+
+
 def not_masked(x, mask_value) -> np.ndarray:
     """Keras ``Masking``: a step is valid when any feature differs from ``mask_value``."""
     return np.any(x != mask_value, axis=-1)

@@ -16,7 +16,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from ..masks import not_masked
+from ..masks import not_masked, token_mask
 from .activations import NumpyActivation
 from .keras_around import AROUND_OPS, as_f32
 
@@ -55,7 +55,7 @@ class Embedding:
                 f"Embedding {self.name!r}: token id {int(bad)} is outside [0, "
                 f"{self.table.shape[0]})"
             )
-        out_mask = ids != 0 if self.mask_zero else None
+        out_mask = token_mask(ids) if self.mask_zero else None
         return [self.table[ids]], [out_mask]
 
 
