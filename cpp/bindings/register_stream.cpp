@@ -93,9 +93,33 @@ class PyStream : public RawStream {
   int64_t batch() const override { return batch_; }
   StreamState& state() override { return *state_; }
 
-  void reset() {
+  // row: one sequence (0 <= row < B), or all of them (None).
+  void reset(const py::object& row) {
+    const int64_t r = row_of(row);
     py::gil_scoped_release release;
-    state_->reset();
+    state_->reset(r);
+  }
+
+  // One sequence's state: (h [h_floats], c [c_floats]), laid out [L*D, Hout] / [L*D, H].
+  py::tuple row_state(int64_t row) const {
+    const int64_t r = row_of(py::int_(row));
+    py::array_t<float> h(static_cast<py::ssize_t>(backend_->h_floats()));
+    py::array_t<float> c(static_cast<py::ssize_t>(backend_->c_floats()));
+    float* hp = h.mutable_data();
+    float* cp = c.mutable_data();
+    {
+      py::gil_scoped_release release;
+      state_->get(hp, cp, r);
+    }
+    return py::make_tuple(h, c);
+  }
+
+  void set_row_state(int64_t row, const py::handle& h, const py::handle& c) {
+    const int64_t r = row_of(py::int_(row));
+    const auto ha = state_array(h, backend_->h_floats(), "h");
+    const auto ca = state_array(c, backend_->c_floats(), "c");
+    py::gil_scoped_release release;
+    state_->set(ha.data(), ca.data(), r);
   }
 
   // Replaces the carried state (as `h` and `c` return it: float32, h_floats / c_floats values
@@ -116,6 +140,16 @@ class PyStream : public RawStream {
   int64_t batch_;
   bool batch_first_;
   std::unique_ptr<StreamState> state_;
+
+  int64_t row_of(const py::object& row) const {
+    if (row.is_none()) return -1;
+    const int64_t r = row.cast<int64_t>();
+    if (r < 0 || r >= batch_) {
+      throw std::invalid_argument("row must be in [0, " + std::to_string(batch_) + "), got " +
+                                  std::to_string(r));
+    }
+    return r;
+  }
 
   static py::array_t<float, py::array::c_style> state_array(const py::handle& src, int64_t count,
                                                             const char* name) {
@@ -151,7 +185,13 @@ void register_stream(py::module_& m) {
       .def("step", &PyStream::step, py::arg("chunk"),
            "Run the next time steps of the chunk ([B, I] for one step, or [t, B, I] / [B, t, I]) "
            "and return their outputs in the same layout; the state carries over.")
-      .def("reset", &PyStream::reset, "Forget the carried state (back to zeros).")
+      .def("reset", &PyStream::reset, py::arg("row") = py::none(),
+           "Forget the carried state (back to zeros): of every sequence, or of sequence `row`.")
+      .def("row_state", &PyStream::row_state, py::arg("row"),
+           "Copies of sequence `row`'s state: (h, c), flat float32, layer by layer and "
+           "direction by direction.")
+      .def("set_row_state", &PyStream::set_row_state, py::arg("row"), py::arg("h"), py::arg("c"),
+           "Replace sequence `row`'s state with flat float32 arrays shaped as row_state returns.")
       .def("set_state", &PyStream::set_state, py::arg("h"), py::arg("c"),
            "Replace the carried state with flat float32 arrays shaped as `h` and `c` return.")
       .def_property_readonly("h", &PyStream::h)
