@@ -178,3 +178,29 @@ def test_device_entry_points_need_cuda():
         net.persistent_refusal(1, 1)
     with pytest.raises(ValueError, match="capsule"):
         _core.Network.from_capsule(object())
+
+
+def _rss_bytes():
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * 4096
+    except OSError:
+        pytest.skip("no /proc/self/statm")
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_weights_are_held_once(precision):
+    """A network holds its packed weights and nothing else of that size (no unpacked copy kept
+    for its sizes): resident memory grows by about the packed bytes (fp32 as given, int8 a
+    quarter), not twice that."""
+    rng = np.random.default_rng(6)
+    H, I = 1024, 1024
+    layer = make_layer(rng, "lstm", I, H)
+    core = layer.to_core()
+    weight_bytes = sum(d["w"].nbytes + d["r"].nbytes for d in core["directions"])  # 32 MiB
+    packed = weight_bytes // (4 if precision == "int8" else 1)
+    before = _rss_bytes()
+    net = _core.Network([core], simd_level(), precision)
+    grown = _rss_bytes() - before
+    assert net.output_size == H
+    assert grown < packed + weight_bytes // 4, (grown, packed)
