@@ -14,6 +14,7 @@ import pylstm
 from pylstm.assemble import build_engine
 from pylstm.convert.builder import canonical_layer
 from pylstm.convert.canonical import CanonicalDirection, CanonicalLayer
+from pylstm.runtime.engine import LayerShape
 
 ARRAYS = ("w", "r", "bias_w", "bias_r", "peephole", "proj")
 
@@ -89,7 +90,7 @@ def test_builder_layer_is_immutable_and_leaves_its_inputs_alone():
     assert layer.directions[0].reverse is False
 
 
-def test_engine_takes_both_forms_and_holds_the_canonical_one():
+def test_engine_takes_both_forms_and_keeps_only_the_shapes():
     rng = np.random.default_rng(3)
     layer = pylstm.Layer("lstm", [raw_direction(rng)])
     x = rng.normal(size=(4, 2, 2)).astype(np.float32)
@@ -97,7 +98,11 @@ def test_engine_takes_both_forms_and_holds_the_canonical_one():
     y2 = pylstm.from_arrays([layer.canonical])(x)[0]
     np.testing.assert_array_equal(y1, y2)
     engine = build_engine([layer])
-    assert engine.layers[0] is layer.canonical
+    # the weights are held once, packed; the engine keeps the layer's shape and options
+    assert engine.layers[0] == LayerShape.of(layer.canonical)
+    unpacked = engine.unpack()[0].directions[0]
+    np.testing.assert_array_equal(unpacked.w, layer.canonical.directions[0].w)  # exact: fp32
+    np.testing.assert_array_equal(unpacked.r, layer.canonical.directions[0].r)
 
 
 def test_pickled_layers_stay_frozen():

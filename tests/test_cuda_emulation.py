@@ -313,9 +313,7 @@ def emulated_device_arrays(monkeypatch):
 
     def to_emulated(model, precision="fp32", strategy="persistent"):
         engine = model.engine
-        engine._net = emu.Network(
-            [layer.to_core() for layer in engine.layers], precision, 0, strategy
-        )
+        engine._net = emu.Network(engine._net.unpack(), precision, 0, strategy)
         engine.device = "cuda:0"
         return model
 

@@ -77,7 +77,7 @@ def weight_bytes(model, *, count=False) -> int:
         engines = [n.engine for n in model.recurrent_nodes]
     total = 0
     for engine in engines:
-        for layer in engine.layers:
+        for layer in engine.unpack():
             for d in layer.directions:
                 for k in ("w", "r", "bias_w", "bias_r", "peephole", "proj"):
                     a = getattr(d, k)

@@ -46,7 +46,7 @@ class CellModel:
         self.cell = layer.cell
         self.input_size = layer.input_size
         self.hidden_size = layer.hidden_size
-        self.bias = layer.directions[0].bias_w is not None
+        self.bias = layer.directions[0].has_bias
         self.nonlinearity = layer.directions[0].activations[0].name if self.cell == "rnn" else None
         self.device = engine.device
 

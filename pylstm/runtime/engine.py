@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from .. import _core
-from ..convert.builder import as_canonical
-from ..convert.canonical import CanonicalLayer, check_stack
+from ..convert.builder import Direction, Layer, as_canonical
+from ..convert.canonical import Activation, CanonicalLayer, check_stack
 from .system import check_device, load_cuda, simd_level
 
 # Outputs start on a cache line. Threads write the columns of a row side by side; where a row
@@ -28,6 +29,91 @@ def empty_output(shape) -> np.ndarray:
     buf = np.empty(n + _CACHE_LINE_BYTES // 4, np.float32)
     skip = (-buf.ctypes.data % _CACHE_LINE_BYTES) // 4
     return buf[skip : skip + n].reshape(shape)
+
+
+@dataclass(frozen=True)
+class DirectionShape:
+    """One packed direction without its weights: what faces and streams ask of it."""
+
+    reverse: bool
+    activations: tuple  # of Activation
+    has_bias: bool
+    has_peephole: bool
+
+
+@dataclass(frozen=True)
+class LayerShape:
+    """A packed layer without its weights (:attr:`Engine.layers`): sizes and options only.
+
+    The weights live once, packed inside the engine; :meth:`Engine.unpack` rebuilds them.
+    """
+
+    cell: str
+    input_size: int
+    hidden_size: int
+    proj_size: int
+    clip: float | None
+    input_forget: bool
+    linear_before_reset: bool
+    masked_output: str
+    directions: tuple  # of DirectionShape
+
+    @classmethod
+    def of(cls, layer: CanonicalLayer) -> LayerShape:
+        return cls(
+            cell=layer.cell,
+            input_size=layer.input_size,
+            hidden_size=layer.hidden_size,
+            proj_size=layer.proj_size,
+            clip=layer.clip,
+            input_forget=layer.input_forget,
+            linear_before_reset=layer.linear_before_reset,
+            masked_output=layer.masked_output,
+            directions=tuple(
+                DirectionShape(
+                    reverse=d.reverse,
+                    activations=tuple(d.activations),
+                    has_bias=d.bias_w is not None,
+                    has_peephole=d.peephole is not None,
+                )
+                for d in layer.directions
+            ),
+        )
+
+    @property
+    def num_directions(self) -> int:
+        return len(self.directions)
+
+    @property
+    def output_size(self) -> int:
+        """Features per direction of this layer's output (``proj_size`` or ``hidden_size``)."""
+        return self.proj_size or self.hidden_size
+
+
+def layer_from_core(core: dict) -> CanonicalLayer:
+    """The canonical layer of a ``Layer.to_core()`` dict (what ``_core.Network.unpack`` returns)."""
+    directions = [
+        Direction(
+            w=d["w"],
+            r=d["r"],
+            bias_w=d["bias_w"],
+            bias_r=d["bias_r"],
+            peephole=d["peephole"],
+            proj=d["proj"],
+            activations=[Activation(*a) for a in d["activations"]],
+            reverse=d["reverse"],
+        )
+        for d in core["directions"]
+    ]
+    layer = Layer(
+        cell=core["cell"],
+        directions=directions,
+        clip=core["clip"] or None,
+        input_forget=core["input_forget"],
+        linear_before_reset=core["linear_before_reset"],
+        masked_output=core["masked_output"],
+    )
+    return as_canonical(layer)
 
 
 #: Weight precisions of the CPU engine.
@@ -77,8 +163,9 @@ class Engine:
     Parameters
     ----------
     layers : sequence of CanonicalLayer or pylstm.Layer
-        The canonical layers (a :class:`pylstm.Layer` is taken as its canonical form);
-        :attr:`layers` holds the canonical ones.
+        The canonical layers (a :class:`pylstm.Layer` is taken as its canonical form). Their
+        weights are packed for the device and not kept: :attr:`layers` holds each layer's
+        :class:`LayerShape` (sizes and options), :meth:`unpack` rebuilds the weights.
     device : str
         ``"cpu"``, or ``"cuda"`` / ``"cuda:N"`` (needs the CUDA backend and a GPU).
     precision : str
@@ -101,7 +188,6 @@ class Engine:
         layers = [as_canonical(layer) for layer in layers]
         check_stack(layers)
         self.device = check_device(device)
-        self.layers = layers
         self.precision = check_precision(precision, self.device)
         cores = [layer.to_core() for layer in layers]
         if self.device == "cpu":
@@ -110,6 +196,10 @@ class Engine:
             self._net = load_cuda().Network(
                 cores, self.precision, self.device_index, cuda_strategy()
             )
+        del cores
+        # The weights are now held once, packed in self._net; the engine keeps only the layers'
+        # shapes (a caller that built `layers` keeps its own arrays as long as it holds them).
+        self.layers = tuple(LayerShape.of(layer) for layer in layers)
         self.input_size = layers[0].input_size
         self.output_size = layers[-1].output_size * layers[-1].num_directions
         # Rows of the state arrays: one per (layer, direction).
@@ -119,7 +209,7 @@ class Engine:
         """Pickles as the canonical layers, device and precision (see :mod:`pylstm.runtime.pickling`)."""
         from .pickling import layer_state, reduce
 
-        layers = [layer_state(layer) for layer in self.layers]
+        layers = [layer_state(layer) for layer in self.unpack()]
         return reduce(self, {"layers": layers, "device": self.device, "precision": self.precision})
 
     @classmethod
@@ -128,6 +218,14 @@ class Engine:
 
         layers = [layer_from_state(s) for s in state["layers"]]
         return cls(layers, receiving_device(state["device"]), state["precision"])
+
+    def unpack(self) -> list:
+        """The canonical layers rebuilt from the packed weights (float32; bf16 and int8 weights
+        widened; each direction's two biases folded into ``bias_w``, ``bias_r`` zeros, except
+        the GRU's recurrent ``n`` bias under ``linear_before_reset``). An engine built from them
+        with the same precision gives bit-identical outputs. Costs a copy of the weights: for
+        pickling and moving a model, not for every call."""
+        return [layer_from_core(core) for core in self._net.unpack()]
 
     @property
     def backend(self) -> str:
