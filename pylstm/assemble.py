@@ -12,6 +12,7 @@ import os
 from collections.abc import Sequence
 
 from .runtime.engine import Engine
+from .runtime.system import releases_freed_memory
 
 
 def build_engine(layers: Sequence, device: str = "cpu", precision: str = "fp32") -> Engine:
@@ -38,6 +39,7 @@ def torch_face(converted, device: str = "cpu", precision: str = "fp32"):
     return TorchModel(engine, batch_first=converted.batch_first)
 
 
+@releases_freed_memory
 def from_torch(module, *, device: str = "cpu", precision: str = "fp32"):
     """Build a model from a live ``torch.nn.LSTM``, ``GRU`` or ``RNN``, or a cell
     (``torch.nn.LSTMCell``, ``GRUCell``, ``RNNCell``).
@@ -108,6 +110,7 @@ def load_torch_state(state, *, options: dict, source: str, device: str, precisio
     return torch_face(converted, device, precision)
 
 
+@releases_freed_memory
 def from_arrays(layers, *, batch_first: bool = False, device: str = "cpu", precision="fp32"):
     """Build a model from canonical layers.
 
@@ -201,6 +204,7 @@ def onnx_model(proto, *, base_dir: str, device="cpu", precision="fp32", source="
     return OnnxModel(graph, data.inputs, data.outputs, source=source, device=device)
 
 
+@releases_freed_memory
 def from_onnx_model(model, *, base_dir: str = ".", device="cpu", precision="fp32"):
     """An :class:`OnnxModel` from an ``onnx.ModelProto`` or its serialized bytes (in memory);
     ``pylstm.from_onnx``.
@@ -394,6 +398,7 @@ def load_keras(path, *, device="cpu", precision="fp32", **options):
     return keras_model(convert_file(path, **options), device, precision)
 
 
+@releases_freed_memory
 def from_keras(obj, *, device="cpu", precision="fp32"):
     """Build a model from a live Keras object.
 

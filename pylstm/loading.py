@@ -97,9 +97,12 @@ def load(path, *, device: str = "cpu", precision: str = "fp32", max_bytes=None, 
         An ``.onnx`` file without the ``onnx`` package installed.
     """
     from .read.limits import load_limit
+    from .runtime.system import release_freed_memory
 
     with load_limit(max_bytes):
-        return _load(path, device=device, precision=precision, **options)
+        model = _load(path, device=device, precision=precision, **options)
+    release_freed_memory()  # the file's tensors and the unpacked weights are garbage now
+    return model
 
 
 def _load(path, *, device, precision, **options):
