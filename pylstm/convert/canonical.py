@@ -25,40 +25,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
-CELLS = {"lstm": 4, "gru": 3, "rnn": 1}
-CANONICAL_ORDER = {"lstm": "ifgo", "gru": "rzn", "rnn": "h"}
+from .. import _core
+
+# Written once, in the engine (cpp/src/network.cpp, network.hpp), and read from it here: the
+# canonical gate order of each cell, and the activations the kernels implement with the number
+# of parameters (alpha, beta) each reads (formulas in cpp/include/pylstm/network.hpp).
+CANONICAL_ORDER = dict(_core.GATE_ORDERS)
+CELLS = {cell: len(order) for cell, order in CANONICAL_ORDER.items()}  # gates per cell
+ACTIVATIONS = dict(_core.ACTIVATIONS)
 # Letters accepted for each gate in `gate_order` strings, mapped to the canonical letter.
 GATE_ALIASES = {
     "lstm": {"i": "i", "f": "f", "g": "g", "c": "g", "o": "o"},
     "gru": {"r": "r", "z": "z", "u": "z", "n": "n", "h": "n"},
     "rnn": {"h": "h"},
-}
-# Names the engine knows, with the number of parameters each takes: ONNX's eleven functions,
-# then the other activations Keras layers may use (formulas in cpp/include/pylstm/network.hpp).
-ACTIVATIONS = {
-    "sigmoid": 0,
-    "tanh": 0,
-    "relu": 0,
-    "affine": 2,
-    "leakyrelu": 1,
-    "thresholdedrelu": 1,
-    "scaledtanh": 2,
-    "hardsigmoid": 2,
-    "elu": 1,
-    "softsign": 0,
-    "softplus": 0,
-    "selu": 0,
-    "silu": 0,
-    "gelu": 0,
-    "gelutanh": 0,
-    "exponential": 0,
-    "relu6": 0,
-    "hardsilu": 0,
-    "hardtanh": 0,
-    "mish": 0,
-    "logsigmoid": 0,
-    "tanhshrink": 0,
-    "celu": 1,
 }
 DEFAULT_ACTIVATIONS = {
     "lstm": ("sigmoid", "tanh", "tanh"),
