@@ -176,14 +176,14 @@ def _read_external(tensor, dtype: np.dtype, count: int, base_dir: str, what: str
             f"{length}, but the tensor's shape and type need {nbytes} bytes"
         )
     try:
-        fh = open(path, "rb", opener=_open_no_follow)
+        fd = _open_no_follow(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
     except OSError:
         raise FormatError(
             f"{what}: its data is stored in the external file {info.get('location')!r}, which "
             f"does not exist or cannot be opened (looked for {path}); keep the data file next "
             "to the model"
         ) from None
-    with fh:
+    with open(fd, "rb") as fh:
         st = os.fstat(fh.fileno())
         if not stat.S_ISREG(st.st_mode):
             raise FormatError(

@@ -1,7 +1,7 @@
 """The operator registry of the numpy graph executor and the helpers its operators share.
 
 ``OPS`` maps an ONNX op type to ``fn(node, *inputs) -> list of outputs``; the operators register
-themselves with ``@op("Name")`` in ``onnx_ops_math.py`` and ``onnx_ops_tensor.py``.
+themselves with ``@op("Name")`` in ``math.py``, ``tensor.py`` and ``conv.py``.
 """
 
 from __future__ import annotations

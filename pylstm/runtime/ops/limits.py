@@ -2,10 +2,10 @@
 
 A small graph can ask numpy for huge arrays (``Expand`` to a shape of 10^9, ``Tile``,
 ``ConstantOfShape``, ``Range``, ``Pad``, ``OneHot``, broadcasting ``[N, 1] + [1, N]``, an outer
-``MatMul``, ``Einsum``, a ``Concat`` listing one input many times). :func:`predicted_bytes` computes, from the inputs' shapes and values alone,
-how many bytes an operator's output will take (and, for ``Einsum``, how many products it will
-compute); the graph (``onnx_graph.py``) refuses the node before running it when that passes its
-limit:
+``MatMul``, ``Einsum``, a ``Concat`` listing one input many times). :func:`predicted_bytes`
+computes, from the inputs' shapes and values alone, how many bytes an operator's output will
+take (and, for ``Einsum``, how many products it will compute); the graph executor
+(``runtime/graph.py``) refuses the node before running it when that passes its limit:
 
 * at run time, ``max(RUN_MULTIPLE x the largest value the graph holds or is fed (initializers,
   inputs, recurrent layers' outputs), RUN_FLOOR, max_bytes)`` (``ValueError`` naming the node);
