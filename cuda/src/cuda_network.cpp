@@ -126,7 +126,7 @@ std::string CudaNetwork::name() const {
 }
 
 size_t CudaNetwork::workspace_bytes(int64_t steps, int64_t batch) const {
-  return plan_layout(steps, batch, false).total;
+  return plan_layout(steps, batch, Staging::None).total;
 }
 
 std::vector<std::string> CudaNetwork::last_strategies() const {
@@ -183,7 +183,7 @@ std::string CudaNetwork::persistent_refusal(int layer, int batch) const {
   return refusals_[std::make_pair(layer, batch)];
 }
 
-CudaNetwork::Layout CudaNetwork::plan_layout(int64_t T, int64_t B, bool staging) const {
+CudaNetwork::Layout CudaNetwork::plan_layout(int64_t T, int64_t B, Staging staging) const {
   Layout lay;
   const size_t es = static_cast<size_t>(dtype_size(ct_));
   WorkspacePlan plan(kAlign);
@@ -221,14 +221,16 @@ CudaNetwork::Layout CudaNetwork::plan_layout(int64_t T, int64_t B, bool staging)
     lay.hc.push_back(ct_ == DType::F32 ? lay.h.back() : plan.place("hc", 2 * n_h * es));
     lay.c.push_back(plan.place("c", static_cast<size_t>(L.D) * B * L.H * sizeof(float)));
   }
-  if (staging) {
+  if (staging != Staging::None) {
     lay.sx = plan.place("staged x", T * B * input_size() * sizeof(float));
     lay.sy = plan.place("staged y", T * B * output_size() * sizeof(float));
+    lay.smask = plan.place("staged mask", T * B);
+  }
+  if (staging == Staging::All) {
     lay.sh0 = plan.place("staged h0", B * h_floats() * sizeof(float));
     lay.sc0 = plan.place("staged c0", B * c_floats() * sizeof(float));
     lay.shn = plan.place("staged h_n", B * h_floats() * sizeof(float));
     lay.scn = plan.place("staged c_n", B * c_floats() * sizeof(float));
-    lay.smask = plan.place("staged mask", T * B);
   }
   lay.total = std::max<size_t>(plan.total(), kAlign);
   return lay;
@@ -336,7 +338,7 @@ void CudaNetwork::forward_device(const DeviceArgs& call) const {
   DeviceGuard guard(device_);
   std::unique_ptr<Workspace> ws = take_workspace();
   try {
-    const Layout lay = plan_layout(call.steps, call.batch, false);
+    const Layout lay = plan_layout(call.steps, call.batch, Staging::None);
     char* base = ws->arena(lay.total);
     ws->begin(stream);
     run(*ws, base, lay, call, stream);
@@ -364,7 +366,7 @@ void CudaNetwork::forward_host(const ForwardArgs& a, float* state_h, float* stat
   std::unique_ptr<Workspace> ws = take_workspace();
   const cudaStream_t st = ws->own_stream();
   try {
-    const Layout lay = plan_layout(T, B, true);
+    const Layout lay = plan_layout(T, B, on_device ? Staging::Sequences : Staging::All);
     char* base = ws->arena(lay.total);
     ws->begin(st);
     std::vector<float> x(static_cast<size_t>(T * B * I));

@@ -78,7 +78,11 @@ class CudaNetwork final : public Backend {
   mutable std::map<std::pair<int, int>, std::string> refusals_;
   mutable std::vector<std::string> last_strategies_;
 
-  Layout plan_layout(int64_t T, int64_t B, bool staging) const;
+  // Which host-array buffers a call stages in the arena besides its own: none (device
+  // arrays), the sequences and mask (a stream's step: its states are on the device already),
+  // or those and the states.
+  enum class Staging { None, Sequences, All };
+  Layout plan_layout(int64_t T, int64_t B, Staging staging) const;
   void run(Workspace& ws, char* base, const Layout& lay, const DeviceCall& call,
            cudaStream_t stream) const;
   // Host arrays in and out. The states are the host arrays of `args`, or, when state_h is not
