@@ -7,7 +7,7 @@ own fresh interpreter (``python bench/weight_memory.py --one PATH PRECISION``), 
 pylstm and numpy first, reads RSS, loads the model, runs it once, collects garbage and reads RSS
 again. Usage::
 
-    python bench/weight_memory.py            # the table, for .pt and .safetensors files
+    python bench/weight_memory.py            # the table, for .pt, .safetensors and .onnx files
     python bench/weight_memory.py --json out.json
 """
 
@@ -20,6 +20,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import warnings
 
 HIDDEN, LAYERS = 1024, 4
 TARGETS = {"fp32": 1.15, "bf16": 0.6, "int8": 0.35}
@@ -37,7 +38,8 @@ def weight_bytes(hidden: int = HIDDEN, layers: int = LAYERS) -> int:
 
 
 def write_files(folder: str, hidden: int = HIDDEN, layers: int = LAYERS) -> dict:
-    """A ``torch.save`` state dict and a ``.safetensors`` file of the same LSTM, in ``folder``."""
+    """The same LSTM as a ``torch.save`` state dict, a ``.safetensors`` file and an ``.onnx``
+    model (the last two when safetensors and onnx are installed), in ``folder``."""
     import torch
 
     torch.manual_seed(0)
@@ -46,10 +48,21 @@ def write_files(folder: str, hidden: int = HIDDEN, layers: int = LAYERS) -> dict
     torch.save(module.state_dict(), paths["pt"])
     try:
         from safetensors.torch import save_file
+
+        paths["safetensors"] = os.path.join(folder, "lstm.safetensors")
+        save_file({k: v.contiguous() for k, v in module.state_dict().items()}, paths["safetensors"])
     except ImportError:
-        return paths
-    paths["safetensors"] = os.path.join(folder, "lstm.safetensors")
-    save_file({k: v.contiguous() for k, v in module.state_dict().items()}, paths["safetensors"])
+        pass
+    try:
+        import onnx  # noqa: F401  (torch's exporter needs it)
+
+        paths["onnx"] = os.path.join(folder, "lstm.onnx")
+        x = torch.zeros(2, 1, hidden)
+        with warnings.catch_warnings():  # the TorchScript exporter's deprecation notes
+            warnings.simplefilter("ignore")
+            torch.onnx.export(module, (x,), paths["onnx"], dynamo=False, input_names=["x"])
+    except ImportError:
+        pass
     return paths
 
 
@@ -60,10 +73,15 @@ def measure_one(path: str, precision: str) -> dict:
     import pylstm
 
     x = np.ones((2, 1, HIDDEN), np.float32)
+    if path.endswith(".onnx"):
+        import onnx  # noqa: F401  (the package's code, ~9 MiB, is not the model's weights)
     gc.collect()
     before = rss_bytes()
     model = pylstm.load(path, precision=precision)
-    model(x)
+    if isinstance(model, pylstm.OnnxModel):
+        model.run(None, {model.get_inputs()[0].name: x})
+    else:
+        model(x)
     gc.collect()
     after = rss_bytes()
     return {"path": os.path.basename(path), "precision": precision, "rss_growth": after - before}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import replace
 
 from .runtime.engine import Engine
 from .runtime.system import releases_freed_memory
@@ -189,7 +190,7 @@ def onnx_model(proto, *, base_dir: str, device="cpu", precision="fp32", source="
 
     def make_recurrent(node, constants):
         layer, layout = recurrent_layer(node, constants, source)
-        return OnnxRecurrent(node, layer, layout, build_engine([layer], device, precision))
+        return OnnxRecurrent(node, layout, build_engine([layer], device, precision))
 
     with tensor_budget(TensorBudget(source, proto.ByteSize())):
         data = convert_model(proto, base_dir=base_dir, source=source)
@@ -331,11 +332,18 @@ def keras_model(converted, device="cpu", precision="fp32"):
     from .runtime.graph import Graph
     from .runtime.graph_recurrent import KerasRecurrent
 
-    engines = {}
+    # One set of engines per converted layer (a layer called twice shares them). The weights
+    # then live packed in the engines: the nodes keep the layers' shapes only.
+    engines, shaped = {}, {}  # id(shaped spec) -> engines; id(converted spec) -> shaped spec
     for node in converted.graph.nodes:
-        spec = node.attrs.get("recurrent")
-        if node.recurrent and id(spec) not in engines:
-            engines[id(spec)] = [build_engine([layer], device, precision) for layer in spec.layers]
+        if not node.recurrent:
+            continue
+        spec = node.attrs["recurrent"]
+        if id(spec) not in shaped:
+            built = [build_engine([layer], device, precision) for layer in spec.layers]
+            shaped[id(spec)] = replace(spec, layers=tuple(e.layers[0] for e in built))
+            engines[id(shaped[id(spec)])] = built
+        node.attrs["recurrent"] = shaped[id(spec)]
 
     def make_recurrent(node, constants):
         return KerasRecurrent(node, engines[id(node.attrs["recurrent"])])

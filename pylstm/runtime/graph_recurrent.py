@@ -61,19 +61,18 @@ class OnnxRecurrent:
     Parameters
     ----------
     node : Node
-    layer : Layer
-        The node's canonical layer (:func:`pylstm.convert.onnx_rnn.build_layer`).
     layout : int
         ONNX's ``layout`` attribute.
     engine : Engine
-        Runs ``layer``.
+        Runs the node's canonical layer (:func:`pylstm.convert.onnx_rnn.build_layer`), whose
+        weights it holds packed; the node keeps the layer's shape only.
     """
 
-    def __init__(self, node, layer, layout: int, engine):
+    def __init__(self, node, layout: int, engine):
         self.op = node.op_type
         self.name = node.name or node.outputs[0]
         self.what = f"{node.describe()}"
-        self.layer, self.layout = layer, layout
+        self.layer, self.layout = engine.layers[0], layout
         self.engine = engine
         self.D = self.layer.num_directions
         self.H = self.layer.hidden_size
