@@ -33,10 +33,10 @@ def _child(args) -> int:
         import atheris
 
         with atheris.instrument_imports(include=["pylstm"]):
-            import pylstm  # noqa: F401
-            import pylstm.convert.keras  # noqa: F401
-            import pylstm.convert.onnx  # noqa: F401
-            import pylstm.read.safetensors_file  # noqa: F401
+            import pylstm
+            import pylstm.convert.keras
+            import pylstm.convert.onnx
+            import pylstm.read.safetensors_file
             import pylstm.read.torch_pickle  # noqa: F401
         argv = [
             sys.argv[0],
@@ -62,7 +62,9 @@ def _child(args) -> int:
 def _run(args) -> int:
     driver = args.driver or ("atheris" if _has_atheris() else "random")
     if not os.path.isdir(CORPUS):
-        subprocess.run([sys.executable, "-m", "fuzz", "seeds"], check=True, cwd=os.path.dirname(HERE))
+        subprocess.run(
+            [sys.executable, "-m", "fuzz", "seeds"], check=True, cwd=os.path.dirname(HERE)
+        )
     failed = []
     for harness in args.harness or HARNESSES:
         cmd = [
@@ -105,11 +107,15 @@ def main(argv=None) -> int:
         else:
             p.add_argument("harness", choices=HARNESSES)
         p.add_argument("--runs", type=int, default=10_000, help="executions per harness")
-        p.add_argument("--driver", choices=("atheris", "random"), default=None if name == "run" else "random")
+        p.add_argument(
+            "--driver", choices=("atheris", "random"), default=None if name == "run" else "random"
+        )
         p.add_argument("--timeout", type=int, default=30, help="seconds one input may take")
         p.add_argument("--rss-limit-mb", type=int, default=4096)
         p.add_argument("--seed", type=int, default=0, help="seed of the random driver")
-        p.add_argument("--max-total-time", type=int, default=0, help="seconds per harness (atheris)")
+        p.add_argument(
+            "--max-total-time", type=int, default=0, help="seconds per harness (atheris)"
+        )
     args = parser.parse_args(argv)
     if args.command == "seeds":
         from fuzz.seeds import main as seeds

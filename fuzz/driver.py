@@ -15,7 +15,19 @@ import struct
 import time
 import traceback
 
-_INTERESTING = [0, 1, 0x7F, 0x80, 0xFF, 0x7FFF, 0xFFFF, 0x7FFFFFFF, 0xFFFFFFFF, 2**63 - 1, 2**64 - 1]
+_INTERESTING = [
+    0,
+    1,
+    0x7F,
+    0x80,
+    0xFF,
+    0x7FFF,
+    0xFFFF,
+    0x7FFFFFFF,
+    0xFFFFFFFF,
+    2**63 - 1,
+    2**64 - 1,
+]
 
 
 def mutate(data: bytes, rnd: random.Random, corpus: list) -> bytes:
@@ -32,7 +44,9 @@ def mutate(data: bytes, rnd: random.Random, corpus: list) -> bytes:
             value = rnd.choice(_INTERESTING) + rnd.choice([-1, 0, 0, 1])
             fmt = rnd.choice(["<Q", "<I", "<H", ">I", ">Q"])
             size = struct.calcsize(fmt)
-            b[i : i + size] = (value % (1 << (8 * size))).to_bytes(size, "little" if "<" in fmt else "big")
+            b[i : i + size] = (value % (1 << (8 * size))).to_bytes(
+                size, "little" if "<" in fmt else "big"
+            )
         elif kind == 3 and b:
             del b[i : i + rnd.randint(1, 64)]
         elif kind == 4 and b:

@@ -118,7 +118,7 @@ def onnx_seeds() -> None:
                 ]
                 inits[3] = numpy_helper.from_array(np.asarray([0, -1], np.int64), "shape")
                 inits[4] = init("Wd", 8, 2)
-            save(f"{cell.lower()}_{direction}", [node] + head, inits, [x], [y])
+            save(f"{cell.lower()}_{direction}", [node, *head], inits, [x], [y])
     # shape arithmetic around an LSTM, as exporters write it: initial state from the input's shape
     nodes = [
         helper.make_node("Shape", ["x"], ["s"]),

@@ -41,7 +41,9 @@ def corpus():
 )
 def test_fuzz_harness_smoke(corpus, harness):
     if _driver() == "random":
-        pytest.skip("atheris is not installed (pip install atheris); without it run python -m fuzz run --driver random")
+        pytest.skip(
+            "atheris is not installed (pip install atheris); without it run python -m fuzz run --driver random"
+        )
     runs = RUNS.get(harness, DEFAULT_RUNS)
     cmd = [sys.executable, "-m", "fuzz", "run", "--harness", harness, "--runs", str(runs)]
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)

@@ -122,13 +122,14 @@ def test_pickle_walk_is_cheap(tmp_path):
     buf = io.BytesIO()
     torch.save(_lstm_state(), buf)
     src = zipfile.ZipFile(io.BytesIO(buf.getvalue()))
-    prefix = next(n for n in src.namelist() if n.endswith("data.pkl"))[: -len("data.pkl")]
     payload = pickle.dumps(_shared_lists_pickle(5, 60), protocol=2)
     assert len(payload) < 2000
     path = tmp_path / "walk.pt"
     with zipfile.ZipFile(path, "w") as dst:
         for info in src.infolist():
-            dst.writestr(info.filename, payload if info.filename.endswith("data.pkl") else src.read(info))
+            dst.writestr(
+                info.filename, payload if info.filename.endswith("data.pkl") else src.read(info)
+            )
     t0 = time.perf_counter()
     with pytest.raises(FormatError, match="too large to walk"):
         pylstm.load(path)
@@ -221,7 +222,7 @@ def test_safetensors_header_size_limit(tmp_path):
 
 
 def _onnx_model_with_external(tmp_path, location: str):
-    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnx")
     from onnx import TensorProto, helper
 
     weight = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[4])
@@ -292,7 +293,7 @@ def test_onnx_external_data_not_regular_file(tmp_path):
 
 def test_onnx_external_data_reread_is_bounded(tmp_path):
     """Many tensors pointing at the same bytes of one external file count each time."""
-    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnx")
     from onnx import TensorProto, helper
 
     n = 1 << 20  # 4 MiB of float32 in the data file
@@ -322,7 +323,7 @@ def test_onnx_external_data_reread_is_bounded(tmp_path):
 
 
 def _expand_model(tmp_path, target_shape, *, const_input: bool = False):
-    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnx")
     from onnx import TensorProto, helper, numpy_helper
 
     shape = numpy_helper.from_array(np.asarray(target_shape, np.int64), "shape")
@@ -339,7 +340,9 @@ def _expand_model(tmp_path, target_shape, *, const_input: bool = False):
         inits,
     )
     path = tmp_path / "expand.onnx"
-    path.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString())
+    path.write_bytes(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+    )
     return path
 
 
@@ -369,7 +372,15 @@ def test_onnx_expand_bomb_refused_when_folded(tmp_path):
     [
         ("ConstantOfShape", [np.asarray([1 << 30], np.int64)], {}),
         ("Tile", [np.ones((2, 2), np.float32), np.asarray([1 << 15, 1 << 15], np.int64)], {}),
-        ("Range", [np.asarray(0.0, np.float32), np.asarray(1e12, np.float32), np.asarray(1.0, np.float32)], {}),
+        (
+            "Range",
+            [
+                np.asarray(0.0, np.float32),
+                np.asarray(1e12, np.float32),
+                np.asarray(1.0, np.float32),
+            ],
+            {},
+        ),
         ("Add", [np.ones((1 << 15, 1), np.float32), np.ones((1, 1 << 15), np.float32)], {}),
         ("MatMul", [np.ones((1 << 15, 1), np.float32), np.ones((1, 1 << 15), np.float32)], {}),
         ("Einsum", [np.ones(1 << 12, np.float32)] * 3, {"equation": "a,b,c->"}),
@@ -394,7 +405,9 @@ def test_onnx_amplifying_ops_refused_at_run(tmp_path, op, inputs, attrs):
         [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)],
     )
     path = tmp_path / f"{op}.onnx"
-    path.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString())
+    path.write_bytes(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+    )
     model = pylstm.load(path)
     t0 = time.perf_counter()
     with pytest.raises(ValueError, match=r"'amp'.*limit"):
@@ -478,7 +491,9 @@ def test_h5_corrupt_files_found_by_fuzzing(tmp_path, name, monkeypatch):
 
     from pylstm.read import hdf5_probe
 
-    spec = importlib.util.spec_from_file_location("make_hostile", os.path.join(HOSTILE, "make_hostile.py"))
+    spec = importlib.util.spec_from_file_location(
+        "make_hostile", os.path.join(HOSTILE, "make_hostile.py")
+    )
     make_hostile = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(make_hostile)
     path = tmp_path / f"{name}.h5"

@@ -13,6 +13,7 @@ when memory grew more. tests/test_endurance.py runs it in reduced form.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import threading
@@ -65,7 +66,7 @@ def run(calls: int, streams: int, threads: int, seed: int = 0) -> dict:
                 B = int(rng.integers(1, 9))
                 x = rng.standard_normal((T, B, 16), dtype=np.float32)
                 lengths = rng.integers(1, T + 1, size=B)
-                y, (h, c) = model(x, lengths=lengths) if i % 2 else model(x)
+                y, (_h, _c) = model(x, lengths=lengths) if i % 2 else model(x)
                 assert y.shape == (T, B, 64)
         except BaseException as exc:  # reported by the main thread
             errors.append(exc)
@@ -75,10 +76,8 @@ def run(calls: int, streams: int, threads: int, seed: int = 0) -> dict:
     pool = [threading.Thread(target=worker, args=(k,)) for k in range(threads)]
     for t in pool:
         t.start()
-    try:
+    with contextlib.suppress(threading.BrokenBarrierError):
         barrier.wait()
-    except threading.BrokenBarrierError:
-        pass
     warm_rss = rss_mb()
     while any(t.is_alive() for t in pool):
         samples.append(rss_mb())

@@ -124,9 +124,7 @@ def _raise_for(returncode: int, message: str, stderr: str, name: str, max_bytes:
         what = f"failed ({tail[0][:200] if tail else 'exit status ' + str(returncode)})"
         if "MemoryError" in "".join(tail):
             what = f"needed more than max_bytes={max_bytes} bytes of memory"
-    raise FormatError(
-        f"{name}: the HDF5 library {what} reading this file: corrupt or hostile file"
-    )
+    raise FormatError(f"{name}: the HDF5 library {what} reading this file: corrupt or hostile file")
 
 
 class _ForkServer:
@@ -182,7 +180,11 @@ class _ForkServer:
                 return None
             for _attempt in range(2):
                 try:
-                    if self._proc is None or self._pid != os.getpid() or self._proc.poll() is not None:
+                    if (
+                        self._proc is None
+                        or self._pid != os.getpid()
+                        or self._proc.poll() is not None
+                    ):
                         self._proc = None
                         self._start()
                     line = (json.dumps(request) + "\n").encode()
@@ -203,7 +205,6 @@ class _ForkServer:
             return None
         line = self._proc.stdout.readline()
         return json.loads(line) if line else None
-
 
     def after_fork_in_child(self) -> None:
         """A forked process starts without the parent's server (and with a free lock)."""
@@ -328,7 +329,7 @@ def _set_limits(max_bytes: int, seconds: float) -> None:
         # of shadow memory: no address-space limit can hold; the time limit still does.
         sanitized = any(k in os.environ.get("LD_PRELOAD", "") for k in ("libasan", "libtsan"))
         for which in () if sanitized else (resource.RLIMIT_AS, resource.RLIMIT_DATA):
-            soft, hard = resource.getrlimit(which)
+            _soft, hard = resource.getrlimit(which)
             if hard == resource.RLIM_INFINITY or hard > limit:
                 resource.setrlimit(which, (limit, hard))
         cpu = int(seconds) + 1

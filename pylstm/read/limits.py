@@ -134,7 +134,9 @@ def read_zip_member(zf: zipfile.ZipFile, name: str, budget: Budget, what: str = 
     info = zf.getinfo(name)
     what = what or f"archive member {name!r}"
     if info.file_size > budget.limit - budget.used:
-        raise over_limit(budget.path, f"{what} (inflated)", budget.used + info.file_size, budget.limit)
+        raise over_limit(
+            budget.path, f"{what} (inflated)", budget.used + info.file_size, budget.limit
+        )
     room = budget.limit - budget.used
     pieces, total = [], 0
     try:
@@ -145,7 +147,9 @@ def read_zip_member(zf: zipfile.ZipFile, name: str, budget: Budget, what: str = 
                     break
                 total += len(piece)
                 if total > room:
-                    raise over_limit(budget.path, f"{what} (inflated)", budget.used + total, budget.limit)
+                    raise over_limit(
+                        budget.path, f"{what} (inflated)", budget.used + total, budget.limit
+                    )
                 pieces.append(piece)
     except FormatError:
         raise

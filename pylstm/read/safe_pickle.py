@@ -90,7 +90,9 @@ DEFAULT_MAX_OPS = 1_000_000
 BYTES_PER_OP = 256
 
 
-def _scan_pickle(stream, path: str, what: str, max_int_bits: int, max_ops: int | None = None) -> int:
+def _scan_pickle(
+    stream, path: str, what: str, max_int_bits: int, max_ops: int | None = None
+) -> int:
     """Walk one pickle opcode by opcode, without building anything, up to its ``STOP``.
 
     Catches truncation and garbage before the real unpickler runs, refuses globals outside the
@@ -239,9 +241,7 @@ def unpickle(
         Malformed, truncated or hostile pickle.
     """
     if not scanned:
-        _scan_pickle(
-            _BoundedReader(io.BytesIO(data), len(data)), path, what, max_int_bits, max_ops
-        )
+        _scan_pickle(_BoundedReader(io.BytesIO(data), len(data)), path, what, max_int_bits, max_ops)
     unpickler = _RestrictedUnpickler(data, path, what)
     try:
         obj = unpickler.load()

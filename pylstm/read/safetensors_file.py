@@ -180,9 +180,7 @@ def _check_layout(entries, header: dict, path: str, data_len: int) -> None:
     FormatError
         Naming the first tensor that overlaps or leaves a gap, or the unused bytes at the end.
     """
-    spans = sorted(
-        (tuple(header[key]["data_offsets"]), key) for key, _ in entries
-    )
+    spans = sorted((tuple(header[key]["data_offsets"]), key) for key, _ in entries)
     position = 0
     for (begin, end), key in spans:
         if begin != position:
