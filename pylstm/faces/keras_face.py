@@ -265,7 +265,8 @@ class KerasStream(GraphStream):
     would in one call). Bidirectional and ``go_backwards`` layers need whole sequences and are
     refused.
 
-    Implements the stream protocol (:mod:`pylstm.runtime.stream_state`) as every graph stream
+    Implements the stream protocol (:mod:`pylstm.runtime.stream_state`: ``open_state``,
+    ``step_state``, ``get_state``, ``set_state``, ``reset`` per sequence) as every graph stream
     does (:class:`pylstm.runtime.graph_stream.GraphStream`): per recurrent layer ``h``
     ``[B, D, H]``, ``c`` (LSTM) and the last output ``y`` ``[B, D*H]`` (which masked steps at
     the start of the next chunk repeat).
@@ -327,8 +328,10 @@ class KerasStream(GraphStream):
         context = RunContext(self._carry, stream=True)
         return self._model._run(x, self._model._mask(mask, x), context)
 
-    def reset(self) -> None:
-        """Forget the carried state (back to zeros)."""
+    def _carried(self) -> dict:
+        return self._carry
+
+    def _forget(self) -> None:
         self._carry.clear()
 
     # -- the stream protocol (pylstm/runtime/stream_state.py) -----------------------------------
@@ -345,8 +348,3 @@ class KerasStream(GraphStream):
         context = self._context_of(state)
         out = model._run(x, model._mask(mask, x), context)
         return out, self._state_of(context.states, state.names)
-
-    def get_state(self):
-        """A copy of this stream's carried state as a
-        :class:`~pylstm.runtime.stream_state.StreamState`."""
-        return self._own_state(self._carry)

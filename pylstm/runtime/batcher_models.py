@@ -12,14 +12,18 @@ A served model (one of the classes here) has:
     :class:`~pylstm.runtime.stream_state.StreamState` of k sequences; ``outputs`` has one entry per
     stream, shaped as ``model.stream(1).step`` returns it without the batch axis.
 ``open_state(batch_size)``, ``initial_state(value) -> StreamState of one sequence``.
+
+Every kind runs its batches through the stream protocol of its model's ``stream(1)``
+(:mod:`pylstm.runtime.stream_state`: ``open_state``, ``step_state``); what differs per kind is
+only the shape of one stream's chunk and outputs.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .engine import Engine, empty_output
-from .stream_state import StreamState, engine_step
+from .engine import Engine
+from .stream_state import StreamState
 from .validation import as_float_array, as_state, to_numpy
 
 
@@ -63,22 +67,35 @@ def _one_state(served, value) -> StreamState:
     return value
 
 
-class EngineModel:
-    """A PyTorch-style model (``from_torch``, ``from_arrays``): the engine runs the k streams
-    as one ``[T, k, I]`` forward with their states as ``h0``/``c0``.
+class _Served:
+    """What every kind shares: the model's ``stream(1)``, whose stream protocol (open_state,
+    step_state) runs the batches."""
+
+    def __init__(self, model):
+        self.model = model
+        self.stream = model.stream(1)  # refuses models that cannot stream (reverse layers, ...)
+
+    def open_state(self, batch_size: int) -> StreamState:
+        return self.stream.open_state(batch_size)
+
+    def initial_state(self, value) -> StreamState:
+        return _one_state(self, value)
+
+
+class EngineModel(_Served):
+    """A PyTorch-style model (``from_torch``, ``from_arrays``, cells): the k streams' chunks
+    stacked and run by :meth:`pylstm.Stream.step_state` (one engine forward, the states as
+    ``h0``/``c0``).
 
     A stream's chunk: ``[T, I]`` floats, or ``[I]`` for one step; outputs ``[T, O]`` or
     ``[O]``.
     """
 
     def __init__(self, model):
-        self.model = model
-        self.stream = model.stream(1)  # refuses models that cannot stream (reverse layers)
+        super().__init__(model)
         self.engine = model.engine
+        self.batch_first = bool(model.batch_first)
         self.device = model.engine.device
-
-    def open_state(self, batch_size: int) -> StreamState:
-        return self.stream.open_state(batch_size)
 
     def initial_state(self, value) -> StreamState:
         """A StreamState, or the model's ``hx`` for one sequence: ``h`` (GRU/RNN) or
@@ -126,13 +143,19 @@ class EngineModel:
 
     def run(self, payloads, one_step: bool, state: StreamState):
         k = len(payloads)
-        x_tm = payloads[0][:, None] if k == 1 else np.stack(payloads, axis=1)  # [T, k, I]
-        shape = (k, x_tm.shape[0], self.engine.output_size)
-        # [k, T, O], so that each stream's outputs are one contiguous block; outputs written by
-        # several threads start on a cache line (see engine.empty_output)
-        y = np.empty(shape, np.float32) if k == 1 else empty_output(shape)
-        new = engine_step(self.engine, x_tm, y.transpose(1, 0, 2), state)
-        return [y[j, 0] for j in range(k)] if one_step else list(y), new
+        if one_step:  # [k, I]
+            y, new = self.stream.step_state(
+                payloads[0] if k == 1 else np.concatenate(payloads), state
+            )
+            return list(y), new
+        batch_first = self.batch_first
+        if k == 1:
+            x = payloads[0][None] if batch_first else payloads[0][:, None]
+        else:
+            x = np.stack(payloads, axis=0 if batch_first else 1)
+        y, new = self.stream.step_state(x, state)
+        # step_state's outputs are batch-major underneath: each stream's [T, O] is one block
+        return list(y if batch_first else y.transpose(1, 0, 2)), new
 
 
 def _probe_axes(step, shapes_at):
@@ -169,7 +192,7 @@ def _split(leaves, axes, k: int, one_step: bool):
     return per_stream
 
 
-class KerasServed:
+class KerasServed(_Served):
     """A Keras model: the k chunks stacked to ``[k, T, F]`` (``[k, T]`` token ids) and run by
     :meth:`KerasStream.step_state`.
 
@@ -179,8 +202,7 @@ class KerasServed:
     """
 
     def __init__(self, model):
-        self.model = model
-        self.stream = model.stream(1)
+        super().__init__(model)
         self.device = getattr(model, "device", "cpu")
         self._structure = None
 
@@ -218,12 +240,6 @@ class KerasServed:
             return dict(zip(keys, leaves))
         return leaves if kind == "list" else leaves[0]
 
-    def open_state(self, batch_size: int) -> StreamState:
-        return self.stream.open_state(batch_size)
-
-    def initial_state(self, value) -> StreamState:
-        return _one_state(self, value)
-
     def prepare(self, chunk):
         model = self.model
         if model.takes_token_ids:
@@ -258,7 +274,7 @@ class KerasServed:
         return [self._pack(leaves) for leaves in per_stream], new
 
 
-class OnnxServed:
+class OnnxServed(_Served):
     """An ONNX model: each time input's chunks concatenated along its batch axis (the one of
     the first two axes that is not time) and run by :meth:`OnnxStream.step_state`.
 
@@ -270,8 +286,7 @@ class OnnxServed:
     """
 
     def __init__(self, model):
-        self.model = model
-        self.stream = model.stream(1)
+        super().__init__(model)
         self.device = model.device
         inputs = {a.name: a for a in model.get_inputs()}
         self.inputs = {}
@@ -311,12 +326,6 @@ class OnnxServed:
             return out
 
         self.axes = _probe_axes(step, lambda *arrays: [list(a.shape) for a in arrays])
-
-    def open_state(self, batch_size: int) -> StreamState:
-        return self.stream.open_state(batch_size)
-
-    def initial_state(self, value) -> StreamState:
-        return _one_state(self, value)
 
     def prepare(self, chunk):
         if not isinstance(chunk, dict):

@@ -4,8 +4,8 @@ while every recurrent node's final state becomes its initial state for the next 
 
 :class:`GraphStream` is the one stream over the one graph executor: the stream protocol of
 :mod:`pylstm.runtime.stream_state` (open a state for B sequences, step a chunk from a state,
-read the stream's own state), with each recurrent runner describing its carried state as
-arrays. :class:`OnnxStream` and :class:`pylstm.faces.keras_face.KerasStream` shape the
+read / replace / reset the stream's own state per sequence), with each recurrent runner
+describing its carried state as arrays. :class:`OnnxStream` and :class:`pylstm.faces.keras_face.KerasStream` shape the
 arguments and results of their format.
 
 A stream equals one run on the whole sequence only when every recurrent node runs forward in
@@ -19,14 +19,25 @@ from __future__ import annotations
 from ..errors import UnsupportedError
 from .graph import recurrent_runners
 from .graph_recurrent import RunContext
-from .stream_state import StreamState
+from .stream_state import StreamState, checked_state, rows_of
 from .time_axes import Analysis
 
 
 class GraphStream:
-    """The stream protocol over a graph's recurrent runners (``self._graph``)."""
+    """The stream protocol over a graph's recurrent runners (``self._graph``).
+
+    A subclass keeps its carried states in the dict :meth:`_carried` returns (runner -> its
+    carried state, each runner's own form) and forgets everything in :meth:`_forget`.
+    """
 
     _graph = None
+    batch_size = 0
+
+    def _carried(self) -> dict:
+        raise NotImplementedError
+
+    def _forget(self) -> None:
+        raise NotImplementedError
 
     def _layout(self) -> list:
         return [entry for r in recurrent_runners(self._graph) for entry in r.state_layout()]
@@ -43,9 +54,12 @@ class GraphStream:
 
     def _context_of(self, state: StreamState, batch_size=None) -> RunContext:
         """A context carrying ``state`` into the recurrent runners."""
+        return RunContext(self._states_of(state), stream=True, batch_size=batch_size)
+
+    def _states_of(self, state: StreamState) -> dict:
+        """Runner -> its carried state, read from ``state``."""
         arrays = iter(state.arrays)
-        states = {r: r.carried_from(arrays) for r in recurrent_runners(self._graph)}
-        return RunContext(states, stream=True, batch_size=batch_size)
+        return {r: r.carried_from(arrays) for r in recurrent_runners(self._graph)}
 
     def _state_of(self, states: dict, names):
         """The ``StreamState`` of carried ``states``; None when a node has carried nothing."""
@@ -57,11 +71,51 @@ class GraphStream:
             arrays += part
         return StreamState(names, arrays)
 
-    def _own_state(self, states: dict) -> StreamState:
-        """A copy of carried ``states`` (zeros until every node has carried a state)."""
+    def get_state(self, rows=None) -> StreamState:
+        """A copy of this stream's carried state as a
+        :class:`~pylstm.runtime.stream_state.StreamState` (zeros until every recurrent node
+        has carried a state); of the sequences ``rows`` only when given (an int, a sequence of
+        ints or a slice; the state keeps its batch axis)."""
         state = self.open_state(self.batch_size)
-        carried = self._state_of(dict(states), state.names)
-        return state if carried is None else carried.copy()
+        carried = self._state_of(dict(self._carried()), state.names)
+        if carried is not None:
+            state = carried.copy()
+        return state if rows is None else state.take(rows_of(rows, self.batch_size))
+
+    def set_state(self, state: StreamState, rows=None) -> None:
+        """Replace the carried state with ``state``: of every sequence (``state`` holds
+        :attr:`batch_size` sequences), or of the sequences ``rows`` (``state`` holds one per
+        row, or one for all). Every recurrent node then carries a state (which wins over
+        initial states fed to the graph).
+
+        Raises
+        ------
+        TypeError
+            ``state`` is not a StreamState.
+        ValueError
+            Its shapes or its number of sequences are not this stream's.
+        """
+        layout = self._layout()
+        index = checked_state(
+            state, [n for n, _ in layout], [s for _, s in layout], self.batch_size, rows
+        )
+        if index is None:
+            full = state.copy()
+        else:
+            full = self.get_state()
+            full.put(index, state)
+        self._carried().update(self._states_of(full))
+
+    def reset(self, rows=None) -> None:
+        """Forget the carried state (back to zeros): of every sequence (and what else the
+        stream remembers between chunks), or of the sequences ``rows`` (an int, a sequence of
+        ints or a slice)."""
+        if rows is None:
+            self._forget()
+            return
+        full = self.get_state()
+        full.reset(rows_of(rows, self.batch_size))
+        self._carried().update(self._states_of(full))
 
 
 def check_keras_streamable(graph) -> None:
@@ -124,7 +178,7 @@ class OnnxStream(GraphStream):
         self.output_axes = analysis.output_axes
         self._time_inputs = [n for n, a in self.input_axes.items() if a is not None]
         self._graph = model._graph
-        self.reset()
+        self._forget()
 
     def __reduce__(self):
         """Pickles as its model, options and carried states (see :mod:`pylstm.runtime.pickling`)."""
@@ -146,7 +200,10 @@ class OnnxStream(GraphStream):
         stream._remembered = state["remembered"]
         return stream
 
-    def reset(self) -> None:
+    def _carried(self) -> dict:
+        return self._context.states
+
+    def _forget(self) -> None:
         """Forget the carried states and the remembered non-time inputs."""
         self._context = RunContext(batch_size=self.batch_size)
         self._remembered = {}
@@ -204,9 +261,3 @@ class OnnxStream(GraphStream):
         values = self._graph.run(feeds, self.output_names, context)
         outs = [self._model._own(n, v) for n, v in zip(self.output_names, values)]
         return outs, self._state_of(context.states, state.names)
-
-    def get_state(self):
-        """A copy of this stream's carried state as a
-        :class:`~pylstm.runtime.stream_state.StreamState` (zeros until every recurrent node has
-        run from a carried state, not a fed initial state)."""
-        return self._own_state(self._context.states)

@@ -2,7 +2,9 @@
 
 :class:`Stream` runs an engine-only model (the PyTorch face, ``from_arrays``, the cell face) and
 implements the stream protocol of :mod:`pylstm.runtime.stream_state`: open a state for B
-sequences, step a chunk, read / replace / reset the carried state per sequence.
+sequences, step a chunk, read / replace / reset the carried state per sequence. The carried
+state is the ``_core.Stream``'s (device memory on a CUDA engine); one sequence's state is read,
+replaced and zeroed there by row, so that per-sequence calls move that sequence's state only.
 """
 
 from __future__ import annotations
@@ -10,8 +12,43 @@ from __future__ import annotations
 import numpy as np
 
 from .engine import empty_output
-from .stream_state import StreamState, engine_state_layout, engine_step
+from .stream_state import StreamState, checked_state, rows_of
 from .validation import as_float_array, positive_int
+
+
+def engine_state_layout(engine) -> tuple:
+    """``(names, shapes)`` of the stream state of an engine whose layers all have the same
+    sizes (a PyTorch-style stack or a cell): ``h`` ``(rows, Hout)`` and, for LSTM, ``c``
+    ``(rows, H)`` per sequence, rows = layers x directions (``h_n`` with the batch axis
+    first)."""
+    first = engine.layers[0]
+    rows = engine.state_rows
+    if first.cell == "lstm":
+        return ("h", "c"), ((rows, first.output_size), (rows, first.hidden_size))
+    return ("h",), ((rows, first.output_size),)
+
+
+def engine_step(engine, x_tm: np.ndarray, y_tm: np.ndarray, state: StreamState) -> StreamState:
+    """Run ``engine`` on time-major ``x_tm`` ``[T, B, I]`` from ``state`` (B sequences),
+    writing ``y_tm`` ``[T, B, O]`` (any strides but the last); returns the state after the last
+    step (views ``[B, ...]`` of new time-major arrays). T may be 0 (then the state is returned
+    unchanged)."""
+    if x_tm.shape[0] == 0:
+        return state
+    # [B, rows, H] -> [rows, B, H]: no copy for B = 1 or rows = 1 (size-1 axes)
+    h0 = state.arrays[0].transpose(1, 0, 2)
+    if not h0.flags.c_contiguous:
+        h0 = np.ascontiguousarray(h0)
+    h_n = np.empty(h0.shape, np.float32)
+    if len(state.arrays) == 1:
+        engine.forward(x_tm, y_tm, None, h0, None, h_n, None)
+        return StreamState._of(state.names, (h_n.transpose(1, 0, 2),))
+    c0 = state.arrays[1].transpose(1, 0, 2)
+    if not c0.flags.c_contiguous:
+        c0 = np.ascontiguousarray(c0)
+    c_n = np.empty(c0.shape, np.float32)
+    engine.forward(x_tm, y_tm, None, h0, c0, h_n, c_n)
+    return StreamState._of(state.names, (h_n.transpose(1, 0, 2), c_n.transpose(1, 0, 2)))
 
 
 def _check_forward(engine) -> None:
@@ -99,13 +136,12 @@ class Stream:
 
     def reset(self, rows=None) -> None:
         """Forget the carried state (back to zeros): of every sequence, or of the sequences
-        ``rows`` (an int, a list of ints or a slice)."""
+        ``rows`` (an int, a sequence of ints or a slice)."""
         if rows is None:
             self._core.reset()
             return
-        state = self._carried()
-        state.reset(rows)
-        self._load(state)
+        for r in rows_of(rows, self.batch_size).tolist():
+            self._core.reset(r)
 
     # -- the stream protocol (pylstm/runtime/stream_state.py) -----------------------------------
     def open_state(self, batch_size: int) -> StreamState:
@@ -131,18 +167,28 @@ class Stream:
             raise ValueError(
                 f"chunk: expected {state.batch_size} sequences (the state's), got shape {x.shape}"
             )
-        y = empty_output((xt.shape[0], xt.shape[1], engine.output_size))
-        new = engine_step(engine, xt, y, state)
+        # Batch-major storage [B, T, O], so that each sequence's outputs are one block; the
+        # engine writes it through a time-major view.
+        y = empty_output((xt.shape[1], xt.shape[0], engine.output_size))
+        y_tm = y.transpose(1, 0, 2)
+        new = engine_step(engine, xt, y_tm, state)
         if one_step:
-            return y[0], new
-        return (y.transpose(1, 0, 2).copy() if self._batch_first else y), new
+            return y[:, 0], new
+        return (y if self._batch_first else y_tm), new
 
     def get_state(self, rows=None) -> StreamState:
         """A copy of this stream's carried state as a
         :class:`~pylstm.runtime.stream_state.StreamState` (``[B, rows, H]`` arrays); of the
-        sequences ``rows`` only when given."""
-        state = self._carried()
-        return state if rows is None else state.take(rows).copy()
+        sequences ``rows`` only when given (an int, a sequence of ints or a slice; the state
+        keeps its batch axis)."""
+        if rows is None:
+            return self._carried()
+        index = rows_of(rows, self.batch_size).tolist()
+        arrays = [np.empty((len(index), *shape), np.float32) for shape in self._shapes]
+        for k, r in enumerate(index):
+            for array, part in zip(arrays, self._core.row_state(r)):
+                array[k] = part.reshape(array.shape[1:])
+        return StreamState(self._names, arrays)
 
     def set_state(self, state: StreamState, rows=None) -> None:
         """Replace the carried state with ``state``: of every sequence (``state`` holds
@@ -154,25 +200,19 @@ class Stream:
         TypeError
             ``state`` is not a StreamState.
         ValueError
-            Its shapes are not this stream's.
+            Its shapes or its number of sequences are not this stream's.
         """
-        if not isinstance(state, StreamState):
-            raise TypeError(f"state must be a pylstm StreamState, got {type(state).__name__}")
-        if state.shapes != self._shapes:
-            raise ValueError(
-                f"state: expected per-sequence shapes {list(self._shapes)} "
-                f"({', '.join(self._names)}), got {list(state.shapes)}"
-            )
-        full = self._carried()
-        if rows is None:
-            if state.batch_size != self.batch_size:
-                raise ValueError(
-                    f"state: expected {self.batch_size} sequences (this stream's batch_size), "
-                    f"got {state.batch_size}"
-                )
-            rows = slice(None)
-        full.put(rows, state)
-        self._load(full)
+        index = checked_state(state, self._names, self._shapes, self.batch_size, rows)
+        if index is None:
+            self._load(state)
+            return
+        h_all = state.arrays[0]
+        c_all = state.arrays[1] if len(state.arrays) == 2 else None
+        # (without LSTM layers, the core's c of a row is unused: zeros of its size)
+        no_c = None if c_all is not None else np.zeros(self._core.c.size // self.batch_size)
+        for k, r in enumerate(index.tolist()):
+            j = 0 if state.batch_size == 1 else k
+            self._core.set_row_state(r, h_all[j], no_c if c_all is None else c_all[j])
 
     @property
     def state(self):
@@ -198,8 +238,8 @@ class Stream:
 
     def _load(self, state: StreamState) -> None:
         """Make ``state`` (``batch_size`` sequences) the carried state."""
-        h = np.ascontiguousarray(state.arrays[0].transpose(1, 0, 2)).ravel()
+        h = np.ascontiguousarray(state.arrays[0].transpose(1, 0, 2), np.float32).ravel()
         c = self._core.c
         if len(state.arrays) == 2:
-            c = np.ascontiguousarray(state.arrays[1].transpose(1, 0, 2)).ravel()
+            c = np.ascontiguousarray(state.arrays[1].transpose(1, 0, 2), np.float32).ravel()
         self._core.set_state(h, c)

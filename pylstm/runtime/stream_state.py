@@ -20,8 +20,12 @@ implements, on every device:
 ``reset(rows=None)``
     Zero the carried state: of every sequence, or of the sequences ``rows``.
 
-(:class:`pylstm.Stream` implements all six; ``KerasStream`` and ``OnnxStream`` have
-``get_state()``/``reset()`` of the whole batch so far.)
+``rows`` is an int (one sequence), a sequence of ints or a slice, as numpy indexes axis 0;
+a state read with ``rows`` keeps its batch axis (an int gives a state of one sequence).
+``set_state(state, rows)`` takes one sequence per row, or one sequence for all of them.
+The format-specific parts live next to each stream: :mod:`pylstm.runtime.stream` (engines,
+whose ``_core.Stream`` keeps the state on the device for CUDA engines) and
+:mod:`pylstm.runtime.graph_stream` (graphs: ONNX and Keras models).
 
 A :class:`StreamState` is a tuple of named float32 arrays with the batch on axis 0 of each
 (``[B, ...]``); sequences are read, replaced and zeroed by row with :meth:`StreamState.take`,
@@ -121,134 +125,53 @@ class StreamState:
         return out
 
 
-# -- engine-only models (PyTorch face, from_arrays, cells) ----------------------------------
+def rows_of(rows, batch_size: int) -> np.ndarray:
+    """The sequences ``rows`` (an int, a sequence of ints or a slice; negative ints count from
+    the end) of a batch of ``batch_size``, as a 1-D int array.
+
+    Raises
+    ------
+    IndexError
+        A row outside the batch.
+    """
+    try:
+        return np.atleast_1d(np.arange(batch_size)[rows])
+    except IndexError:
+        raise IndexError(
+            f"rows: {rows!r} is not a selection of the {batch_size} sequences of this stream"
+        ) from None
 
 
-def engine_state_layout(engine) -> tuple:
-    """``(names, shapes)`` of the stream state of an engine whose layers all have the same
-    sizes (a PyTorch-style stack or a cell): ``h`` ``(rows, Hout)`` and, for LSTM, ``c``
-    ``(rows, H)`` per sequence, rows = layers x directions (``h_n`` with the batch axis
-    first)."""
-    first = engine.layers[0]
-    rows = engine.state_rows
-    if first.cell == "lstm":
-        return ("h", "c"), ((rows, first.output_size), (rows, first.hidden_size))
-    return ("h",), ((rows, first.output_size),)
+def checked_state(state, names, shapes, batch_size: int, rows) -> np.ndarray | None:
+    """Check ``state`` for ``set_state(state, rows)`` on a stream of ``batch_size`` sequences
+    whose state has ``shapes`` per sequence; returns ``rows_of(rows)`` (None for all rows).
 
-
-def engine_step(engine, x_tm: np.ndarray, y_tm: np.ndarray, state: StreamState) -> StreamState:
-    """Run ``engine`` on time-major ``x_tm`` ``[T, B, I]`` from ``state`` (B sequences),
-    writing ``y_tm`` ``[T, B, O]``; returns the state after the last step (views ``[B, ...]``
-    of new time-major arrays). T may be 0 (then the state is returned unchanged)."""
-    if x_tm.shape[0] == 0:
-        return state
-    # [B, rows, H] -> [rows, B, H]: no copy for B = 1 or rows = 1 (size-1 axes)
-    h0 = state.arrays[0].transpose(1, 0, 2)
-    if not h0.flags.c_contiguous:
-        h0 = np.ascontiguousarray(h0)
-    h_n = np.empty(h0.shape, np.float32)
-    if len(state.arrays) == 1:
-        engine.forward(x_tm, y_tm, None, h0, None, h_n, None)
-        return StreamState._of(state.names, (h_n.transpose(1, 0, 2),))
-    c0 = state.arrays[1].transpose(1, 0, 2)
-    if not c0.flags.c_contiguous:
-        c0 = np.ascontiguousarray(c0)
-    c_n = np.empty(c0.shape, np.float32)
-    engine.forward(x_tm, y_tm, None, h0, c0, h_n, c_n)
-    return StreamState._of(state.names, (h_n.transpose(1, 0, 2), c_n.transpose(1, 0, 2)))
-
-
-# -- Keras models ---------------------------------------------------------------------------
-
-
-def keras_state_layout(model) -> list:
-    """``[(key, engine_index, name, shape), ...]``: the arrays of a Keras model's stream state,
-    per forward recurrent node and engine: ``h`` ``[D, H]``, ``c`` ``[D, H]`` (LSTM) and
-    ``y`` ``[D*H]`` (the last output, which masked steps of the next chunk repeat)."""
-    layout = []
-    for node in model._recurrent:
-        op = model.ops[node.layer]
-        key = (node.layer, node.index)
-        for e, engine in enumerate(op.engines):
-            layer = engine.layers[0]
-            d, h = layer.num_directions, layer.hidden_size
-            tag = f"{node.layer}[{node.index}]" + (f".{e}" if len(op.engines) > 1 else "")
-            layout.append((key, e, f"{tag}/h", (d, h)))
-            if layer.cell == "lstm":
-                layout.append((key, e, f"{tag}/c", (d, h)))
-            layout.append((key, e, f"{tag}/y", (engine.output_size,)))
-    return layout
-
-
-def keras_open_state(model, batch_size: int) -> StreamState:
-    layout = keras_state_layout(model)
-    return StreamState.zeros([n for _, _, n, _ in layout], [s for *_, s in layout], batch_size)
-
-
-def keras_carry_from_state(model, state: StreamState) -> dict:
-    """The ``carry`` dict ``KerasModel._run`` reads (per node: ``[(h0, c0, prev_y)]`` per
-    engine, h0/c0 ``[D, B, H]``) from a ``StreamState``."""
-    carry: dict = {}
-    arrays = iter(state.arrays)
-    for node in model._recurrent:
-        op = model.ops[node.layer]
-        per_engine = []
-        for engine in op.engines:
-            h = np.ascontiguousarray(next(arrays).transpose(1, 0, 2))
-            c = None
-            if engine.layers[0].cell == "lstm":
-                c = np.ascontiguousarray(next(arrays).transpose(1, 0, 2))
-            per_engine.append((h, c, next(arrays)))
-        carry[(node.layer, node.index)] = per_engine
-    return carry
-
-
-def keras_state_from_carry(model, carry: dict, names) -> StreamState:
-    arrays = []
-    for node in model._recurrent:
-        for h, c, y in carry[(node.layer, node.index)]:
-            arrays.append(h.transpose(1, 0, 2))
-            if c is not None:
-                arrays.append(c.transpose(1, 0, 2))
-            arrays.append(y)
-    return StreamState(names, arrays)
-
-
-# -- ONNX models ----------------------------------------------------------------------------
-
-
-def onnx_state_layout(model) -> list:
-    """``[(node, name, shape), ...]``: per recurrent node (graph order) ``h`` ``[D, H]`` and,
-    for LSTM, ``c`` ``[D, H]``."""
-    layout = []
-    for node in model.recurrent_nodes:
-        layout.append((node, f"{node.name}/h", (node.D, node.H)))
-        if node.op == "LSTM":
-            layout.append((node, f"{node.name}/c", (node.D, node.H)))
-    return layout
-
-
-def onnx_open_state(model, batch_size: int) -> StreamState:
-    layout = onnx_state_layout(model)
-    return StreamState.zeros([n for _, n, _ in layout], [s for *_, s in layout], batch_size)
-
-
-def onnx_states_from_state(model, state: StreamState) -> dict:
-    """``{node: (h [D, B, H], c or None)}`` as ``StreamContext.states`` holds them."""
-    states = {}
-    arrays = iter(state.arrays)
-    for node in model.recurrent_nodes:
-        h = np.ascontiguousarray(next(arrays).transpose(1, 0, 2))
-        c = np.ascontiguousarray(next(arrays).transpose(1, 0, 2)) if node.op == "LSTM" else None
-        states[node] = (h, c)
-    return states
-
-
-def onnx_state_from_states(model, states: dict, names) -> StreamState:
-    arrays = []
-    for node in model.recurrent_nodes:
-        h, c = states[node]
-        arrays.append(h.transpose(1, 0, 2))
-        if node.op == "LSTM":
-            arrays.append(c.transpose(1, 0, 2))
-    return StreamState(names, arrays)
+    Raises
+    ------
+    TypeError
+        ``state`` is not a :class:`StreamState`.
+    ValueError
+        Its shapes, or its number of sequences (``batch_size`` for all rows; one per row, or
+        one for all, with ``rows``).
+    """
+    if not isinstance(state, StreamState):
+        raise TypeError(f"state must be a pylstm StreamState, got {type(state).__name__}")
+    if state.shapes != tuple(shapes):
+        raise ValueError(
+            f"state: expected per-sequence shapes {list(shapes)} ({', '.join(names)}), "
+            f"got {list(state.shapes)}"
+        )
+    if rows is None:
+        if state.batch_size != batch_size:
+            raise ValueError(
+                f"state: expected {batch_size} sequences (this stream's batch_size), "
+                f"got {state.batch_size}"
+            )
+        return None
+    index = rows_of(rows, batch_size)
+    if state.batch_size not in (1, len(index)):
+        raise ValueError(
+            f"state: expected {len(index)} sequences (one per row) or one for all rows, "
+            f"got {state.batch_size}"
+        )
+    return index
