@@ -70,7 +70,7 @@ CHILD = """
 import sys, time
 import numpy as np
 import pylstm
-from pylstm.convert.canonical import Direction, Layer
+from pylstm.convert.builder import Direction, Layer
 
 rng = np.random.default_rng(3)
 H = I = 64

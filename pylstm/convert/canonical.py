@@ -281,14 +281,3 @@ def check_stack(layers: Sequence[CanonicalLayer]) -> None:
                 f"layers[{i}] has input_size {layer.input_size} but layers[{i - 1}] outputs "
                 f"{fed} features"
             )
-
-
-def __getattr__(name: str):
-    """``Layer`` and ``Direction``: the raw-weights builder (:mod:`pylstm.convert.builder`),
-    still importable from here for modules written before the split (import them from
-    ``pylstm.convert.builder``, or ``pylstm``)."""
-    if name in ("Layer", "Direction"):
-        from . import builder
-
-        return getattr(builder, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import FormatError, UnsupportedError
-from .canonical import Direction, Layer
+from .builder import Direction, Layer
 from .keras_activations import engine_activation
 
 SUPPORTED = (

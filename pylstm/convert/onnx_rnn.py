@@ -26,7 +26,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import FormatError, UnsupportedError
-from .canonical import Activation, Direction, Layer
+from .builder import Direction, Layer
+from .canonical import Activation
 
 GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
 GATE_ORDER = {"LSTM": "iofc", "GRU": "zrh", "RNN": "h"}

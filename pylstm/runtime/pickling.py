@@ -89,7 +89,7 @@ def layer_state(layer) -> dict:
 
 def layer_from_state(state: dict):
     """The :class:`pylstm.Layer` of :func:`layer_state` (checked again, as any new layer)."""
-    from ..convert.canonical import Direction, Layer
+    from ..convert.builder import Direction, Layer
 
     return Layer(
         cell=state["cell"],
