@@ -19,3 +19,15 @@ if not glob.glob(os.path.join(_ROOT, "pylstm", "_core*")):
 # work splits, without the adaptive policy's wake-up and contention rules, which only choose
 # among paths that give the same results (tests/test_team_policy.py checks the policy itself).
 os.environ.setdefault("PYLSTM_TEAM_POLICY", "eager")
+
+import pytest
+
+import pylstm
+
+
+@pytest.fixture(params=list(pylstm._core.supported_isas()))
+def isa(request, monkeypatch):
+    """Build models for one instruction set the engine offers here (it reads PYLSTM_SIMD when a
+    model is built): a test taking ``isa`` runs once per ISA, since each has its own kernels."""
+    monkeypatch.setenv("PYLSTM_SIMD", request.param)
+    return request.param

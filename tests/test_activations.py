@@ -65,12 +65,6 @@ def test_reference_covers_every_engine_activation():
     assert set(REFERENCE) == set(pylstm.convert.canonical.ACTIVATIONS)
 
 
-@pytest.fixture(params=pylstm._core.supported_isas())
-def isa(request, monkeypatch):
-    monkeypatch.setenv("PYLSTM_SIMD", request.param)
-    return request.param
-
-
 @pytest.mark.parametrize("name", sorted(REFERENCE))
 def test_activation_matches_float64_formula(isa, name):
     alpha, beta = PARAMS.get(name, (0.0, 0.0))

@@ -15,12 +15,6 @@ torch = pytest.importorskip("torch")
 BATCHES = [1, 2, 3, 4, 5, 7, 8, 9, 12, 13, 17, 24, 25, 48, 49, 64]
 
 
-@pytest.fixture(params=pylstm._core.supported_isas())
-def isa(request, monkeypatch):
-    monkeypatch.setenv("PYLSTM_SIMD", request.param)
-    return request.param
-
-
 def module_for(cell, hidden):
     torch.manual_seed(hidden)
     kw = {"proj_size": 11} if cell == "lstm-proj" else {}

@@ -27,12 +27,6 @@ ISAS = list(pylstm._core.supported_isas())
 ATOL = 3e-5  # fp32, unit-scale outputs
 
 
-@pytest.fixture(params=ISAS)
-def isa(request, monkeypatch):
-    monkeypatch.setenv("PYLSTM_SIMD", request.param)
-    return request.param
-
-
 def assert_same(actual, expected, *, atol, scaled=False, what=""):
     """NaN where ``expected`` is NaN, the same infinities, finite values within ``atol``
     (times ``max(1, max |row|)`` with ``scaled``, for unbounded outputs such as c_n)."""

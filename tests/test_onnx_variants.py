@@ -25,12 +25,6 @@ T, B, I, H = 6, 4, 5, 7
 ORDER = {"LSTM": "iofc", "GRU": "zrh", "RNN": "h"}
 
 
-@pytest.fixture(params=pylstm._core.supported_isas())
-def isa(request, monkeypatch):
-    monkeypatch.setenv("PYLSTM_SIMD", request.param)
-    return request.param
-
-
 def layers_from_onnx_arrays(op, arrays, attrs, num_layers=1):
     """pylstm Layers from ONNX-layout arrays, as the README shows."""
     D = np.asarray(arrays["W"]).shape[0]

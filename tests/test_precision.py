@@ -32,12 +32,6 @@ CASES = [
 ]
 
 
-@pytest.fixture(params=pylstm._core.supported_isas())
-def isa(request, monkeypatch):
-    monkeypatch.setenv("PYLSTM_SIMD", request.param)
-    return request.param
-
-
 @pytest.mark.parametrize("precision", ["bf16", "int8"])
 @pytest.mark.parametrize("cell,I,H,kw", CASES, ids=[f"{c[0]}-{c[2]}" for c in CASES])
 def test_reduced_precision_close_to_torch(isa, precision, cell, I, H, kw):
