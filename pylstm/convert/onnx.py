@@ -2,13 +2,15 @@
 (:mod:`pylstm.read.onnx_proto`) and each LSTM/GRU/RNN node's canonical layer
 (:mod:`.onnx_rnn`). Recurrent nodes are converted while the graph is built
 (:func:`pylstm.assemble.onnx_model`), after constant folding, because their weights may be
-computed by constant subgraphs.
+computed by constant subgraphs. ``com.microsoft`` ``DynamicQuantizeLSTM`` nodes are lowered here
+to LSTM nodes whose weights :func:`.onnx_rnn.build_layer` dequantizes.
 """
 
 from __future__ import annotations
 
+from ..read.nodes import Subgraph
 from ..read.onnx_proto import OnnxGraphData, decode_model
-from .onnx_rnn import build_layer
+from .onnx_rnn import build_layer, lower_quantized_lstm
 
 __all__ = ["OnnxGraphData", "convert_model", "recurrent_layer"]
 
@@ -24,7 +26,20 @@ def convert_model(model, *, base_dir: str, source: str) -> OnnxGraphData:
     pylstm.UnsupportedError
         Attributes or tensors pylstm does not read.
     """
-    return decode_model(model, base_dir=base_dir, source=source)
+    data = decode_model(model, base_dir=base_dir, source=source)
+    data.nodes = _lowered(data.nodes)
+    return data
+
+
+def _lowered(nodes: list) -> list:
+    """``nodes`` with ``DynamicQuantizeLSTM`` lowered to LSTM, in subgraphs too."""
+    out = []
+    for node in nodes:
+        for value in node.attrs.values():
+            if isinstance(value, Subgraph):
+                value.nodes = _lowered(value.nodes)
+        out.append(lower_quantized_lstm(node))
+    return out
 
 
 def recurrent_layer(node, constants: dict, source: str) -> tuple:

@@ -13,7 +13,14 @@ Conversion, once per node at load time (W, R, B and P must be constants):
   functions that take them (Affine, LeakyRelu, ThresholdedRelu, ScaledTanh, HardSigmoid, Elu
   take alpha; Affine, ScaledTanh, HardSigmoid take beta), as ONNX Runtime does; when a list runs
   out: LeakyRelu 0.01, HardSigmoid 0.2/0.5, Elu 1.0, anything else 0 (ONNX Runtime's defaults);
-* ``clip``, ``input_forget``, ``linear_before_reset`` -> the Layer options of those names.
+* ``clip``, ``input_forget``, ``linear_before_reset`` -> the Layer options of those names;
+* ``com.microsoft`` ``DynamicQuantizeLSTM`` (what ``onnxruntime.quantization.quantize_dynamic``
+  writes for an LSTM): lowered by :func:`lower_quantized_lstm` to an LSTM node whose int8/uint8
+  ``W [D, I, 4H]`` and ``R [D, H, 4H]`` (transposed), per-tensor (``[D]``) or per-channel
+  (``[D, 4H]``) scales and zero points (inputs 8-11) are dequantized here, once, to float32:
+  ``w = scale * (q - zero_point)``. The layer then runs on the engine like any LSTM, at the
+  precision asked for (``"int8"`` re-quantizes per gate row; ONNX Runtime instead quantizes
+  X and h to uint8 at each step, so the two agree to that rounding, not bit for bit).
 
 At run time (``OnnxRecurrent.__call__``) ``layout`` picks the axes of X, the states and the
 outputs, ``sequence_lens`` becomes the engine's step mask (padded steps output 0 and carry the
@@ -67,7 +74,62 @@ _KNOWN_ATTRS = {
     "layout",
     "output_sequence",  # opset 1 only; outputs are produced when asked for either way
 }
-_EXTRA_ATTRS = {"LSTM": {"input_forget"}, "GRU": {"linear_before_reset"}, "RNN": set()}
+#: The attribute marking an LSTM node lowered from ``com.microsoft`` ``DynamicQuantizeLSTM``.
+QUANTIZED = "pylstm.quantized_from"
+_EXTRA_ATTRS = {"LSTM": {"input_forget", QUANTIZED}, "GRU": {"linear_before_reset"}, "RNN": set()}
+MS_DOMAIN = "com.microsoft"
+# DynamicQuantizeLSTM's inputs after LSTM's eight: (scale, zero point) of W, then of R.
+_QUANT_INPUTS = {1: (8, 9), 2: (10, 11)}
+
+
+def lower_quantized_lstm(node):
+    """A ``com.microsoft`` ``DynamicQuantizeLSTM`` node as the LSTM node it quantizes: same
+    name, inputs (the four quantization inputs kept at 8-11) and attributes, marked
+    :data:`QUANTIZED` so that :func:`build_layer` dequantizes W and R; other nodes unchanged."""
+    if node.op_type != "DynamicQuantizeLSTM" or node.domain != MS_DOMAIN:
+        return node
+    attrs = dict(node.attrs)
+    attrs[QUANTIZED] = f"{MS_DOMAIN}.DynamicQuantizeLSTM"
+    return type(node)(
+        op_type="LSTM",
+        name=node.name,
+        inputs=list(node.inputs),
+        outputs=list(node.outputs),
+        attrs=attrs,
+        domain="",
+        opset=14,
+    )
+
+
+def _dequantized(node, constants: dict, index: int, what: str, source: str, D: int):
+    """Input ``index`` (W or R) of a lowered ``DynamicQuantizeLSTM``: int8/uint8 ``[D, K, G*H]``
+    with its scale and zero point (``[D]`` or ``[D, G*H]``), as float32 ``[D, G*H, K]``."""
+    q = _const(node, constants, index, what, source, kinds="iu")
+    where = f"{source}: {node.describe()} (DynamicQuantizeLSTM)"
+    if q is None:
+        return None
+    if q.dtype not in (np.int8, np.uint8) or q.ndim != 3 or q.shape[0] != D:
+        raise FormatError(
+            f"{where}: quantized {what} must be int8 or uint8 of shape [{D}, K, 4*hidden_size], "
+            f"got {q.dtype} {list(q.shape)}"
+        )
+    s_idx, z_idx = _QUANT_INPUTS[index]
+    scale = _const(node, constants, s_idx, f"{what}_scale", source)
+    zero = _const(node, constants, z_idx, f"{what}_zero_point", source, kinds="iu")
+    if scale is None:
+        raise FormatError(f"{where}: the input {what}_scale is required")
+    zero = np.zeros_like(scale) if zero is None else zero.astype(np.float32)
+    per_channel = (D, q.shape[2])
+    for name, arr in ((f"{what}_scale", scale), (f"{what}_zero_point", zero)):
+        if arr.shape not in ((D,), per_channel):
+            raise FormatError(
+                f"{where}: {name} must have shape [{D}] (per tensor) or {list(per_channel)} "
+                f"(per channel), got {list(arr.shape)}"
+            )
+    scale = scale.reshape(D, 1, -1)
+    zero = zero.reshape(D, 1, -1)
+    w = (q.astype(np.float32) - zero) * scale  # [D, K, G*H]
+    return np.ascontiguousarray(w.transpose(0, 2, 1))
 
 
 def resolve_activations(op: str, names, alphas, betas, num_directions: int, what: str) -> list:
@@ -114,8 +176,9 @@ def _text(v) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
-def _const(node, constants: dict, index: int, what: str, source: str):
-    """Input ``index`` of ``node`` as a float array, if given; it must be a constant."""
+def _const(node, constants: dict, index: int, what: str, source: str, kinds: str = "f"):
+    """Input ``index`` of ``node`` as a float32 array (or, with ``kinds="iu"``, the integer
+    array as it is), if given; it must be a constant."""
     names = node.inputs
     if index >= len(names) or not names[index]:
         return None
@@ -127,12 +190,12 @@ def _const(node, constants: dict, index: int, what: str, source: str):
             "B and P must be initializers or constant subgraphs"
         )
     arr = np.asarray(constants[name])
-    if arr.dtype.kind != "f":
+    if arr.dtype.kind not in kinds:
         raise FormatError(
             f"{source}: {node.describe()}: {what} {name!r} has element type {arr.dtype}, "
-            "expected floats"
+            f"expected {'floats' if kinds == 'f' else 'integers'}"
         )
-    return arr.astype(np.float32)
+    return arr if kinds != "f" else arr.astype(np.float32)
 
 
 def build_layer(node, constants: dict, source: str = "model"):
@@ -160,8 +223,12 @@ def build_layer(node, constants: dict, source: str = "model"):
     layout = int(node.attrs.get("layout", 0))
     if layout not in (0, 1):
         raise FormatError(f"{what}: layout must be 0 or 1, got {layout}")
-    W = _const(node, constants, 1, "W", source)
-    R = _const(node, constants, 2, "R", source)
+    if node.attrs.get(QUANTIZED):
+        W = _dequantized(node, constants, 1, "W", source, D)
+        R = _dequantized(node, constants, 2, "R", source, D)
+    else:
+        W = _const(node, constants, 1, "W", source)
+        R = _const(node, constants, 2, "R", source)
     if W is None or R is None:
         raise FormatError(f"{what}: the inputs W and R are required")
     B = _const(node, constants, 3, "B", source)

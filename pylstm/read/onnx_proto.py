@@ -7,7 +7,7 @@ Tensors -- inline or in external data files next to the model -- are decoded by
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -37,6 +37,26 @@ class NodeArg:
 
     def __repr__(self):
         return f"NodeArg(name={self.name!r}, type={self.type!r}, shape={self.shape!r})"
+
+
+@dataclass(frozen=True)
+class ModelMeta:
+    """What a node needs to be run alone by ONNX Runtime: the model's opset imports (domain ->
+    version, the default domain as ``""``) and IR version."""
+
+    opsets: dict
+    ir_version: int
+
+
+@dataclass
+class OnnxNode(Node):
+    """A :class:`~pylstm.read.nodes.Node` decoded from an ONNX file, keeping its serialized
+    ``NodeProto`` (``proto``; None for ``Constant`` nodes, which pylstm always runs) and the
+    model's :class:`ModelMeta`, so that a node pylstm does not implement can be handed to ONNX
+    Runtime (:mod:`pylstm.runtime.ops.ort_fallback`)."""
+
+    proto: bytes | None = field(default=None, repr=False)
+    meta: ModelMeta | None = field(default=None, repr=False)
 
 
 def import_onnx():
@@ -96,7 +116,7 @@ def _attribute(attr, onnx, base_dir: str, source: str, where: str, subgraph=None
     if kind == A.TENSORS:
         return [tensor_to_array(t, base_dir=base_dir, source=source) for t in attr.tensors]
     if kind == A.GRAPH and subgraph is not None:
-        return subgraph(attr.g)  # If branches (read.nodes.Subgraph); Loop/Scan are refused
+        return subgraph(attr.g)  # If branches, Loop/Scan bodies (read.nodes.Subgraph)
     if kind in (A.GRAPH, A.GRAPHS):
         return None  # only control-flow ops have subgraphs; the graph refuses them by name
     raise UnsupportedError(
@@ -200,6 +220,7 @@ def decode_model(model, *, base_dir: str, source: str) -> OnnxGraphData:
         _value_info(vi, source, is_input=True) for vi in graph.input if vi.name not in constants
     ]
     outputs = [_value_info(vi, source, is_input=False) for vi in graph.output]
+    meta = ModelMeta(dict(opsets), int(model.ir_version))
     depth = [0]
 
     def decode_nodes(proto_nodes, prefix=""):
@@ -211,7 +232,7 @@ def decode_model(model, *, base_dir: str, source: str) -> OnnxGraphData:
                 a.name: _attribute(a, onnx, base_dir, source, where, subgraph) for a in n.attribute
             }
             out.append(
-                Node(
+                OnnxNode(
                     op_type=n.op_type,
                     name=n.name or f"{prefix}{n.op_type}_{k}",
                     inputs=list(n.input),
@@ -219,6 +240,8 @@ def decode_model(model, *, base_dir: str, source: str) -> OnnxGraphData:
                     attrs=attrs,
                     domain=domain,
                     opset=opsets.get(domain, 1),
+                    proto=None if n.op_type == "Constant" else n.SerializeToString(),
+                    meta=meta,
                 )
             )
         return out

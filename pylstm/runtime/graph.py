@@ -5,7 +5,13 @@ models alike (a Keras model is lowered to the same plain nodes by
 Recurrent nodes (ONNX LSTM, GRU, RNN; Keras recurrent layers) run on the engine
 (:mod:`pylstm.runtime.graph_recurrent`, built by the caller's ``make_recurrent``); every other
 node runs in numpy: ONNX operators from :mod:`pylstm.runtime.ops.onnx_ops`, Keras layers
-(domain ``pylstm.keras``) from :mod:`pylstm.runtime.ops.keras_layers`. ``If``: a condition known at load inlines the branch it
+(domain ``pylstm.keras``) from :mod:`pylstm.runtime.ops.keras_layers`, the quantized operators
+(and their ``com.microsoft`` fusions) from :mod:`pylstm.runtime.ops.quantized`. An ONNX node
+that pylstm does not implement (another domain's operator, a rare one, ``Loop``, ``Scan``) runs
+in ONNX Runtime when it is installed: each run of such nodes adjacent in topological order
+becomes one node whose runner is an ONNX Runtime session over them
+(:mod:`pylstm.runtime.ops.ort_fallback`); without onnxruntime it is refused at load, naming the
+operator and what to install. ``If``: a condition known at load inlines the branch it
 takes (both branches are decoded and checked); a run-time condition runs the chosen branch, a
 graph of its own that sees the enclosing graph's values. At load time the graph is sorted topologically and every
 node whose inputs are all constants is computed once (constant folding: ``Constant`` nodes,
@@ -25,16 +31,17 @@ from ..read.onnx_tensors import current_budget
 from .ops import limits as onnx_limits
 from .ops.keras_layers import KERAS_OPS, KerasCall
 from .ops.onnx_ops import OPS
+from .ops.ort_fallback import OrtGroup, check_runnable, implicit_inputs
+from .ops.quantized import MS_OPS
 
 __all__ = ["DEFAULT_DOMAINS", "Graph", "Node", "Subgraph"]
 
 RECURRENT_OPS = ("LSTM", "GRU", "RNN")
-PACKED_INPUTS = (1, 2, 3, 7)  # W, R, B and (LSTM) P: converted into the engine at load time
-# Operators with subgraphs or state that the executor does not run, with a reason.
-_NOT_RUN = {
-    "Loop": "control flow (subgraphs)",
-    "Scan": "control flow (subgraphs)",
-}
+# W, R, B, (LSTM) P and (a lowered DynamicQuantizeLSTM) the scales and zero points of W and R:
+# converted into the engine at load time
+PACKED_INPUTS = (1, 2, 3, 7, 8, 9, 10, 11)
+#: The op type of a node standing for a run of nodes that ONNX Runtime runs.
+ORT_GROUP = "OnnxRuntime"
 
 
 def _prepare_if(node: Node, source: str) -> None:
@@ -111,8 +118,10 @@ class Graph:
         self.inputs = list(inputs)
         self.outputs = list(outputs)
         self._make_recurrent = make_recurrent
+        self._fallback = set()  # ids of the nodes ONNX Runtime runs
         for node in nodes:
             self._check_supported(node)
+        self._check_fallback_inputs(nodes, set(constants) | set(self.inputs))
         nodes = self._sorted(nodes, set(constants) | set(self.inputs))
         self.constants = dict(constants)
         # Run-time bound on one operator's outputs (onnx_limits.py): relative to the largest
@@ -130,6 +139,9 @@ class Graph:
                 node.run = self._if_runner(node)
                 self.nodes.append(node)
                 continue
+            if id(node) in self._fallback:
+                self.nodes.append(node)
+                continue
             foldable = not node.recurrent and node.domain != KERAS_DOMAIN
             if foldable and all(not n or n in self.constants for n in node.inputs):
                 self._fold(node)
@@ -145,6 +157,7 @@ class Graph:
             else:
                 node.run = KerasCall(node) if node.domain == KERAS_DOMAIN else NumpyRunner(node)
             self.nodes.append(node)
+        self.nodes = self._grouped(self.nodes)
         known = set(self.constants) | set(self.inputs)
         for node in self.nodes:
             known.update(n for n in node.outputs if n)
@@ -213,11 +226,15 @@ class Graph:
             if not node.recurrent and node.attrs.get("op") not in KERAS_OPS:
                 raise UnsupportedError(f"{self.source}: {node.describe()} is not a Keras operator")
             return
+        if node.domain == "com.microsoft" and node.op_type in MS_OPS:
+            return
         if node.domain not in DEFAULT_DOMAINS:
-            raise UnsupportedError(
-                f"{self.source}: {node.describe()} is in the operator domain {node.domain!r}; "
-                "pylstm runs operators of the default ONNX domain only"
-            )
+            if node.domain == KERAS_DOMAIN or getattr(node, "proto", None) is None:
+                raise UnsupportedError(
+                    f"{self.source}: {node.describe()} is in the operator domain "
+                    f"{node.domain!r}; pylstm runs operators of the default ONNX domain only"
+                )
+            return self._mark_fallback(node)
         node.recurrent = node.op_type in RECURRENT_OPS
         if node.op_type == "If":
             if "outer" not in node.attrs:
@@ -225,10 +242,54 @@ class Graph:
             return
         if node.recurrent or node.op_type in OPS:
             return
-        why = _NOT_RUN.get(node.op_type, "not implemented by pylstm's graph executor")
-        raise UnsupportedError(
-            f"{self.source}: operator {node.op_type} ({node.describe()}) is not supported: {why}"
-        )
+        self._mark_fallback(node)
+
+    def _mark_fallback(self, node: Node) -> None:
+        """``node`` is run by ONNX Runtime (UnsupportedError when it cannot be): the values its
+        subgraphs read from this graph are appended to its inputs, for sorting and planning."""
+        check_runnable(node, self.source)
+        node.inputs = list(node.inputs)
+        extra = implicit_inputs(node) if node.op_type in ("Loop", "Scan", "If") else []
+        node.inputs += [n for n in extra if n not in node.inputs]
+        self._fallback.add(id(node))
+
+    def _check_fallback_inputs(self, nodes, available) -> None:
+        """A node for ONNX Runtime that reads a value nothing produces is refused as
+        unsupported (pylstm cannot hand it over), naming the operator."""
+        produced = set(available) | {o for n in nodes for o in n.outputs if o}
+        for node in nodes:
+            if id(node) not in self._fallback:
+                continue
+            missing = [n for n in node.inputs if n and n not in produced]
+            if missing:
+                raise UnsupportedError(
+                    f"{self.source}: operator {node.op_type} ({node.describe()}) is not "
+                    "implemented by pylstm, and ONNX Runtime cannot run it here: it reads "
+                    f"{missing[0]!r}, which is not a graph input, an initializer or the output "
+                    "of any node"
+                )
+
+    def _grouped(self, nodes: list) -> list:
+        """Each maximal run of ONNX Runtime nodes (adjacent in topological order, so that no
+        path leaves the run and comes back) replaced by one node running an :class:`OrtGroup`;
+        other nodes drop their serialized protobuf."""
+        out, run = [], []
+        for node in [*nodes, None]:
+            if node is not None and id(node) in self._fallback:
+                run.append(node)
+                continue
+            if run:
+                group = OrtGroup(run, self.constants)
+                out.append(
+                    Node(ORT_GROUP, group.describe(), group.inputs, group.outputs, {}, "", 1, group)
+                )
+                run = []
+            if node is not None:
+                if getattr(node, "proto", None) is not None:
+                    node.proto = None
+                out.append(node)
+        self._fallback = set()
+        return out
 
     def _sorted(self, nodes, available):
         """Kahn's algorithm, keeping the file's order among ready nodes."""

@@ -9,7 +9,7 @@ node carries the opset version of its domain). Recurrent operators are not here:
 the engine (``runtime/graph_recurrent.py``, converted by ``convert/onnx_rnn.py``).
 """
 
-from . import conv, math, tensor  # noqa: F401  (they register their operators)
+from . import conv, math, quantized, tensor  # noqa: F401  (they register their operators)
 from .common import OPS
 
 __all__ = ["OPS"]
