@@ -227,3 +227,46 @@ def test_scan_runs_in_onnxruntime():
     x = rng.normal(size=(5, 2, I)).astype(np.float32)
     for a, b in zip(model.run(None, {"X": x}), _ort(m, {"X": x})):
         np.testing.assert_allclose(a, b, rtol=TOL, atol=TOL)
+
+
+def test_scripted_lstmcell_loop(tmp_path):
+    """``torch.jit.script`` + the TorchScript exporter puts an LSTMCell-in-a-loop in a ``Loop``
+    carrying an ONNX sequence (SequenceEmpty -> Loop -> ConcatFromSequence): ONNX Runtime runs
+    the three as one session (the cell's steps are in the Loop body, so not on pylstm's
+    engine), for any length. (Tracing unrolls the loop at the export length instead, in
+    operators pylstm implements.)"""
+    torch = pytest.importorskip("torch")
+
+    class Cells(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.cell = torch.nn.LSTMCell(I, H)
+            self.hidden = H
+
+        def forward(self, x):
+            h = torch.zeros(x.shape[1], self.hidden)
+            c = torch.zeros(x.shape[1], self.hidden)
+            ys = []
+            for t in range(x.shape[0]):
+                h, c = self.cell(x[t], (h, c))
+                ys.append(h)
+            return torch.stack(ys)
+
+    path = str(tmp_path / "cells.onnx")
+    torch.onnx.export(
+        torch.jit.script(Cells().eval()),
+        (torch.randn(4, 2, I),),
+        path,
+        dynamo=False,
+        input_names=["x"],
+        output_names=["y"],
+        dynamic_axes={"x": {0: "T", 1: "B"}},
+    )
+    model = pylstm.load(path)
+    assert [n.op_type for n in model._graph.nodes].count(ORT_GROUP) == 1
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    for T in (4, 9):
+        x = rng.normal(size=(T, 3, I)).astype(np.float32)
+        np.testing.assert_allclose(
+            model.run(None, {"x": x})[0], sess.run(None, {"x": x})[0], rtol=TOL, atol=TOL
+        )

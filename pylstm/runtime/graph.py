@@ -274,7 +274,7 @@ class Graph:
         path leaves the run and comes back) replaced by one node running an :class:`OrtGroup`;
         other nodes drop their serialized protobuf."""
         out, run = [], []
-        for node in [*nodes, None]:
+        for node in [*_sunk(nodes, self._fallback), None]:
             if node is not None and id(node) in self._fallback:
                 run.append(node)
                 continue
@@ -424,6 +424,27 @@ class Graph:
             for name in drop:
                 env.pop(name, None)
         return [env[name] for name in wanted]
+
+
+def _sunk(nodes: list, fallback: set) -> list:
+    """``nodes`` (topologically sorted) with each ONNX Runtime node moved as late as it can go
+    before the next ONNX Runtime node or the first node reading its outputs: still a
+    topological order, with ONNX Runtime nodes gathered into fewer, longer runs (values such as
+    ONNX sequences then stay inside one session)."""
+    order = list(nodes)
+    for i in range(len(order) - 1, -1, -1):
+        node = order[i]
+        if id(node) not in fallback:
+            continue
+        made = {o for o in node.outputs if o}
+        j = i + 1
+        while j < len(order):
+            nxt = order[j]
+            if id(nxt) in fallback or made.intersection(nxt.inputs):
+                break
+            j += 1
+        order.insert(j - 1, order.pop(i))
+    return order
 
 
 def _over_run_limit(node: Node, nbytes: int, limit: int) -> ValueError:

@@ -171,8 +171,10 @@ class OrtGroup:
         graph = onnx.GraphProto(name="pylstm_fallback")
         graph.node.extend(onnx.NodeProto.FromString(p) for p in self.protos)
         for name, dtype in zip(self.inputs, dtypes):
-            elem = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
-            graph.input.append(helper.make_tensor_value_info(name, elem, None))
+            seq = isinstance(dtype, tuple)  # ("seq", dtype): an ONNX sequence of tensors
+            elem = helper.np_dtype_to_tensor_dtype(np.dtype(dtype[1] if seq else dtype))
+            make = helper.make_sequence_value_info if seq else helper.make_tensor_value_info
+            graph.input.append(make(name, elem, None))
         for name in self.outputs:
             graph.output.append(onnx.ValueInfoProto(name=name))
         for name, value in self.initializers.items():
@@ -186,7 +188,7 @@ class OrtGroup:
         return model.SerializeToString()
 
     def session(self, dtypes):
-        key = tuple(np.dtype(d).str for d in dtypes)
+        key = tuple(d if isinstance(d, tuple) else np.dtype(d).str for d in dtypes)
         sess = self._sessions.get(key)
         if sess is not None:
             return sess
@@ -208,17 +210,22 @@ class OrtGroup:
         return sess
 
     def __call__(self, *args):
-        feeds = {}
+        feeds, dtypes = {}, []
         for name, value in zip(self.inputs, args):
             if value is None:
                 raise ValueError(f"{self.describe()}: input {name!r} has no value")
-            feeds[name] = np.asarray(value)
-        sess = self.session([feeds[n].dtype for n in self.inputs])
+            if isinstance(value, list) and value:  # a sequence made by another session
+                feeds[name] = [np.asarray(v) for v in value]
+                dtypes.append(("seq", feeds[name][0].dtype.str))
+            else:
+                feeds[name] = np.asarray(value)
+                dtypes.append(feeds[name].dtype)
+        sess = self.session(dtypes)
         try:
             outs = sess.run(self.outputs, feeds)
         except Exception as exc:  # onnxruntime's Fail, InvalidArgument, ...
             raise ValueError(f"{self.describe()} failed: {exc}") from None
-        return [np.asarray(o) for o in outs]
+        return [o if isinstance(o, list) else np.asarray(o) for o in outs]
 
     def __getstate__(self):
         state = dict(self.__dict__)
