@@ -134,6 +134,58 @@ def test_onnx_node_case(name, tmp_path):
                 )
 
 
+def onnx_data_folders():
+    """The node test folders (``model.onnx``, ``test_data_set_*/input_*.pb``, ``output_*.pb``)
+    where the onnx package ships them (a source checkout; the wheels ship the generators only,
+    which :func:`onnx_cases` runs)."""
+    try:
+        import onnx
+    except ImportError:
+        return []
+    root = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "node")
+    names = sorted(onnx_cases())
+    return [os.path.join(root, n) for n in names if os.path.isdir(os.path.join(root, n))]
+
+
+def read_pb(path):
+    import onnx
+    from onnx import numpy_helper
+
+    tensor = onnx.TensorProto()
+    with open(path, "rb") as f:
+        tensor.ParseFromString(f.read())
+    return numpy_helper.to_array(tensor)
+
+
+@pytest.mark.parametrize(
+    "folder",
+    onnx_data_folders()
+    or [
+        pytest.param("none", marks=pytest.mark.skip(reason="this onnx ships no node data folders"))
+    ],
+)
+def test_onnx_node_data_folder(folder, tmp_path):
+    """The shipped files themselves: ``model.onnx`` loaded from disk (refused as shipped, then
+    frozen) and each data set's ``.pb`` tensors."""
+    onnx = pytest.importorskip("onnx")
+    path = os.path.join(folder, "model.onnx")
+    with pytest.raises(pylstm.UnsupportedError, match="computed at run time"):
+        pylstm.load(path)
+    shipped = onnx.load(path)
+    names = [i.name for i in shipped.graph.input]
+    sets = sorted(d for d in os.listdir(folder) if d.startswith("test_data_set_"))
+    assert sets, folder
+    for d in sets:
+        files = sorted(os.listdir(os.path.join(folder, d)))
+        inputs = [read_pb(os.path.join(folder, d, f)) for f in files if f.startswith("input_")]
+        expected = [read_pb(os.path.join(folder, d, f)) for f in files if f.startswith("output_")]
+        model, feeds = frozen(shipped, dict(zip(names, inputs)))
+        frozen_path = os.path.join(tmp_path, "model.onnx")
+        onnx.save(model, frozen_path)
+        for j, (g, e) in enumerate(zip(pylstm.load(frozen_path).run(None, feeds), expected)):
+            np.testing.assert_allclose(g, e, rtol=1e-3, atol=1e-7, err_msg=f"{folder} {d} {j}")
+
+
 def test_onnx_cases_cover_the_three_operators():
     pytest.importorskip("onnx")
     ops = {n.op_type for c in onnx_cases().values() for n in c.model.graph.node}
