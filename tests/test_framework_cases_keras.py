@@ -10,13 +10,15 @@ initial states as extra inputs), and ``pylstm.load`` of that model saved as ``.k
 result is compared with the test's numbers, at the test's tolerance (atol = rtol = 1e-5, 1e-4
 where the test says), and with what the live Keras layer returns (3e-5, unit-scale outputs).
 
-Keras' tests of ``RNN`` with user-written cells (``rnn_test.py``, the custom-cell stacks of
-``stacked_rnn_cells_test.py``) have no pylstm counterpart: a custom cell is refused with
+``RNN`` over a list of built-in cells (``stacked_rnn_cells_test.py``) runs too, also from
+``.h5``. Keras' tests of ``RNN`` with user-written cells (``rnn_test.py``, the custom-cell stacks
+of ``stacked_rnn_cells_test.py``) have no pylstm counterpart: a custom cell is refused with
 ``pylstm.UnsupportedError`` naming it (README, "Quick start for Keras users"), which is checked.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -465,27 +467,49 @@ def stacked_cells(cell):
 
 
 @pytest.mark.parametrize("cell", ["SimpleRNNCell", "GRUCell", "LSTMCell", "LSTMCell_mask"])
-def test_keras_stacked_cells_are_refused(cell, tmp_path):
-    """``RNN`` over a list of cells (Keras wraps them in ``StackedRNNCells``) is not supported:
-    refused with ``UnsupportedError`` naming ``StackedRNNCells``, live and from a ``.keras``
-    file (README, Keras table). Keras itself runs the case (and gives the test's numbers)."""
+def test_keras_stacked_cells(cell, tmp_path):
+    """``RNN`` over a list of cells (Keras wraps them in ``StackedRNNCells``): live layer,
+    functional model, ``.keras`` and ``.h5`` files, against the test's numbers where it gives
+    them and against the live layer (test_basics: saturating weights here)."""
     case = stacked_cells(cell)
     layer = case.build()
     model = functional(layer, case)
-    got = run_keras(layer, case)
+    if case.expected is None:
+        rng = np.random.default_rng(len(cell))
+        for w in layer.weights:
+            scale = 3.0 / np.sqrt(w.shape[0])
+            w.assign((rng.uniform(-1, 1, w.shape) * scale).astype(np.float32))
+    reference = run_keras(layer, case)
     if case.expected is not None:
-        check(to_list(got)[0], case, f"{cell} keras")
-    path = str(tmp_path / "stacked.keras")
-    model.save(path)
-    conversions = {
-        "from_keras(layer)": lambda: pylstm.from_keras(layer),
-        "from_keras(model)": lambda: pylstm.from_keras(model),
-        "load(.keras)": lambda: pylstm.load(path),
+        check(to_list(reference)[0], case, f"{cell} keras")
+    model.save(str(tmp_path / "stacked.keras"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Keras 3 calls .h5 legacy
+        model.save(str(tmp_path / "stacked.h5"))
+    runs = {
+        "from_keras(layer)": pylstm.from_keras(layer),
+        "from_keras(model)": pylstm.from_keras(model),
+        "load(.keras)": pylstm.load(str(tmp_path / "stacked.keras")),
+        "load(.h5)": pylstm.load(str(tmp_path / "stacked.h5")),
     }
-    for how, convert in conversions.items():
-        with pytest.raises(pylstm.UnsupportedError, match="StackedRNNCells"):
-            convert()
-            pytest.fail(f"{cell} {how}: not refused")
+    for how, m in runs.items():
+        got = m(case.x, mask=case.mask)
+        if case.expected is not None:
+            check(got, case, f"{cell} {how}")
+        assert_outputs(got, reference, atol=ATOL, what=f"{cell} {how} vs Keras")
+    if case.mask is None:  # streamed: every cell's state carried from chunk to chunk
+        stream = runs["load(.keras)"].stream(case.x.shape[0])
+        chunks = [stream.step(case.x[:, :1]), stream.step(case.x[:, 1:])]
+        assert_outputs(np.concatenate(chunks, axis=1), reference, atol=ATOL, what="stream")
+
+
+@pytest.mark.parametrize("option", ["go_backwards", "return_state"])
+def test_keras_stacked_cells_refused_options(option):
+    """What pylstm does not run of a cell stack is refused, naming the option."""
+    layer = L.RNN([L.LSTMCell(3), L.GRUCell(2)], **{option: True})
+    layer(S24)
+    with pytest.raises(pylstm.UnsupportedError, match=f"StackedRNNCells with {option}"):
+        pylstm.from_keras(layer)
 
 
 class DoublingCell(L.Layer):

@@ -26,7 +26,7 @@ from ..errors import FormatError, UnsupportedError
 from ..read.keras_config import TensorRef
 from ..read.nodes import KERAS_DOMAIN, Node
 from .keras_around import AROUND_OPS
-from .keras_recurrent import OpSpec, Recurrent
+from .keras_recurrent import OpSpec, Recurrent, Stacked
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,12 @@ def _check(spec, ops: dict, name: str) -> None:
     """Calls pylstm runs, and every tensor the graph reads exists (FormatError otherwise)."""
     for node in spec.nodes:
         op = ops[node.layer]
-        recurrent = isinstance(op, Recurrent)
+        recurrent = isinstance(op, (Recurrent, Stacked))
+        if isinstance(op, Stacked) and (node.initial_state or len(node.tensor_args) > 1):
+            raise UnsupportedError(
+                f"{name}: layer {node.layer!r} (RNN over StackedRNNCells) is called with an "
+                "initial_state, which is not supported"
+            )
         if recurrent and node.initial_state and len(node.tensor_args) > 1:
             raise UnsupportedError(
                 f"{name}: layer {node.layer!r} is called on {len(node.tensor_args)} tensors "
@@ -105,6 +110,30 @@ def _check(spec, ops: dict, name: str) -> None:
                 f"{name}: the graph reads output {ref.index} of call {ref.node} of layer "
                 f"{ref.layer!r}, which does not exist"
             )
+
+
+def _lower_stacked(node, op: Stacked) -> list:
+    """One recurrent node per cell of the stack, each reading the one below's output and its
+    mask; the last writes the layer's output."""
+    first = _lower(node, op.parts[0])
+    nodes, value, mask = [], first.inputs[0], first.inputs[1]
+    final = TensorRef(node.layer, node.index, 0)
+    for k, part in enumerate(op.parts):
+        last = k == len(op.parts) - 1
+        out = value_name(final) if last else f"{value_name(final)}.cell_{k}"
+        nodes.append(
+            Node(
+                op_type=op.class_name,
+                name=part.name,
+                inputs=[value, mask],
+                outputs=[out, out + "#mask" if not last else mask_name(final)],
+                attrs={"recurrent": part, "layer": part.name, "index": node.index},
+                domain=KERAS_DOMAIN,
+                recurrent=True,
+            )
+        )
+        value, mask = out, nodes[-1].outputs[1]
+    return nodes
 
 
 def _lower(node, op) -> Node:
@@ -177,7 +206,10 @@ def lower(spec, ops: dict, name: str) -> KerasGraph:
         The graph reads a tensor that does not exist.
     """
     _check(spec, ops, name)
-    nodes = [_lower(node, ops[node.layer]) for node in spec.nodes]
+    nodes = []
+    for node in spec.nodes:
+        op = ops[node.layer]
+        nodes += _lower_stacked(node, op) if isinstance(op, Stacked) else [_lower(node, op)]
     inputs = spec.inputs
     if spec.outputs is None:
         last = spec.nodes[-1]

@@ -137,6 +137,21 @@ class Recurrent:
         return out + (states if self.return_state else 0)
 
 
+@dataclass(frozen=True)
+class Stacked:
+    """``RNN`` over a list of cells (Keras wraps them in ``StackedRNNCells``): at each step the
+    cells run in turn, each on the one below's output, as the same cells in separate layers
+    would, the lower ones returning sequences (a masked step is skipped by every cell, so each
+    carries its state through it). ``parts`` are those layers, lowest first; the last one
+    carries the outer layer's options. Lowered to one graph node per part."""
+
+    name: str
+    parts: tuple
+    stateful: bool
+    class_name: str = "RNN"
+    num_outputs: int = 1
+
+
 def _rnn_config(class_name: str, config: dict, where: str) -> tuple:
     """``(class, merged config)``; ``RNN(cell=LSTMCell(...))`` reads as an LSTM."""
     if class_name == "RNN":
@@ -217,6 +232,9 @@ def build_recurrent(spec, weights, ctx: Context) -> Recurrent:
     """An ``LSTM``/``GRU``/``SimpleRNN``/``RNN`` or a ``Bidirectional`` around one."""
     where = f"{ctx.source}: layer {spec.name!r} ({spec.class_name})"
     cfg = spec.config
+    cell = cfg.get("cell") if spec.class_name == "RNN" else None
+    if isinstance(cell, dict) and cell.get("class_name") == "StackedRNNCells":
+        return _build_stacked(spec, weights, ctx, where)
     if spec.class_name == "Bidirectional":
         inner = cfg.get("layer") or {}
         fwd_cls, fwd_cfg = _rnn_config(inner.get("class_name"), inner.get("config") or {}, where)
@@ -282,3 +300,46 @@ def build_recurrent(spec, weights, ctx: Context) -> Recurrent:
         bidirectional=bidirectional,
         hold=hold,
     )
+
+
+@dataclass(frozen=True)
+class _PartSpec:
+    """The config of one cell of a stack, as a layer (what :func:`build_recurrent` reads)."""
+
+    name: str
+    class_name: str
+    config: dict
+
+
+def _build_stacked(spec, weights, ctx: Context, where: str) -> Stacked:
+    """``RNN(StackedRNNCells([...]))`` as one recurrent layer per cell (see :class:`Stacked`)."""
+    cfg = spec.config
+    cells = (cfg["cell"].get("config") or {}).get("cells")
+    if not isinstance(cells, list) or not cells:
+        raise FormatError(f"{where}: StackedRNNCells without cells")
+    for option in ("go_backwards", "return_state"):
+        if cfg.get(option):
+            raise UnsupportedError(
+                f"{where}: RNN over StackedRNNCells with {option}=True is not supported"
+            )
+    outer = {k: v for k, v in cfg.items() if k != "cell"}
+    parts, at = [], 0
+    for k, cell in enumerate(cells):
+        if not isinstance(cell, dict) or cell.get("class_name") not in _CELLS:
+            name = cell.get("class_name") if isinstance(cell, dict) else cell
+            raise UnsupportedError(
+                f"{where}: StackedRNNCells with cell {name} is not supported; {SUPPORTED}"
+            )
+        last = k == len(cells) - 1
+        part_cfg = dict(outer, cell=cell)
+        if not last:  # a lower cell feeds every step to the next; masked steps are skipped
+            part_cfg.update(return_sequences=True, zero_output_for_mask=False)
+        count = 2 + bool((cell.get("config") or {}).get("use_bias", True))
+        part = _PartSpec(f"{spec.name}/cell_{k}", "RNN", part_cfg)
+        parts.append(build_recurrent(part, weights[at : at + count], ctx))
+        at += count
+    if at != len(weights):
+        raise FormatError(
+            f"{where}: {len(weights)} weights for {len(cells)} stacked cells, expected {at}"
+        )
+    return Stacked(spec.name, tuple(parts), bool(cfg.get("stateful", False)))

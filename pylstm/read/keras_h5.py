@@ -19,6 +19,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import zipfile
 
 import numpy as np
@@ -195,6 +196,29 @@ _V3_PARTS = {
 }
 
 
+def _snake_case(name: str) -> str:
+    """Keras' ``naming.to_snake_case`` (the group names of a saved list's items)."""
+    name = re.sub(r"\W+", "", name)
+    name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
+
+
+def _v3_parts(spec) -> tuple:
+    """The sub-groups of ``spec``'s variables, in ``get_weights()`` order. ``RNN`` over
+    ``StackedRNNCells`` keeps each cell under ``cell/cells/<class in snake case>[_n]``, numbered
+    per class in list order as Keras' saver names a list's items."""
+    parts = _V3_PARTS.get(spec.class_name, ("vars",))
+    cell = (spec.config or {}).get("cell") if spec.class_name == "RNN" else None
+    if not (isinstance(cell, dict) and cell.get("class_name") == "StackedRNNCells"):
+        return parts
+    used, names = {}, []
+    for item in (cell.get("config") or {}).get("cells") or []:
+        name = _snake_case(str(item.get("class_name", "")) if isinstance(item, dict) else "")
+        used[name] = used.get(name, -1) + 1
+        names.append(f"{name}_{used[name]}" if used[name] else name)
+    return (*parts, *(f"cell/cells/{n}/vars" for n in names))
+
+
 class V3Weights:
     """Weights of a Keras 3 weights file (inside a ``.keras`` or a ``.weights.h5``).
 
@@ -220,7 +244,7 @@ class V3Weights:
                 )
             raise FormatError(f"{self.source}: layer {spec.name!r}: its weights are missing")
         out = []
-        for part in _V3_PARTS.get(spec.class_name, ("vars",)):
+        for part in _v3_parts(spec):
             path = f"{key}/{part}"
             if path not in self.root:
                 continue
