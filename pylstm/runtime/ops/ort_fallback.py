@@ -22,6 +22,7 @@ import threading
 import numpy as np
 
 from ...errors import UnsupportedError
+from ..system import get_num_threads
 
 INSTALL = "pip install onnxruntime"
 
@@ -203,6 +204,10 @@ class OrtGroup:
                     )
                 options = ort.SessionOptions()
                 options.log_severity_level = 3
+                # pylstm's thread count, and threads that sleep when idle: spinning ONNX
+                # Runtime threads would take the cores from the engine's threads next
+                options.intra_op_num_threads = get_num_threads()
+                options.add_session_config_entry("session.intra_op.allow_spinning", "0")
                 sess = ort.InferenceSession(
                     self.model_bytes(dtypes), options, providers=["CPUExecutionProvider"]
                 )
