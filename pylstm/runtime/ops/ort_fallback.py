@@ -10,13 +10,15 @@ constants they read as initializers -- and an ``onnxruntime.InferenceSession`` o
 recurrent nodes and every operator pylstm implements stay on pylstm's engine and numpy.
 
 The session is made at the first run (the element types of the group's inputs are known then;
-a new combination of types makes another) and kept; it is not pickled: an unpickled model makes
-its own. ``onnxruntime`` is imported lazily, here only: without it, such a node raises
+a new combination of types, or a forked child, makes another) and kept; it is not pickled: an
+unpickled model makes its own. Sessions get pylstm's thread count and threads that sleep when
+idle. ``onnxruntime`` is imported lazily, here only: without it, such a node raises
 :class:`~pylstm.UnsupportedError` at load naming the operator and ``pip install onnxruntime``.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 
 import numpy as np
@@ -189,7 +191,8 @@ class OrtGroup:
         return model.SerializeToString()
 
     def session(self, dtypes):
-        key = tuple(d if isinstance(d, tuple) else np.dtype(d).str for d in dtypes)
+        # per process too: a session made before a fork (its thread pool) is not used after it
+        key = (os.getpid(), *(d if isinstance(d, tuple) else np.dtype(d).str for d in dtypes))
         sess = self._sessions.get(key)
         if sess is not None:
             return sess
