@@ -333,7 +333,7 @@ def keras_model(converted, device="cpu", precision="fp32"):
     from .runtime.graph_recurrent import KerasRecurrent
 
     # One set of engines per converted layer (a layer called twice shares them). The weights
-    # then live packed in the engines: the nodes keep the layers' shapes only.
+    # then live packed in the engines only: the nodes keep the spec without its layers.
     engines, shaped = {}, {}  # id(shaped spec) -> engines; id(converted spec) -> shaped spec
     for node in converted.graph.nodes:
         if not node.recurrent:
@@ -341,7 +341,7 @@ def keras_model(converted, device="cpu", precision="fp32"):
         spec = node.attrs["recurrent"]
         if id(spec) not in shaped:
             built = [build_engine([layer], device, precision) for layer in spec.layers]
-            shaped[id(spec)] = replace(spec, layers=tuple(e.layers[0] for e in built))
+            shaped[id(spec)] = replace(spec, layers=())
             engines[id(shaped[id(spec)])] = built
         node.attrs["recurrent"] = shaped[id(spec)]
 

@@ -206,17 +206,18 @@ class Engine:
         self.state_rows = sum(layer.num_directions for layer in layers)
 
     def __reduce__(self):
-        """Pickles as the canonical layers, device and precision (see :mod:`pylstm.runtime.pickling`)."""
-        from .pickling import layer_state, reduce
+        """Pickles as its layers rebuilt from the packed weights (``_core.Network.unpack``: plain
+        dicts of float32 arrays), its device and precision (see :mod:`pylstm.runtime.pickling`)."""
+        from .pickling import reduce
 
-        layers = [layer_state(layer) for layer in self.unpack()]
-        return reduce(self, {"layers": layers, "device": self.device, "precision": self.precision})
+        state = {"layers": self._net.unpack(), "device": self.device, "precision": self.precision}
+        return reduce(self, state)
 
     @classmethod
     def _from_state(cls, state: dict) -> Engine:
-        from .pickling import layer_from_state, receiving_device
+        from .pickling import receiving_device
 
-        layers = [layer_from_state(s) for s in state["layers"]]
+        layers = [layer_from_core(core) for core in state["layers"]]  # checked again
         return cls(layers, receiving_device(state["device"]), state["precision"])
 
     def unpack(self) -> list:

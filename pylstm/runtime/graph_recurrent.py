@@ -72,11 +72,16 @@ class OnnxRecurrent:
         self.op = node.op_type
         self.name = node.name or node.outputs[0]
         self.what = f"{node.describe()}"
-        self.layer, self.layout = engine.layers[0], layout
+        self.layout = layout
         self.engine = engine
         self.D = self.layer.num_directions
         self.H = self.layer.hidden_size
         self.I = self.layer.input_size
+
+    @property
+    def layer(self):
+        """The node's layer shape (its weights live packed in the engine)."""
+        return self.engine.layers[0]
 
     @property
     def reverse(self) -> bool:
@@ -366,7 +371,7 @@ def _keras_outputs(op, results, mask, T: int):
         if (
             op.return_sequences
             and op.merge_mode == "concat"
-            and len(op.layers) == 1
+            and len(results) == 1  # one engine runs both directions
             and not fwd.go_backwards
             and bwd.go_backwards
         ):

@@ -4,12 +4,13 @@ it is unpickled.
 Each picklable class has ``__reduce__`` returning :func:`reduce` ``(obj, state)`` and a
 ``_from_state(state)`` class method. ``state`` is plain data: numpy arrays, dicts, lists,
 strings, numbers, and pylstm's own data classes (a Keras layer's spec, an ONNX node); never a
-function or a lambda. An :class:`pylstm.runtime.engine.Engine` travels as its canonical layers (float32
-weights in the canonical gate order, see :mod:`pylstm.convert.canonical`), its device and its weight
-precision; the receiving process packs them again, which gives the same packed weights and so
-bit-identical outputs. A bf16 or int8 model therefore carries its float32 canonical weights
-(what the model holds in memory anyway, and what lets the receiver re-pack them for its own
-CPU), not its packed ones: a pickle is about the size of the float32 weights.
+function or a lambda. An :class:`pylstm.runtime.engine.Engine` travels as its canonical layers
+rebuilt from its packed weights (``Engine.unpack``: float32, canonical gate order, see
+:mod:`pylstm.convert.canonical`), its device and its weight precision; the receiving process packs
+them again, which gives the same packed weights and so bit-identical outputs (bf16 and int8
+weights widen to float32 exactly and pack back to the same values). A pickle is therefore about
+the size of the float32 weights, whatever the precision, and lets the receiver pack them for its
+own CPU or device.
 
 Unpickling runs code chosen by whoever wrote the pickle, as for any Python object: unpickle
 only what you would import.
@@ -62,43 +63,6 @@ def restore(kind: str, version: int, state: dict):
     module, name = _CLASSES[kind]
     cls = getattr(importlib.import_module(module), name)
     return cls._from_state(state)
-
-
-# -- canonical layers ---------------------------------------------------------------------------
-_DIRECTION_ARRAYS = ("w", "r", "bias_w", "bias_r", "peephole", "proj")
-
-
-def layer_state(layer) -> dict:
-    """A canonical :class:`pylstm.Layer` as a dict of plain values (its arrays are not copied)."""
-    return {
-        "cell": layer.cell,
-        "clip": layer.clip,
-        "input_forget": layer.input_forget,
-        "linear_before_reset": layer.linear_before_reset,
-        "masked_output": layer.masked_output,
-        "directions": [
-            {
-                **{k: getattr(d, k) for k in _DIRECTION_ARRAYS},
-                "activations": [(a.name, a.alpha, a.beta) for a in d.activations],
-                "reverse": d.reverse,
-            }
-            for d in layer.directions
-        ],
-    }
-
-
-def layer_from_state(state: dict):
-    """The :class:`pylstm.Layer` of :func:`layer_state` (checked again, as any new layer)."""
-    from ..convert.builder import Direction, Layer
-
-    return Layer(
-        cell=state["cell"],
-        directions=[Direction(**d) for d in state["directions"]],
-        clip=state["clip"],
-        input_forget=state["input_forget"],
-        linear_before_reset=state["linear_before_reset"],
-        masked_output=state["masked_output"],
-    )
 
 
 def receiving_device(device: str) -> str:
