@@ -18,12 +18,10 @@ of ``stacked_rnn_cells_test.py``) have no pylstm counterpart: a custom cell is r
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import pytest
 from keras_rnn_cases import CASES, S24, Case
-from test_keras_common import ATOL, assert_outputs, import_keras, to_list
+from test_keras_common import ATOL, assert_outputs, import_keras, save_h5, to_list
 
 import pylstm
 
@@ -41,6 +39,17 @@ def functional(layer, case):
     ]
     out = layer(x_in, initial_state=states) if states else layer(x_in)
     return keras.Model([x_in, *states] if states else x_in, out)
+
+
+def keras_cannot_build(build):
+    """None where ``build()`` works in this Keras, else why not: Keras 3.0 has no GRU
+    ``implementation`` argument (ValueError) and cannot build ``Bidirectional`` with
+    ``return_state=True`` (TypeError)."""
+    try:
+        build()
+    except (TypeError, ValueError) as exc:
+        return f"Keras {keras.__version__} cannot build it ({type(exc).__name__})"
+    return None
 
 
 def run_keras(layer, case):
@@ -72,6 +81,9 @@ def test_keras_case(name, tmp_path):
     case = CASES[name]
     inputs = [case.x, *case.initial_state] if case.initial_state else case.x
 
+    why = keras_cannot_build(lambda: functional(case.build(), case))
+    if why:
+        pytest.skip(f"{name}: {why}")
     layer = case.build()
     model = functional(layer, case)
     reference = None if case.stateful else run_keras(layer, case)
@@ -97,6 +109,8 @@ def test_keras_case(name, tmp_path):
 def test_keras_case_reference_numbers_hold_in_keras():
     """The copied numbers are Keras' own here too (guards the copying): the live layers."""
     for name, case in CASES.items():
+        if keras_cannot_build(lambda case=case: functional(case.build(), case)):
+            continue  # test_keras_case skips it with the reason
         layer = case.build()
         got = run_keras(layer, case)
         if case.stateful:
@@ -148,15 +162,13 @@ def test_keras_stacked_cells(cell, tmp_path):
     if case.expected is not None:
         check(to_list(reference)[0], case, f"{cell} keras")
     model.save(str(tmp_path / "stacked.keras"))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # Keras 3 calls .h5 legacy
-        model.save(str(tmp_path / "stacked.h5"))
     runs = {
         "from_keras(layer)": pylstm.from_keras(layer),
         "from_keras(model)": pylstm.from_keras(model),
         "load(.keras)": pylstm.load(str(tmp_path / "stacked.keras")),
-        "load(.h5)": pylstm.load(str(tmp_path / "stacked.h5")),
     }
+    if save_h5(model, str(tmp_path / "stacked.h5")):  # Keras 3.0 cannot write this .h5
+        runs["load(.h5)"] = pylstm.load(str(tmp_path / "stacked.h5"))
     for how, m in runs.items():
         got = m(case.x, mask=case.mask)
         if case.expected is not None:

@@ -16,6 +16,7 @@ from test_keras_common import (
     import_keras,
     masked_input,
     saturate,
+    save_h5,
     to_list,
     token_ids,
     unpack_fixture,
@@ -101,9 +102,13 @@ def sequential_model(rng):
 def functional_model(rng):
     inp = keras.Input((None,), dtype="int32")
     h = L.Embedding(25, 5, mask_zero=True)(inp)
-    fwd, bwd, *states = L.Bidirectional(
-        L.LSTM(4, return_sequences=True, return_state=True), merge_mode=None
-    )(h)
+    try:
+        fwd, bwd, *states = L.Bidirectional(
+            L.LSTM(4, return_sequences=True, return_state=True), merge_mode=None
+        )(h)
+    except TypeError:  # Keras 3.0 cannot build Bidirectional(return_state=True): no states
+        fwd, bwd = L.Bidirectional(L.LSTM(4, return_sequences=True), merge_mode=None)(h)
+        states = []
     top = L.Dense(3, activation="relu")(fwd)
     top = L.Activation("hard_sigmoid")(top)  # Keras 3 definition in numpy as well
     last = L.GRU(3)(top)
@@ -142,13 +147,13 @@ def write_keras3_cases(tmp_path, rng):
         save_npz(npz, x, first, **extra)
         base = str(tmp_path / name)
         model.save(base + ".keras")
-        model.save(base + ".h5")
+        h5 = save_h5(model, base + ".h5")  # False: Keras 3.0 cannot write it (Bidirectional)
         model.save_weights(base + ".weights.h5")
         with open(base + ".json", "w") as fh:
             fh.write(model.to_json())
         cases += [
             {"name": f"{name}.keras", "file": base + ".keras", "options": {}, "npz": npz},
-            {"name": f"{name}.h5", "file": base + ".h5", "options": {}, "npz": npz},
+            *([{"name": f"{name}.h5", "file": base + ".h5", "options": {}, "npz": npz}] * h5),
             {
                 "name": f"{name}.weights.h5",
                 "file": base + ".weights.h5",

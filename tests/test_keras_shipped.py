@@ -17,7 +17,14 @@ import os
 import numpy as np
 import pytest
 from helpers import assert_close
-from test_keras_common import ATOL, FIXTURES, import_keras, saturate, unpack_fixture
+from test_keras_common import (
+    ATOL,
+    FIXTURES,
+    build_or_skip,
+    import_keras,
+    saturate,
+    unpack_fixture,
+)
 
 import pylstm
 
@@ -64,8 +71,10 @@ def test_models_with_several_outputs(name, tmp_path):
     keras.utils.set_random_seed(1)
     inp = keras.Input((6, 4))
     layer = _state_models(keras)[name]()
-    model = keras.Model(inp, layer(inp))
-    assert isinstance(model.get_config()["output_layers"], tuple)  # what live Keras 3.15 holds
+    outputs = build_or_skip(lambda: layer(inp), f"{type(layer).__name__} with return_state")
+    model = keras.Model(inp, outputs)
+    # a tuple in live Keras 3.15 (the case tested here), a list in Keras 3.0
+    assert isinstance(model.get_config()["output_layers"], (tuple, list))
     saturate([layer], np.random.default_rng(2))
     x = np.random.default_rng(3).normal(size=(3, 6, 4)).astype(np.float32)
     refs = keras_outputs(model, x)

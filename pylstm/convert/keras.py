@@ -65,7 +65,18 @@ def guess_keras_major(config: dict) -> int:
     return 3
 
 
-def convert_model(config: dict, weights, *, keras_major: int, source: str) -> KerasConverted:
+def drops_list_masks(version) -> bool:
+    """Whether Keras ``version`` ("3.0.5"; None when unknown) is 3.0 to 3.3, which give the
+    output of a layer called on a list of tensors no mask (see :mod:`.keras_graph`)."""
+    parts = str(version).strip().split(".") if version is not None else []
+    if len(parts) < 2 or not (parts[0].isdigit() and parts[1].isdigit()):
+        return False
+    return int(parts[0]) == 3 and int(parts[1]) < 4
+
+
+def convert_model(
+    config: dict, weights, *, keras_major: int, source: str, keras_version=None
+) -> KerasConverted:
     """A :class:`KerasConverted` from a model config and a weights lookup.
 
     Parameters
@@ -77,6 +88,9 @@ def convert_model(config: dict, weights, *, keras_major: int, source: str) -> Ke
     keras_major : int
     source : str
         Named in error messages.
+    keras_version : str or None
+        The full version that wrote the model, where known ("3.0.5"): Keras 3.0-3.3 propagate
+        masks differently (:func:`drops_list_masks`).
     """
     try:
         spec = model_spec(config, keras_major=keras_major, where=source)
@@ -108,7 +122,8 @@ def convert_model(config: dict, weights, *, keras_major: int, source: str) -> Ke
     inner = config.get("config")
     model_name = inner.get("name") if isinstance(inner, dict) else None
     name = model_name or os.path.basename(source)
-    return KerasConverted(lower(spec, ops, name), spec, name)
+    graph = lower(spec, ops, name, drop_list_masks=drops_list_masks(keras_version))
+    return KerasConverted(graph, spec, name)
 
 
 def _holds_weights(layer) -> bool:
@@ -162,6 +177,7 @@ def convert_file(path, **options) -> KerasConverted:
     name = check_regular_file(path)
     source = os.path.basename(name)
     forced = _version_option(options.get("keras_version"))
+    forced_text = str(options["keras_version"]) if forced else None
     given = options.get("config")
     if is_zip_archive(name):
         if given is not None:
@@ -169,7 +185,13 @@ def convert_file(path, **options) -> KerasConverted:
         with KerasZip(name) as archive:
             major = forced or keras_major_of(archive.keras_version)
             major = major or guess_keras_major(archive.config)
-            return convert_model(archive.config, archive.weights, keras_major=major, source=source)
+            return convert_model(
+                archive.config,
+                archive.weights,
+                keras_major=major,
+                source=source,
+                keras_version=forced_text or archive.keras_version,
+            )
     config = _config_option(given, source) if given is not None else None
     with open_h5(name, source) as f:
         try:
@@ -178,14 +200,14 @@ def convert_file(path, **options) -> KerasConverted:
                     f"{source} holds weights only; pass the architecture with "
                     "config='model.json' (the output of model.to_json())"
                 )
-            return _load_h5(f, config, forced, source)
+            return _load_h5(f, config, forced, source, forced_text)
         except (FormatError, UnsupportedError):
             raise
         except (OSError, KeyError, RuntimeError, ValueError, TypeError) as exc:
             raise FormatError(f"{source}: corrupt or unreadable HDF5 content ({exc})") from None
 
 
-def _load_h5(f, config, forced, source):
+def _load_h5(f, config, forced, source, forced_text=None):
     """The HDF5 half of :func:`convert_file` (whole-model ``.h5`` or a weights file)."""
     attrs = f.attrs
     if config is None:
@@ -209,12 +231,17 @@ def _load_h5(f, config, forced, source):
     else:
         raise FormatError(f"{source}: no Keras weights found (no model_weights or layers)")
     major = forced or keras_major_of(version) or guess_keras_major(config)
-    return convert_model(config, weights, keras_major=major, source=source)
+    text = forced_text or (str(version) if version is not None else config.get("keras_version"))
+    return convert_model(config, weights, keras_major=major, source=source, keras_version=text)
+
+
+def _live_version(obj):
+    package = sys.modules.get(type(obj).__module__.split(".")[0])
+    return getattr(package, "__version__", None)
 
 
 def _live_major(obj) -> int:
-    package = sys.modules.get(type(obj).__module__.split(".")[0])
-    return keras_major_of(getattr(package, "__version__", None)) or 3
+    return keras_major_of(_live_version(obj)) or 3
 
 
 def convert_live(obj) -> KerasConverted:
@@ -253,5 +280,9 @@ def convert_live(obj) -> KerasConverted:
             f"(supported layers: {SUPPORTED})"
         )
     return convert_model(
-        config, weights, keras_major=major, source=f"{cls} {getattr(obj, 'name', '')!r}"
+        config,
+        weights,
+        keras_major=major,
+        source=f"{cls} {getattr(obj, 'name', '')!r}",
+        keras_version=_live_version(obj),
     )

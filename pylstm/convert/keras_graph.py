@@ -16,6 +16,11 @@ plain data flow:
 
 Graph inputs: per model input, its value then its mask (only the first input's mask is ever
 given, ``model(x, mask=...)``).
+
+Keras 3.0 to 3.3 give the output of a layer called on a list of tensors (merge layers,
+``Attention``) no mask: ``Layer.__call__`` took the output mask from the first argument, a list,
+which has none (keras-team/keras#19685 fixed it in 3.4). A model written by those versions
+(``drop_list_masks``) is lowered the same way: such a call's output masks are read by nobody.
 """
 
 from __future__ import annotations
@@ -104,6 +109,7 @@ def _check(spec, ops: dict, name: str) -> None:
     for node in spec.nodes:
         refs += node.tensor_args + list(node.initial_state)
         refs += [node.mask] if node.mask is not None else []
+        refs += [m for m in node.masks if m is not None]
     for ref in refs:
         if not 0 <= ref.index < outputs.get((ref.layer, ref.node), 0):
             raise FormatError(
@@ -136,6 +142,17 @@ def _lower_stacked(node, op: Stacked) -> list:
     return nodes
 
 
+def _explicit_mask(node):
+    """The graph value of the mask passed explicitly to a one-mask call ("" for a recorded
+    list whose first mask is None: no mask; Keras' recurrent layers use ``mask[0]`` of a list),
+    or None when the call records none (the propagated mask applies)."""
+    if node.mask is not None:
+        return value_name(node.mask)
+    if node.masks:
+        return value_name(node.masks[0]) if node.masks[0] is not None else ""
+    return None
+
+
 def _lower(node, op) -> Node:
     tensors = node.tensor_args
     count = op.num_outputs
@@ -145,8 +162,8 @@ def _lower(node, op) -> Node:
         # initial_state: Keras 3 records it as a keyword, Keras 2 as further inputs. Keras 3
         # propagates no mask into a call with initial_state (only a mask passed explicitly).
         initial = list(node.initial_state) or tensors[1:]
-        if node.mask is not None:
-            mask = value_name(node.mask)
+        if _explicit_mask(node) is not None:
+            mask = _explicit_mask(node)
         elif node.initial_state:
             mask = ""
         else:
@@ -162,10 +179,12 @@ def _lower(node, op) -> Node:
         )
     if op.op in AROUND_OPS:  # a mask per tensor; an explicit mask replaces the first tensor's
         masks = [mask_name(t) for t in tensors]
+        for k, m in enumerate(node.masks[: len(tensors)]):  # a recorded list, as it is
+            masks[k] = value_name(m) if m is not None else ""
         if node.mask is not None:
             masks[0] = value_name(node.mask)
-    elif node.mask is not None:
-        masks = [value_name(node.mask)]
+    elif _explicit_mask(node) is not None:
+        masks = [_explicit_mask(node)]
     else:
         masks = [mask_name(tensors[0])] if tensors else []
     slots, literals, k = [], [], 0
@@ -193,10 +212,27 @@ def _lower(node, op) -> Node:
     )
 
 
-def lower(spec, ops: dict, name: str) -> KerasGraph:
+def _drop_list_masks(nodes: list, spec, ops: dict) -> None:
+    """Keras 3.0-3.3: the outputs of a call on a list of tensors carry no mask (module doc)."""
+    dead = set()
+    for node in spec.nodes:
+        if node.list_call and not isinstance(ops[node.layer], (Recurrent, Stacked)):
+            dead.update(
+                mask_name(TensorRef(node.layer, node.index, k))
+                for k in range(ops[node.layer].num_outputs)
+            )
+    if not dead:
+        return
+    for node in nodes:
+        node.inputs = ["" if i in dead else i for i in node.inputs]
+        node.outputs = [o + ".dropped" if o in dead else o for o in node.outputs]
+
+
+def lower(spec, ops: dict, name: str, *, drop_list_masks: bool = False) -> KerasGraph:
     """The :class:`KerasGraph` of a model's graph (``spec``, a
     :class:`~pylstm.read.keras_config.ModelSpec`) and its converted layers (``ops``: layer name
-    -> :class:`OpSpec` or :class:`Recurrent`).
+    -> :class:`OpSpec` or :class:`Recurrent`). ``drop_list_masks``: the model was written by
+    Keras 3.0-3.3 (module doc).
 
     Raises
     ------
@@ -210,6 +246,8 @@ def lower(spec, ops: dict, name: str) -> KerasGraph:
     for node in spec.nodes:
         op = ops[node.layer]
         nodes += _lower_stacked(node, op) if isinstance(op, Stacked) else [_lower(node, op)]
+    if drop_list_masks:
+        _drop_list_masks(nodes, spec, ops)
     inputs = spec.inputs
     if spec.outputs is None:
         last = spec.nodes[-1]

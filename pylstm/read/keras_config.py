@@ -75,6 +75,14 @@ class NodeSpec:
     initial_state : list of TensorRef
         A recurrent layer's ``initial_state`` tensors (Keras order: ``[h, c]`` per direction,
         forward first); empty when the layer starts from zeros.
+    masks : list
+        Per tensor argument, the mask passed to a call on a list of tensors (TensorRef, or None:
+        no mask): Keras 3.0-3.3 record the propagated masks of such a call this way
+        (``mask=[m1, None]``), and every Keras 3 passes such a list as it is; empty when the
+        config records no list.
+    list_call : bool
+        The layer was called on a list of tensors (``Add()([a, b])``, ``Attention()([q, v])``),
+        as a Keras 3 config records it.
     """
 
     layer: str
@@ -83,6 +91,8 @@ class NodeSpec:
     mask: TensorRef | None = None
     kwargs: dict = field(default_factory=dict)
     initial_state: list = field(default_factory=list)
+    masks: list = field(default_factory=list)
+    list_call: bool = False
 
     @property
     def tensor_args(self) -> list:
@@ -91,7 +101,8 @@ class NodeSpec:
     @property
     def reads(self) -> list:
         """Every tensor this call needs: its arguments, ``initial_state`` and mask."""
-        return self.tensor_args + self.initial_state + ([self.mask] if self.mask else [])
+        masks = [m for m in self.masks if m is not None]
+        return self.tensor_args + self.initial_state + ([self.mask] if self.mask else []) + masks
 
 
 @dataclass
@@ -233,10 +244,12 @@ def _keras3_value(value, where: str):
 
 
 def _parse_node(layer: str, index: int, node, where: str) -> NodeSpec:
+    list_call = False
     if isinstance(node, dict):  # Keras 3
         args = [_keras3_value(a, where) for a in node.get("args", [])]
         if len(args) == 1 and isinstance(args[0], list):  # called on a list of tensors
             args = args[0]
+            list_call = True
         raw = node.get("kwargs") or {}
     elif isinstance(node, list):  # Keras 2: [[name, node_index, tensor_index, kwargs], ...]
         args, raw = [], {}
@@ -250,6 +263,7 @@ def _parse_node(layer: str, index: int, node, where: str) -> NodeSpec:
         raise FormatError(f"{where}: malformed inbound node of layer {layer!r}")
     kwargs = {}
     mask = None
+    masks = []
     initial_state = []
     for key, value in raw.items():
         value = _keras3_value(value, where)
@@ -267,6 +281,13 @@ def _parse_node(layer: str, index: int, node, where: str) -> NodeSpec:
         if key == "mask":
             if isinstance(value, list) and len(value) == 3 and isinstance(value[0], str):
                 value = TensorRef(str(value[0]), int(value[1]), int(value[2]))
+            if isinstance(value, list) and all(
+                v is None or isinstance(v, TensorRef) for v in value
+            ):
+                # a call on a list of tensors: one mask per tensor, None for none (Keras
+                # 3.0-3.3 record the propagated ones; Keras passes a recorded list as it is)
+                masks = list(value)
+                continue
             if value is not None and not isinstance(value, TensorRef):
                 raise UnsupportedError(f"{where}: layer {layer!r} is called with a list of masks")
             mask = value
@@ -279,7 +300,7 @@ def _parse_node(layer: str, index: int, node, where: str) -> NodeSpec:
                 "passes tensors between layers as inputs and as initial_state only"
             )
         kwargs[key] = value
-    return NodeSpec(layer, index, args, mask, kwargs, initial_state)
+    return NodeSpec(layer, index, args, mask, kwargs, initial_state, masks, list_call)
 
 
 def _as_ref(value):
