@@ -33,6 +33,7 @@ from .ops.keras_layers import KERAS_OPS, KerasCall
 from .ops.onnx_ops import OPS
 from .ops.ort_fallback import OrtGroup, check_runnable, implicit_inputs
 from .ops.quantized import MS_OPS
+from .system import single_threaded_blas
 
 __all__ = ["DEFAULT_DOMAINS", "Graph", "Node", "Subgraph"]
 
@@ -386,6 +387,10 @@ class Graph:
         ``context`` is passed to recurrent nodes (a :class:`~.graph_recurrent.RunContext`:
         streams and stateful layers keep their states there).
         """
+        with single_threaded_blas:  # BLAS threads left spinning would slow the engine
+            return self._run(feeds, wanted, context)
+
+    def _run(self, feeds: dict, wanted, context) -> list:
         nodes, drops = self.plan(wanted)
         env = dict(self.constants)
         env.update(feeds)

@@ -8,6 +8,7 @@ import functools
 import importlib.util
 import os
 import sys
+import threading
 
 import numpy as np
 
@@ -32,6 +33,76 @@ def release_freed_memory() -> None:
         return
     with contextlib.suppress(OSError, AttributeError):  # not glibc: musl has no malloc_trim
         ctypes.CDLL(None).malloc_trim(0)
+
+
+class _SingleThreadedBlas:
+    """A context in which numpy's BLAS (OpenBLAS, MKL, ...) uses one thread.
+
+    The graph executor runs the layers around the recurrent ones in numpy. A BLAS call on two
+    threads leaves its worker threads spinning for a while after it returns, on the cores the
+    engine's team needs next: measured on a 2-core machine, an ONNX model with a MatMul head ran
+    2.5x slower than with BLAS on one thread (the heads are small; one thread is as fast). Nested
+    and concurrent uses are counted: the first to enter sets one thread, the last to leave puts
+    back what was there. Needs ``threadpoolctl`` (a dependency); without it, or with
+    ``PYLSTM_LIMIT_BLAS=0``, it does nothing.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._users = 0
+        self._saved = None
+        self._libs = None  # found at first use, once numpy has loaded its BLAS
+
+    def _blas_libs(self) -> list:
+        if self._libs is None:
+            self._libs = []
+            if os.environ.get("PYLSTM_LIMIT_BLAS", "1").strip() != "0":
+                try:
+                    from threadpoolctl import ThreadpoolController
+                except ImportError:
+                    return self._libs
+                self._libs = ThreadpoolController().select(user_api="blas").lib_controllers
+        return self._libs
+
+    @staticmethod
+    def _set(lib, n: int) -> None:
+        # threadpoolctl lets only one Python thread set OpenBLAS's (process-wide) count and
+        # silently ignores the others; the graph runs in whichever thread calls the model, so
+        # the library's own setter is called (falling back to the public one).
+        getattr(lib, "_real_set_num_threads", lib.set_num_threads)(n)
+
+    def __enter__(self):
+        with self._lock:
+            self._users += 1
+            if self._users == 1:
+                libs = self._blas_libs()
+                self._saved = [lib.num_threads for lib in libs]
+                for lib in libs:
+                    self._set(lib, 1)
+        return self
+
+    def __exit__(self, *exc):
+        with self._lock:
+            self._users -= 1
+            if self._users == 0:
+                for lib, n in zip(self._libs, self._saved):
+                    self._set(lib, n)
+        return False
+
+    def after_fork_in_child(self) -> None:
+        """A child forked while a graph ran in another thread: that run is not in the child, so
+        the count starts again and BLAS gets its threads back."""
+        self._lock = threading.Lock()
+        if self._users:
+            for lib, n in zip(self._libs, self._saved):
+                self._set(lib, n)
+        self._users = 0
+
+
+#: ``with single_threaded_blas: ...`` (see :class:`_SingleThreadedBlas`).
+single_threaded_blas = _SingleThreadedBlas()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=single_threaded_blas.after_fork_in_child)
 
 
 def releases_freed_memory(build):
