@@ -81,6 +81,8 @@ def test_each_step_imports_only_the_steps_below(path):
 
 def source_files():
     files = [p for p in PACKAGE.rglob("*.py")]
+    for folder in ("tests", "fuzz", "tools", "bench", "build_backend"):
+        files += [p for p in (ROOT / folder).glob("*.py")]
     for folder in ("cpp", "cuda"):
         files += [
             p

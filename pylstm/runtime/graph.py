@@ -384,8 +384,7 @@ class Graph:
     def run(self, feeds: dict, wanted, context=None) -> list:
         """Values of ``wanted`` (names) given ``feeds`` (name -> array, already checked).
 
-        ``context`` is passed to recurrent nodes (a :class:`~.graph_recurrent.RunContext`:
-        streams and stateful layers keep their states there).
+        ``context`` goes to recurrent nodes (a :class:`~.graph_recurrent.RunContext`: states).
         """
         with single_threaded_blas:  # BLAS threads left spinning would slow the engine
             return self._run(feeds, wanted, context)
