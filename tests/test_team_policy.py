@@ -88,9 +88,9 @@ np.savez(sys.argv[1], *outs)
 """
 
 
-def run_child(tmp_path, policy):
-    out = tmp_path / f"{policy}.npz"
-    env = child_env({"PYLSTM_TEAM_POLICY": policy})
+def run_child(tmp_path, policy, **extra_env):
+    out = tmp_path / f"{policy}-{'-'.join(extra_env.values())}.npz"
+    env = child_env({"PYLSTM_TEAM_POLICY": policy, **extra_env})
     proc = subprocess.run(
         [sys.executable, "-c", CHILD, str(out)],
         env=env,
@@ -112,3 +112,36 @@ def test_adaptive_policy_gives_the_eager_policys_results(tmp_path):
     eager = run_child(tmp_path, "eager")
     for a, e in zip(adaptive, eager):
         np.testing.assert_array_equal(a, e)  # bit-identical: a sum's order never changes
+
+
+@pytest.mark.skipif(pylstm._core.available_cpus() < 2, reason="needs 2 CPUs for a team")
+def test_a_team_that_gives_up_on_a_member_gives_the_same_results(tmp_path):
+    """PYLSTM_TEAM_GIVE_UP=force: every team call gives up on its other members at the first
+    barrier that waits (the path a call takes when a member is not running, team_sync.hpp);
+    member 0 finishes alone, bit-identically."""
+    shrunk = run_child(tmp_path, "eager", PYLSTM_TEAM_GIVE_UP="force")
+    eager = run_child(tmp_path, "eager", PYLSTM_TEAM_GIVE_UP="0")
+    for a, e in zip(shrunk, eager):
+        np.testing.assert_array_equal(a, e)  # bit-identical
+
+
+@pytest.mark.skipif(pylstm._core.available_cpus() < 2, reason="needs 2 CPUs for a team")
+def test_forced_give_up_shrinks_the_team(tmp_path):
+    code = """
+import numpy as np, pylstm
+from pylstm.convert.builder import Direction, Layer
+rng = np.random.default_rng(0)
+H = I = 64
+d = Direction(w=rng.uniform(-0.5, 0.5, (4 * H, I)), r=rng.uniform(-0.5, 0.5, (4 * H, H)))
+model = pylstm.from_arrays([Layer("lstm", [d])])
+pylstm.set_num_threads(2)
+model(rng.standard_normal((20, 8, I)).astype(np.float32))
+print(pylstm._core._last_team_call()["shrunk"])
+"""
+    for mode, expected in (("force", "True"), ("0", "False")):
+        env = child_env({"PYLSTM_TEAM_POLICY": "eager", "PYLSTM_TEAM_GIVE_UP": mode})
+        proc = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert proc.stdout.strip() == expected, (mode, proc.stdout)

@@ -44,6 +44,23 @@ void register_runtime(py::module_& m) {
   m.def("_updated_contention", &updated_contention, py::arg("average"), py::arg("job_ns"),
         py::arg("wait_ns"));
   m.def("_is_contended", &is_contended, py::arg("average"));
+  m.def(
+      "_last_team_call",
+      [] {
+        const ThreadPool::LastCall c = ThreadPool::global().last_call();
+        py::dict d;
+        d["job_ns"] = c.job_ns;
+        d["final_wait_ns"] = c.final_wait_ns;
+        d["barriers"] = c.waits.barriers;
+        d["long_wait_ns"] = c.waits.long_wait_ns;
+        d["total_wait_ns"] = c.waits.total_wait_ns;
+        d["max_wait_ns"] = c.waits.max_wait_ns;
+        d["first_wait_ns"] = c.waits.first_wait_ns;
+        d["backing_off"] = c.contended;
+        d["shrunk"] = c.shrunk;
+        return d;
+      },
+      "The last team call's job time and the caller's barrier waits (tuning and tests).");
 }
 
 }  // namespace pylstm

@@ -43,14 +43,6 @@ constexpr double kContentionWeight = 0.25;
 constexpr int64_t kMinBackoffNs = 20 * 1000 * 1000;
 constexpr int64_t kMaxBackoffNs = 1000 * 1000 * 1000;
 
-inline void cpu_relax() {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  asm volatile("yield");
-#endif
-}
-
 // Spin on `done` for a while, then yield the CPU between checks.
 template <typename Done>
 void spin_until(Done done) {
@@ -153,16 +145,6 @@ int available_cpus() {
 #endif
   const unsigned n = std::thread::hardware_concurrency();
   return n >= 1 ? static_cast<int>(n) : 1;
-}
-
-void SpinBarrier::wait() {
-  const uint32_t gen = generation_.load(std::memory_order_acquire);
-  if (count_.fetch_add(1, std::memory_order_acq_rel) == n_ - 1) {
-    count_.store(0, std::memory_order_relaxed);
-    generation_.fetch_add(1, std::memory_order_acq_rel);
-  } else {
-    spin_until([&] { return generation_.load(std::memory_order_acquire) != gen; });
-  }
 }
 
 namespace {
@@ -373,6 +355,8 @@ void ThreadPool::run(int want, const std::function<void(const Team&)>& job) {
   }
   barrier_.reset(size);
   error_ = nullptr;
+  // Eager teams (the tests' policy) wait for every member, unless PYLSTM_TEAM_GIVE_UP=force.
+  const int64_t give_up_ns = eager_teams() && !give_up_forced() ? 0 : give_up_barrier_ns();
   if (pinning_enabled()) {
     cpus.resize(cpus.empty() ? 0 : size);
   } else {
@@ -380,6 +364,7 @@ void ThreadPool::run(int want, const std::function<void(const Team&)>& job) {
   }
   CallerPin pin(cpus.empty() ? -1 : cpus[0]);
   pending_.store(size - 1, std::memory_order_relaxed);
+  const int64_t start = now_ns();
   {
     std::lock_guard<std::mutex> lock(wake_mutex_);
     job_ = &job;
@@ -390,14 +375,22 @@ void ThreadPool::run(int want, const std::function<void(const Team&)>& job) {
   wake_cv_.notify_all();
   std::exception_ptr mine;
   BarrierWaits waits;
-  const int64_t start = now_ns();
+  waits.last_exit_ns = start;
   try {
-    job(Team{0, size, &barrier_, &waits});
+    job(Team{0, size, &barrier_, &waits, give_up_ns});
   } catch (...) {
     mine = std::current_exception();
   }
+  const int64_t job_end = now_ns();
   spin_until([&] { return pending_.load(std::memory_order_acquire) == 0; });
-  note_team_call(now_ns() - start, waits.long_wait_ns);
+  const int64_t end = now_ns();
+  // A team that gave up on a member (it was not running) counts as contended outright.
+  note_team_call(end - start, barrier_.shrunk() ? end - start : waits.long_wait_ns);
+  {
+    std::lock_guard<std::mutex> g(last_call_mutex_);
+    last_call_ = LastCall{end - start, end - job_end, waits, now_ns() < backoff_until_ns_.load(),
+                          barrier_.shrunk()};
+  }
   if (mine) std::rethrow_exception(mine);
   if (error_) std::rethrow_exception(error_);
 }

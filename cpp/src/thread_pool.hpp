@@ -4,6 +4,7 @@
 // call rather than once per step.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
@@ -13,23 +14,17 @@
 #include <thread>
 #include <vector>
 
+#include "team_sync.hpp"
+
 namespace pylstm {
 
-// Sense-counting spin barrier for a fixed number of threads. Spins briefly, then yields, so an
-// oversubscribed machine still makes progress.
-class SpinBarrier {
- public:
-  void reset(int n) {
-    n_ = n;
-    count_.store(0, std::memory_order_relaxed);
-  }
-  void wait();
-
- private:
-  int n_ = 1;
-  std::atomic<int> count_{0};
-  std::atomic<uint32_t> generation_{0};
-};
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
 
 // Monotonic clock in nanoseconds.
 int64_t now_ns();
@@ -42,29 +37,51 @@ constexpr int64_t kLongBarrierWaitNs = 50 * 1000;
 // Member 0's record of its barrier waits in one job: the pool's contention signal.
 struct BarrierWaits {
   int barriers = 0;
-  int64_t long_wait_ns = 0;  // waits longer than kLongBarrierWaitNs, after the first barrier
+  int64_t long_wait_ns = 0;   // waits longer than kLongBarrierWaitNs, after the first barrier
+  int64_t total_wait_ns = 0;  // every wait after the first barrier
+  int64_t max_wait_ns = 0;
+  int64_t first_wait_ns = 0;  // the first barrier: the workers' start
+  int64_t last_exit_ns = 0;   // when member 0 left its last barrier (or the job started)
 };
 
 struct Team {
   int id = 0;
   int size = 1;
-  SpinBarrier* barrier_ = nullptr;
+  TeamBarrier* barrier_ = nullptr;
   BarrierWaits* waits = nullptr;  // member 0 only
+  int64_t give_up_ns = 0;         // member 0 only: see team_sync.hpp
+  // Whether the team gave up on its other members (team_sync.hpp): member 0 then works alone.
+  bool shrunk() const { return size > 1 && barrier_->shrunk(); }
   void barrier() const {
-    if (size <= 1) return;
+    if (size <= 1 || barrier_->shrunk()) return;
     if (waits == nullptr) {
       barrier_->wait();
       return;
     }
     const int64_t start = now_ns();
-    barrier_->wait();
-    const int64_t waited = now_ns() - start;
+    // Give up on a partner only after waiting longer than this member's own share of the phase
+    // took: members get equal shares, so a longer wait means the partner was not running.
+    const int64_t worked = start - waits->last_exit_ns;
+    barrier_->wait(give_up_ns > 0 && !give_up_forced() ? std::max(give_up_ns, worked) : give_up_ns);
+    waits->last_exit_ns = now_ns();
+    const int64_t waited = waits->last_exit_ns - start;
     // The first wait of a job includes waking the workers, which is not contention.
-    if (waits->barriers++ > 0 && waited > kLongBarrierWaitNs) waits->long_wait_ns += waited;
+    if (waits->barriers++ == 0) {
+      waits->first_wait_ns = waited;
+      return;
+    }
+    waits->total_wait_ns += waited;
+    if (waited > waits->max_wait_ns) waits->max_wait_ns = waited;
+    if (waited > kLongBarrierWaitNs) waits->long_wait_ns += waited;
   }
   // Static split of [0, n) into `size` contiguous ranges; this member's range. The same member
   // always gets the same range, so the weights it reads stay in its own cache across steps.
   void range(int64_t n, int64_t& begin, int64_t& end) const {
+    if (shrunk()) {  // member 0 takes everything; the others run on without work
+      begin = id == 0 ? 0 : n;
+      end = n;
+      return;
+    }
     begin = n * id / size;
     end = n * (id + 1) / size;
   }
@@ -107,6 +124,23 @@ class ThreadPool {
   // After a team call the caller judges whether its team was contended (its partner threads
   // descheduled by other processes or thread pools): see note_team_call.
   void note_team_call(int64_t job_ns, int64_t wait_ns);
+
+ public:
+  // The last team call's job time and barrier waits (for tests and tuning: _core._last_team_call).
+  struct LastCall {
+    int64_t job_ns = 0, final_wait_ns = 0;
+    BarrierWaits waits;
+    bool contended = false;
+    bool shrunk = false;  // gave up on a member at a barrier
+  };
+  LastCall last_call() const {
+    std::lock_guard<std::mutex> g(last_call_mutex_);
+    return last_call_;
+  }
+
+ private:
+  mutable std::mutex last_call_mutex_;
+  LastCall last_call_;
   std::atomic<int64_t> last_job_end_ns_{0};
   std::atomic<int64_t> backoff_until_ns_{0};
   int64_t backoff_ns_ = 0;   // under run_mutex_
@@ -124,7 +158,7 @@ class ThreadPool {
   int team_size_ = 1;
   std::vector<int> team_cpus_;  // CPU of each team member, or empty (not pinned)
   std::atomic<int> pending_{0};
-  SpinBarrier barrier_;
+  TeamBarrier barrier_;
   std::mutex error_mutex_;
   std::exception_ptr error_;
 };
