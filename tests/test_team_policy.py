@@ -140,8 +140,13 @@ print(pylstm._core._last_team_call()["shrunk"])
 """
     for mode, expected in (("force", "True"), ("0", "False")):
         env = child_env({"PYLSTM_TEAM_POLICY": "eager", "PYLSTM_TEAM_GIVE_UP": mode})
-        proc = subprocess.run(
-            [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+        proc = subprocess.run(  # cwd: not the repository root, whose source folder shadows pylstm
+            [sys.executable, "-c", code],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert proc.stdout.strip() == expected, (mode, proc.stdout)
