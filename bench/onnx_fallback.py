@@ -99,6 +99,12 @@ def main(argv=None) -> None:
     ap.add_argument("--calls", type=int, default=200)
     ap.add_argument("--hidden", type=int, default=256)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument(
+        "--only",
+        choices=("ort", "pylstm", "all_ort"),
+        help="time this engine alone (run once per engine: each alone in its own process, "
+        "as a service runs one of them; the default interleaves all three in one process)",
+    )
     args = ap.parse_args(argv)
 
     import onnxruntime as ort
@@ -136,14 +142,16 @@ def main(argv=None) -> None:
         ref = sess.run(None, {"x": x})[0]
         got = model.run(None, {"x": x})[0]
         assert np.abs(ref - got).max() < 1e-4, np.abs(ref - got).max()
-        ms = median_ms(
-            {
-                "ort": lambda x=x: sess.run(None, {"x": x}),
-                "pylstm": lambda x=x: model.run(None, {"x": x}),
-                "all_ort": lambda x=x: all_ort.run(None, {"x": x}),
-            },
-            args.calls,
-        )
+        fns = {
+            "ort": lambda x=x: sess.run(None, {"x": x}),
+            "pylstm": lambda x=x: model.run(None, {"x": x}),
+            "all_ort": lambda x=x: all_ort.run(None, {"x": x}),
+        }
+        if args.only:
+            ms = median_ms({args.only: fns[args.only]}, args.calls)
+            print(f"| {B} x {T} | {args.only} alone: {ms[args.only]:.3f} ms |")
+            continue
+        ms = median_ms(fns, args.calls)
         print(
             f"| {B} x {T} | {ms['ort']:.3f} | {ms['pylstm']:.3f} | "
             f"{ms['ort'] / ms['pylstm']:.2f}x | {ms['all_ort']:.3f} |"

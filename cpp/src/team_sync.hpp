@@ -5,8 +5,9 @@
 // holds the CPU of one member (ONNX Runtime's or OpenMP's threads spinning after their own call,
 // a busy neighbour), that member loses whole scheduler time slices, and every barrier of the call
 // waits for it: measured on 2 vCPUs, a 0.5 ms call took 10-50 ms. So the caller (member 0) gives
-// up on its team instead of waiting at every step: at a barrier where it has waited longer than
-// its own share of the phase took (and at least kGiveUpBarrierNs), it asks the team to shrink;
+// up on its team instead of waiting at every step: at a barrier where it has waited three times
+// as long as its own share of the phase took (and at least kGiveUpBarrierNs; never at the first
+// barrier, whose wait includes waking the workers), it asks the team to shrink;
 // the member that completes the barrier decides, so every member leaves that barrier knowing the
 // same answer. After it, member 0 takes every range (Team::range) and barriers are no-ops; the
 // other members run through the rest of the job without work. The call still waits for the

@@ -59,10 +59,16 @@ struct Team {
       return;
     }
     const int64_t start = now_ns();
-    // Give up on a partner only after waiting longer than this member's own share of the phase
-    // took: members get equal shares, so a longer wait means the partner was not running.
+    // Give up on a partner only after waiting three times as long as this member's own share of
+    // the phase took: shares are equal in count, not always in cost (3 items split 1:2), so a
+    // partner may take twice as long; a much longer wait means it was not running. Never at the
+    // first barrier: its wait includes waking the workers (up to ~0.5 ms under a hypervisor).
     const int64_t worked = start - waits->last_exit_ns;
-    barrier_->wait(give_up_ns > 0 && !give_up_forced() ? std::max(give_up_ns, worked) : give_up_ns);
+    int64_t limit = 0;
+    if (give_up_ns > 0 && waits->barriers > 0) {
+      limit = give_up_forced() ? give_up_ns : std::max(give_up_ns, 3 * worked);
+    }
+    barrier_->wait(limit);
     waits->last_exit_ns = now_ns();
     const int64_t waited = waits->last_exit_ns - start;
     // The first wait of a job includes waking the workers, which is not contention.
