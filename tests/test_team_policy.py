@@ -116,9 +116,9 @@ def test_adaptive_policy_gives_the_eager_policys_results(tmp_path):
 
 @pytest.mark.skipif(pylstm._core.available_cpus() < 2, reason="needs 2 CPUs for a team")
 def test_a_team_that_gives_up_on_a_member_gives_the_same_results(tmp_path):
-    """PYLSTM_TEAM_GIVE_UP=force: every team call gives up on its other members at the first
-    barrier that waits (the path a call takes when a member is not running, team_sync.hpp);
-    member 0 finishes alone, bit-identically."""
+    """PYLSTM_TEAM_GIVE_UP=force: every team call gives up on its other members at its second
+    barrier (the path a call takes when a member is not running, team_sync.hpp); member 0
+    finishes alone, bit-identically."""
     shrunk = run_child(tmp_path, "eager", PYLSTM_TEAM_GIVE_UP="force")
     eager = run_child(tmp_path, "eager", PYLSTM_TEAM_GIVE_UP="0")
     for a, e in zip(shrunk, eager):

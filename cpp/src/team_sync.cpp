@@ -42,16 +42,20 @@ int64_t give_up_barrier_ns() {
 }
 
 void TeamBarrier::wait(int64_t give_up_ns) {
-  const uint64_t before = state_.fetch_add(1, std::memory_order_acq_rel);
+  // Forced (tests): ask with the arrival itself, so the team shrinks here whoever arrives last.
+  // (Only the caller asks, once per barrier, and completion clears the bit: the add cannot carry.)
+  const bool ask_now = give_up_ns > 0 && give_up_forced();
+  const uint64_t before =
+      state_.fetch_add(ask_now ? 1 + kShrinkAsked : 1, std::memory_order_acq_rel);
   const uint64_t generation = before >> 32;
   if ((before & (kShrinkAsked - 1)) + 1 == static_cast<uint64_t>(n_)) {
     // The last to arrive decides for everyone, then opens the next generation.
-    if (before & kShrinkAsked) shrunk_.store(true, std::memory_order_relaxed);
+    if ((before & kShrinkAsked) || ask_now) shrunk_.store(true, std::memory_order_relaxed);
     state_.store((generation + 1) << 32, std::memory_order_release);
     return;
   }
   const int64_t start = give_up_ns > 0 ? now_ns() : 0;
-  bool asked = false;
+  bool asked = ask_now;
   for (int i = 0;; ++i) {
     uint64_t now = state_.load(std::memory_order_acquire);
     if ((now >> 32) != generation) return;

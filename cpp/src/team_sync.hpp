@@ -16,7 +16,7 @@
 //
 // The results do not change: each value is computed by the same code, in the same order,
 // whichever member computes it (the parity tests run teams of every size, and with
-// PYLSTM_TEAM_GIVE_UP=force-barrier, the shrunk path).
+// PYLSTM_TEAM_GIVE_UP=force, the shrunk path).
 //
 // (Giving up on a worker that has not started yet was tried too, with a check-in gate before the
 // job: A/B on the shared-process case (pylstm after ONNX Runtime and PyTorch in one process,
@@ -33,8 +33,8 @@ namespace pylstm {
 constexpr int64_t kGiveUpBarrierNs = 50 * 1000;
 
 // PYLSTM_TEAM_GIVE_UP: unset or "1", the rule above; "0", never give up (a team call waits for
-// all of its members); "force": give up at the first barrier that waits at all (the tests run
-// the shrunk path with it). The least ns to wait at a barrier before giving up; 0: never.
+// all of its members); "force": give up at every team call's second barrier (the tests run the
+// shrunk path with it). The least ns to wait at a barrier before giving up; 0: never.
 int64_t give_up_barrier_ns();
 bool give_up_forced();
 
