@@ -6,6 +6,7 @@ import os
 
 from .errors import UnsupportedError
 from .read.sniff import detect_format
+from .runtime.system import releases_freed_memory
 
 _TORCH_OPTIONS = {"prefix", "batch_first", "nonlinearity"}
 
@@ -19,6 +20,7 @@ def _check_options(options: dict, allowed: set, kind: str) -> None:
         )
 
 
+@releases_freed_memory
 def load(path, *, device: str = "cpu", precision: str = "fp32", max_bytes=None, **options):
     """Load a model from a file written by a framework, without that framework installed.
 
@@ -97,12 +99,9 @@ def load(path, *, device: str = "cpu", precision: str = "fp32", max_bytes=None, 
         An ``.onnx`` file without the ``onnx`` package installed.
     """
     from .read.limits import load_limit
-    from .runtime.system import release_freed_memory
 
     with load_limit(max_bytes):
-        model = _load(path, device=device, precision=precision, **options)
-    release_freed_memory()  # the file's tensors and the unpacked weights are garbage now
-    return model
+        return _load(path, device=device, precision=precision, **options)
 
 
 def _load(path, *, device, precision, **options):

@@ -88,18 +88,24 @@ np.savez(sys.argv[1], *outs)
 """
 
 
-def run_child(tmp_path, policy, **extra_env):
-    out = tmp_path / f"{policy}-{'-'.join(extra_env.values())}.npz"
-    env = child_env({"PYLSTM_TEAM_POLICY": policy, **extra_env})
+def run_python(code, tmp_path, env, *args) -> str:
+    """Runs ``code`` in a fresh interpreter with ``env`` added; its stdout. The child runs in
+    ``tmp_path``: in the repository root, the source folder would shadow the installed pylstm."""
     proc = subprocess.run(
-        [sys.executable, "-c", CHILD, str(out)],
-        env=env,
+        [sys.executable, "-c", code, *args],
+        env=child_env(env),
         cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+def run_child(tmp_path, policy, **extra_env):
+    out = tmp_path / f"{policy}-{'-'.join(extra_env.values())}.npz"
+    run_python(CHILD, tmp_path, {"PYLSTM_TEAM_POLICY": policy, **extra_env}, str(out))
     data = np.load(out)
     return [data[k] for k in sorted(data.files, key=lambda k: int(k.split("_")[1]))]
 
@@ -139,14 +145,6 @@ model(rng.standard_normal((20, 8, I)).astype(np.float32))
 print(pylstm._core._last_team_call()["shrunk"])
 """
     for mode, expected in (("force", "True"), ("0", "False")):
-        env = child_env({"PYLSTM_TEAM_POLICY": "eager", "PYLSTM_TEAM_GIVE_UP": mode})
-        proc = subprocess.run(  # cwd: not the repository root, whose source folder shadows pylstm
-            [sys.executable, "-c", code],
-            env=env,
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        assert proc.stdout.strip() == expected, (mode, proc.stdout)
+        env = {"PYLSTM_TEAM_POLICY": "eager", "PYLSTM_TEAM_GIVE_UP": mode}
+        out = run_python(code, tmp_path, env)
+        assert out.strip() == expected, (mode, out)

@@ -179,6 +179,20 @@ def as_canonical(layer) -> CanonicalLayer:
     raise TypeError(f"expected a pylstm.Layer, got {type(layer).__name__}")
 
 
+def layer_from_core(core: dict) -> CanonicalLayer:
+    """The canonical layer of a :meth:`CanonicalLayer.to_core` dict (what
+    ``_core.Network.unpack`` returns), checked again as any raw weights are."""
+    keys = ("w", "r", "bias_w", "bias_r", "peephole", "proj", "activations", "reverse")
+    return canonical_layer(
+        core["cell"],
+        [Direction(**{k: d[k] for k in keys}) for d in core["directions"]],
+        clip=core["clip"] or None,
+        input_forget=core["input_forget"],
+        linear_before_reset=core["linear_before_reset"],
+        masked_output=core["masked_output"],
+    )
+
+
 def canonical_layer(
     cell,
     directions,

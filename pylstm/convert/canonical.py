@@ -189,8 +189,22 @@ class CanonicalDirection:
             object.__setattr__(self, k, v)
 
 
+class LayerSizes:
+    """What a layer's sizes imply, for :class:`CanonicalLayer` and the engine's weightless
+    ``LayerShape``: both have ``directions``, ``hidden_size`` and ``proj_size``."""
+
+    @property
+    def num_directions(self) -> int:
+        return len(self.directions)
+
+    @property
+    def output_size(self) -> int:
+        """Features per direction of this layer's output (``proj_size`` or ``hidden_size``)."""
+        return self.proj_size or self.hidden_size
+
+
 @dataclass(frozen=True, eq=False)
-class CanonicalLayer:
+class CanonicalLayer(LayerSizes):
     """One recurrent layer (one or two directions) in canonical form, frozen.
 
     ``cell`` is ``"lstm"``, ``"gru"`` or ``"rnn"``; ``directions`` a tuple of one or two
@@ -234,17 +248,9 @@ class CanonicalLayer:
             if len(d.activations) != len(DEFAULT_ACTIVATIONS[self.cell]):
                 raise ValueError(f"{at}: wrong number of activations for {self.cell.upper()}")
 
-    @property
-    def num_directions(self) -> int:
-        return len(self.directions)
-
-    @property
-    def output_size(self) -> int:
-        """Features per direction of this layer's output (``proj_size`` or ``hidden_size``)."""
-        return self.proj_size or self.hidden_size
-
     def to_core(self) -> dict:
-        """The dict ``_core.Network`` takes."""
+        """The dict ``_core.Network`` takes (:func:`pylstm.convert.builder.layer_from_core` is
+        the inverse)."""
         return {
             "cell": self.cell,
             "input_size": self.input_size,

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import _core
-from ..convert.builder import Direction, Layer, as_canonical
-from ..convert.canonical import Activation, CanonicalLayer, check_stack
+from ..convert.builder import as_canonical, layer_from_core
+from ..convert.canonical import CanonicalLayer, LayerSizes, check_stack
 from .system import check_device, load_cuda, simd_level
 
 # Outputs start on a cache line. Threads write the columns of a row side by side; where a row
@@ -42,7 +42,7 @@ class DirectionShape:
 
 
 @dataclass(frozen=True)
-class LayerShape:
+class LayerShape(LayerSizes):
     """A packed layer without its weights (:attr:`Engine.layers`): sizes and options only.
 
     The weights live once, packed inside the engine; :meth:`Engine.unpack` rebuilds them.
@@ -79,41 +79,6 @@ class LayerShape:
                 for d in layer.directions
             ),
         )
-
-    @property
-    def num_directions(self) -> int:
-        return len(self.directions)
-
-    @property
-    def output_size(self) -> int:
-        """Features per direction of this layer's output (``proj_size`` or ``hidden_size``)."""
-        return self.proj_size or self.hidden_size
-
-
-def layer_from_core(core: dict) -> CanonicalLayer:
-    """The canonical layer of a ``Layer.to_core()`` dict (what ``_core.Network.unpack`` returns)."""
-    directions = [
-        Direction(
-            w=d["w"],
-            r=d["r"],
-            bias_w=d["bias_w"],
-            bias_r=d["bias_r"],
-            peephole=d["peephole"],
-            proj=d["proj"],
-            activations=[Activation(*a) for a in d["activations"]],
-            reverse=d["reverse"],
-        )
-        for d in core["directions"]
-    ]
-    layer = Layer(
-        cell=core["cell"],
-        directions=directions,
-        clip=core["clip"] or None,
-        input_forget=core["input_forget"],
-        linear_before_reset=core["linear_before_reset"],
-        masked_output=core["masked_output"],
-    )
-    return as_canonical(layer)
 
 
 #: Weight precisions of the CPU engine.

@@ -85,17 +85,19 @@ class _SingleThreadedBlas:
         with self._lock:
             self._users -= 1
             if self._users == 0:
-                for lib, n in zip(self._libs, self._saved):
-                    self._set(lib, n)
+                self._restore()
         return False
+
+    def _restore(self) -> None:
+        for lib, n in zip(self._libs, self._saved):
+            self._set(lib, n)
 
     def after_fork_in_child(self) -> None:
         """A child forked while a graph ran in another thread: that run is not in the child, so
         the count starts again and BLAS gets its threads back."""
         self._lock = threading.Lock()
         if self._users:
-            for lib, n in zip(self._libs, self._saved):
-                self._set(lib, n)
+            self._restore()
         self._users = 0
 
 
