@@ -148,3 +148,34 @@ print(pylstm._core._last_team_call()["shrunk"])
         env = {"PYLSTM_TEAM_POLICY": "eager", "PYLSTM_TEAM_GIVE_UP": mode}
         out = run_python(code, tmp_path, env)
         assert out.strip() == expected, (mode, out)
+
+
+@pytest.mark.skipif(pylstm._core.available_cpus() < 2, reason="needs 2 CPUs for a team")
+def test_back_to_back_small_calls_wake_the_team_and_calls_after_a_gap_do_not(tmp_path):
+    """A one-step call (B=1, H=256) after an idle gap runs on its caller alone (waking the
+    workers would cost more than it saves); the same calls back to back count as warm, wake
+    the workers once and run as a team (cpp/src/thread_pool.cpp, team_for)."""
+    code = """
+import time
+import numpy as np, pylstm
+from pylstm.convert.builder import Direction, Layer
+rng = np.random.default_rng(0)
+H = I = 256
+d = Direction(w=rng.uniform(-0.5, 0.5, (4 * H, I)), r=rng.uniform(-0.5, 0.5, (4 * H, H)))
+model = pylstm.from_arrays([Layer("lstm", [d])])
+pylstm.set_num_threads(2)
+x = rng.standard_normal((1, 1, I)).astype(np.float32)
+last = pylstm._core._last_team_call
+cold = []
+for _ in range(3):
+    time.sleep(0.05)
+    before = last()
+    model(x)
+    cold.append(last() != before)
+before = last()
+for _ in range(20):
+    model(x)
+print(any(cold), last() != before)
+"""
+    out = run_python(code, tmp_path, {"PYLSTM_TEAM_POLICY": "adaptive"})
+    assert out.split() == ["False", "True"], out

@@ -9,9 +9,9 @@
 namespace pylstm {
 namespace {
 
-// Spin a while, then yield the CPU between checks (as the pool's other waits).
-inline void pause(int i) {
-  if (i < 4000) {
+// Spin `spins` checks, then yield the CPU between checks (as the pool's other waits).
+inline void pause(int i, int spins) {
+  if (i < spins) {
     cpu_relax();
   } else {
     std::this_thread::yield();
@@ -41,7 +41,7 @@ int64_t give_up_barrier_ns() {
   return mode == 1 ? kGiveUpBarrierNs : mode == 2 ? 1 : 0;
 }
 
-void TeamBarrier::wait(int64_t give_up_ns) {
+void TeamBarrier::wait(int64_t give_up_ns, int spins) {
   // Forced (tests): ask with the arrival itself, so the team shrinks here whoever arrives last.
   // (Only the caller asks, once per barrier, and completion clears the bit: the add cannot carry.)
   const bool ask_now = give_up_ns > 0 && give_up_forced();
@@ -64,7 +64,7 @@ void TeamBarrier::wait(int64_t give_up_ns) {
       // the barrier completed without the request, and the team goes on as it was.
       asked = state_.compare_exchange_strong(now, now | kShrinkAsked, std::memory_order_acq_rel);
     }
-    pause(i);
+    pause(i, spins);
   }
 }
 

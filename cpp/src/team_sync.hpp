@@ -32,6 +32,15 @@ namespace pylstm {
 // The least wait at a barrier before giving up (a healthy barrier takes microseconds).
 constexpr int64_t kGiveUpBarrierNs = 50 * 1000;
 
+// Checks a barrier spins before it yields the CPU between checks: healthy waits take a few
+// microseconds, and a member that shares its CPU with the one it waits for must let it run.
+constexpr int kBarrierSpins = 4000;
+// The first barrier of a job waits for workers that may have been asleep; a woken worker can
+// land on its waker's CPU (thread_pool.cpp, move_off_cpu), where it runs only once the caller
+// yields. So the caller yields there after a short spin (a yield with nothing else to run is a
+// system call of well under a microsecond).
+constexpr int kFirstBarrierSpins = 200;
+
 // PYLSTM_TEAM_GIVE_UP: unset or "1", the rule above; "0", never give up (a team call waits for
 // all of its members); "force": give up at every team call's second barrier (the tests run the
 // shrunk path with it). The least ns to wait at a barrier before giving up; 0: never.
@@ -47,9 +56,9 @@ class TeamBarrier {
     state_.store(0, std::memory_order_relaxed);
     shrunk_.store(false, std::memory_order_relaxed);
   }
-  // Waits for the other members. give_up_ns > 0 (the caller only): after waiting that long, ask
-  // the team to shrink.
-  void wait(int64_t give_up_ns = 0);
+  // Waits for the other members: spins `spins` checks, then yields the CPU between checks.
+  // give_up_ns > 0 (the caller only): after waiting that long, ask the team to shrink.
+  void wait(int64_t give_up_ns = 0, int spins = kBarrierSpins);
   // Decided at a barrier's completion, read after leaving it (or between barriers): stable
   // between two barriers.
   bool shrunk() const { return shrunk_.load(std::memory_order_acquire); }

@@ -24,7 +24,8 @@ namespace {
 //   a halted virtual CPU), so a call that finds the workers asleep uses them only when it has
 //   at least kColdCallMacs of work (about 0.3-0.5 ms on one core): a single-step call that
 //   arrives after an idle gap runs on its caller alone. Calls that follow each other closely
-//   find the workers spinning and split smaller work.
+//   (within kWorkerSpinNs of the previous call's start, or of the last team call's end) find
+//   the workers spinning, or wake them once, and split smaller work.
 // * Every team call adds up the caller's long waits at the per-step barriers (longer than
 //   kLongBarrierWaitNs: another member was not running; short waits are the barrier's own
 //   latency). The pool keeps a running average of their share of the call, the newest call
@@ -80,6 +81,38 @@ std::vector<int> caller_cpus() {
   }
 #endif
   return cpus;
+}
+
+// The CPU the calling thread runs on now, or -1 where the OS does not say.
+int current_cpu() {
+#if defined(__linux__)
+  return sched_getcpu();
+#else
+  return -1;
+#endif
+}
+
+// Moves the calling worker off `cpu` (its caller's CPU) when the scheduler woke it there, then
+// gives it back its whole CPU mask (the move sticks: the thread is already elsewhere). Why: under
+// KVM, a virtual CPU that halted during an idle gap is reported as preempted, so Linux does not
+// see it as idle and wakes the worker on its waker's CPU instead; there the two members of the
+// team share one CPU and every per-step barrier waits for a time slice (measured on 2 vCPUs,
+// after 20 ms gaps: ~40 waits of ~250 us in a 0.5 ms call), and the load balancer takes
+// milliseconds to notice. A worker never stays pinned: other processes can still move it.
+void move_off_cpu(int cpu) {
+#if defined(__linux__)
+  if (cpu < 0 || current_cpu() != cpu) return;
+  cpu_set_t allowed;
+  if (sched_getaffinity(0, sizeof(allowed), &allowed) != 0 || !CPU_ISSET(cpu, &allowed)) return;
+  cpu_set_t others = allowed;
+  CPU_CLR(cpu, &others);
+  if (CPU_COUNT(&others) == 0) return;
+  if (sched_setaffinity(0, sizeof(others), &others) == 0) {
+    sched_setaffinity(0, sizeof(allowed), &allowed);
+  }
+#else
+  (void)cpu;
+#endif
 }
 
 // Pinning is opt-in (PYLSTM_PIN_THREADS=1). Pinned, the caller sits on the first CPU it may use
@@ -274,9 +307,11 @@ void ThreadPool::worker_main(int id, uint64_t seen) {
     const auto* job = job_;
     const int size = team_size_;
     const int cpu = id < static_cast<int>(team_cpus_.size()) ? team_cpus_[id] : -1;
+    const int caller_cpu = caller_cpu_;
     lock.unlock();
     if (id < size) {
       if (cpu >= 0 && cpu != pinned_cpu) pinned_cpu = pin_current_thread(cpu) ? cpu : -1;
+      if (cpu < 0) move_off_cpu(caller_cpu);
       try {
         (*job)(Team{id, size, &barrier_});
       } catch (...) {
@@ -317,8 +352,13 @@ int ThreadPool::team_for(int useful, int64_t call_macs) const {
   if (eager_teams()) return useful;
   const int64_t now = now_ns();
   const bool backing_off = now < backoff_until_ns_.load(std::memory_order_relaxed);
+  // A call that follows the previous one closely (back-to-back streaming steps, a batch loop)
+  // counts as warm even when the workers sleep: they are woken once, and then stay awake (spin)
+  // while the calls keep coming. Otherwise a run of small calls would never wake them.
+  const int64_t previous = last_request_ns_.exchange(now, std::memory_order_relaxed);
   const bool workers_asleep =
-      now - last_job_end_ns_.load(std::memory_order_relaxed) > kWorkerSpinNs;
+      now - last_job_end_ns_.load(std::memory_order_relaxed) > kWorkerSpinNs &&
+      now - previous > kWorkerSpinNs;
   return choose_team(useful, call_macs, workers_asleep, backing_off);
 }
 
@@ -370,6 +410,7 @@ void ThreadPool::run(int want, const std::function<void(const Team&)>& job) {
     job_ = &job;
     team_size_ = size;
     team_cpus_ = cpus;
+    caller_cpu_ = cpus.empty() ? current_cpu() : -1;
     job_generation_.fetch_add(1, std::memory_order_acq_rel);
   }
   wake_cv_.notify_all();

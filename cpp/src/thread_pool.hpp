@@ -68,7 +68,7 @@ struct Team {
     if (give_up_ns > 0 && waits->barriers > 0) {
       limit = give_up_forced() ? give_up_ns : std::max(give_up_ns, 3 * worked);
     }
-    barrier_->wait(limit);
+    barrier_->wait(limit, waits->barriers == 0 ? kFirstBarrierSpins : kBarrierSpins);
     waits->last_exit_ns = now_ns();
     const int64_t waited = waits->last_exit_ns - start;
     // The first wait of a job includes waking the workers, which is not contention.
@@ -148,6 +148,7 @@ class ThreadPool {
   mutable std::mutex last_call_mutex_;
   LastCall last_call_;
   std::atomic<int64_t> last_job_end_ns_{0};
+  mutable std::atomic<int64_t> last_request_ns_{0};  // start of the latest team_for call
   std::atomic<int64_t> backoff_until_ns_{0};
   int64_t backoff_ns_ = 0;   // under run_mutex_
   double contention_ = 0.0;  // under run_mutex_: see updated_contention
@@ -163,6 +164,7 @@ class ThreadPool {
   const std::function<void(const Team&)>* job_ = nullptr;
   int team_size_ = 1;
   std::vector<int> team_cpus_;  // CPU of each team member, or empty (not pinned)
+  int caller_cpu_ = -1;         // unpinned: where member 0 ran when it posted the job
   std::atomic<int> pending_{0};
   TeamBarrier barrier_;
   std::mutex error_mutex_;

@@ -5,6 +5,7 @@ Faces (``pylstm/faces``) hold an Engine and give its results the caller's framew
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ _CACHE_LINE_BYTES = 64
 
 def empty_output(shape) -> np.ndarray:
     """An uninitialised float32 array of ``shape`` whose data starts on a 64-byte boundary."""
-    n = int(np.prod(shape))
+    n = math.prod(shape)
     buf = np.empty(n + _CACHE_LINE_BYTES // 4, np.float32)
     skip = (-buf.ctypes.data % _CACHE_LINE_BYTES) // 4
     return buf[skip : skip + n].reshape(shape)
