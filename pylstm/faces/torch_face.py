@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..runtime.engine import Engine, empty_output
+from ..runtime.engine import Engine
 from ..runtime.masks import packed_lengths_mask
+from ..runtime.output_buffers import empty_output
 from ..runtime.stream import Stream
 from ..runtime.validation import as_float_array, as_state, is_device_array
 

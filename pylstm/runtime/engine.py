@@ -5,7 +5,6 @@ Faces (``pylstm/faces``) hold an Engine and give its results the caller's framew
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,20 +15,6 @@ from .. import _core
 from ..convert.builder import as_canonical, layer_from_core
 from ..convert.canonical import CanonicalLayer, LayerSizes, check_stack
 from .system import check_device, load_cuda, simd_level
-
-# Outputs start on a cache line. Threads write the columns of a row side by side; where a row
-# starts off a line boundary (numpy's allocations start 16 bytes into one), two threads share
-# the line at their boundary and it bounces between their cores at every step: measured, a 2-thread
-# LSTM with H=64 at B=64 took 40% longer.
-_CACHE_LINE_BYTES = 64
-
-
-def empty_output(shape) -> np.ndarray:
-    """An uninitialised float32 array of ``shape`` whose data starts on a 64-byte boundary."""
-    n = math.prod(shape)
-    buf = np.empty(n + _CACHE_LINE_BYTES // 4, np.float32)
-    skip = (-buf.ctypes.data % _CACHE_LINE_BYTES) // 4
-    return buf[skip : skip + n].reshape(shape)
 
 
 @dataclass(frozen=True)

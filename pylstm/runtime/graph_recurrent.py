@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .engine import empty_output
 from .masks import engine_mask, hold_across_chunks, lengths_mask, sequence_lens
+from .output_buffers import empty_output
 
 _INPUT_COUNT = {"LSTM": 8, "GRU": 6, "RNN": 6}  # X, W, R, B, sequence_lens, initial_h(, c, P)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .engine import empty_output
+from .output_buffers import empty_output
 from .stream_state import StreamState, checked_state, rows_of
 from .validation import as_float_array, positive_int
 

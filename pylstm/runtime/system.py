@@ -14,6 +14,7 @@ import numpy as np
 
 from .. import _core
 from ..errors import DeviceError
+from .output_buffers import drop_free_buffers
 
 #: Written once, in pyproject.toml; compiled into the engine by CMake.
 __version__ = _core.__version__
@@ -27,8 +28,11 @@ def release_freed_memory() -> None:
     them once the engine has packed its own copy. glibc keeps freed blocks below its mmap
     threshold (which grows to 32 MiB after the first large free) in the heap, so without this a
     loaded model's process would stay about one copy of the weights larger than needed.
-    ``malloc_trim`` returns those pages; elsewhere (other C libraries) this does nothing.
+    ``malloc_trim`` returns those pages; elsewhere (other C libraries) this does nothing. The
+    output buffers kept for reuse (:mod:`pylstm.runtime.output_buffers`) that no array uses
+    are dropped first.
     """
+    drop_free_buffers()
     if not sys.platform.startswith("linux"):
         return
     with contextlib.suppress(OSError, AttributeError):  # not glibc: musl has no malloc_trim
