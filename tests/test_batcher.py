@@ -83,6 +83,21 @@ def test_pending_chunks_run_as_one_batch():
         _assert_same(g, _alone(model, "torch", [x])[0])
 
 
+def test_a_round_takes_at_most_half_the_open_streams_once_there_are_many():
+    """So that the callers turn one half's results around while the other half runs
+    (pylstm/runtime/batcher.py, _Core.round_size); few streams still run in one round."""
+    model = _from_arrays()
+    with pylstm.StreamBatcher(model, max_batch=256) as b:
+        streams = [b.open() for _ in range(100)]
+        assert b._core.round_size() == 50
+        for s in streams[:60]:
+            s.close()
+        assert b._core.round_size() == 40  # 40 open: below 64, one round for all
+    with pylstm.StreamBatcher(model, max_batch=16) as b:
+        streams = [b.open() for _ in range(100)]
+        assert b._core.round_size() == 16
+
+
 def test_from_arrays_from_asyncio():
     model = _from_arrays()
     rng = np.random.default_rng(2)

@@ -179,3 +179,32 @@ print(any(cold), last() != before)
 """
     out = run_python(code, tmp_path, {"PYLSTM_TEAM_POLICY": "adaptive"})
     assert out.split() == ["False", "True"], out
+
+
+@pytest.mark.skipif(pylstm._core.available_cpus() < 2, reason="needs 2 CPUs for a team")
+def test_a_thread_can_leave_cpus_to_other_work(tmp_path):
+    """_leave_cpus_in_this_thread(1) (the stream batcher's worker): that thread's calls run
+    with one member fewer (here: alone); other threads are not affected."""
+    code = """
+import threading
+import numpy as np, pylstm
+from pylstm.convert.builder import Direction, Layer
+rng = np.random.default_rng(0)
+H = I = 64
+d = Direction(w=rng.uniform(-0.5, 0.5, (4 * H, I)), r=rng.uniform(-0.5, 0.5, (4 * H, H)))
+model = pylstm.from_arrays([Layer("lstm", [d])])
+pylstm.set_num_threads(2)
+x = rng.standard_normal((20, 8, I)).astype(np.float32)
+last = pylstm._core._last_team_call
+def team_ran(leave):
+    before = last()
+    pylstm._core._leave_cpus_in_this_thread(leave)
+    model(x)
+    return last() != before
+seen = []
+t = threading.Thread(target=lambda: seen.append(team_ran(1)))
+t.start(); t.join()
+print(seen[0], team_ran(0))
+"""
+    out = run_python(code, tmp_path, {"PYLSTM_TEAM_POLICY": "eager"})
+    assert out.split() == ["False", "True"], out

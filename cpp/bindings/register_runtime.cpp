@@ -33,6 +33,9 @@ void register_runtime(py::module_& m) {
       },
       py::arg("n"));
   m.def("get_num_threads", [] { return ThreadPool::global().num_threads(); });
+  m.def("_leave_cpus_in_this_thread", &ThreadPool::leave_cpus_in_this_thread, py::arg("cpus"),
+        "Teams of calls made from this thread leave this many CPUs to other work (at least "
+        "one member); 0: none. The stream batcher's worker leaves one to the Python side.");
   m.def("available_cpus", &available_cpus);
   m.def("isa_for_features", &isa_for_features, py::arg("avx512"), py::arg("avx2"),
         "The instruction set 'auto' picks on a CPU with these features.");

@@ -375,8 +375,14 @@ void ThreadPool::note_team_call(int64_t job_ns, int64_t wait_ns) {
   }
 }
 
+namespace {
+thread_local int t_cpus_left_free = 0;  // see ThreadPool::leave_cpus_in_this_thread
+}  // namespace
+
+void ThreadPool::leave_cpus_in_this_thread(int cpus) { t_cpus_left_free = std::max(0, cpus); }
+
 void ThreadPool::run(int want, const std::function<void(const Team&)>& job) {
-  int size = std::min(want, num_threads());
+  int size = std::min(want, std::max(1, num_threads() - t_cpus_left_free));
   if (size <= 1) {  // small calls (streaming steps): no lock, no system call
     job(Team{0, 1, nullptr});
     return;

@@ -99,6 +99,10 @@ class ThreadPool {
 
   // Total threads a job may use, counting the caller; n >= 1.
   void set_num_threads(int n);
+  // Teams of jobs run from the calling thread leave this many of num_threads() to other work
+  // (at least one member): a thread that serves Python threads (the stream batcher's worker)
+  // leaves them a CPU to turn results around on while the next batch runs. 0: none.
+  static void leave_cpus_in_this_thread(int cpus);
   int num_threads() const { return num_threads_.load(std::memory_order_relaxed); }
 
   // The team size for a call that could use `useful` threads and does `call_macs`
