@@ -173,8 +173,11 @@ def _output_paths(args, device: str) -> tuple:
 
 
 def _write_plot(record: dict, png: str) -> None:
-    from pylstm.bench.plot import plot_record
+    from pylstm.bench.plot import plot_record, ratio_panels
 
+    if not ratio_panels(record):  # e.g. --sections batcher: its tables are throughputs
+        print(f"no plot written ({png}): the run has no sections with speed-up ratios to draw")
+        return
     folder = os.path.dirname(os.path.abspath(png))
     os.makedirs(folder, exist_ok=True)
     plot_record(record, png)

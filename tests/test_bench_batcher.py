@@ -3,6 +3,7 @@ tiny point measured by every method with the fields the table and README show. N
 asserts a timing."""
 
 import io
+import json
 
 import pytest
 
@@ -55,3 +56,21 @@ def test_section_prints_its_table_and_records_entries():
     assert entry["batcher_step_us"] > 0 and entry["stream_step_us"] > 0  # one-stream extras
     table = markdown_table([entry])
     assert table.count("\n") >= 2 and entry["name"] in table
+
+
+def test_plotting_a_batcher_only_run_writes_no_plot_and_does_not_fail(tmp_path):
+    """``pylstm bench --sections batcher --plot``: the batcher's tables are throughputs, not
+    speed-up ratios, so there is nothing to draw; the run must still end successfully."""
+    pytest.importorskip("matplotlib")
+    from test_bench_suite import bench_cli
+
+    record = new_record(2, "pylstm bench (test)")
+    record["results"].append(
+        {"kind": "batcher", "name": "LSTM H=8 N=1 @200/s each", "throughput_vs_onnxruntime": 1.0}
+    )
+    path = tmp_path / "batcher.json"
+    path.write_text(json.dumps(record))
+    png = tmp_path / "batcher.png"
+    proc = bench_cli("--from-json", str(path), "--plot", str(png), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "no plot written" in proc.stdout and not png.exists()
