@@ -59,7 +59,6 @@ void register_runtime(py::module_& m) {
         d["total_wait_ns"] = c.waits.total_wait_ns;
         d["max_wait_ns"] = c.waits.max_wait_ns;
         d["first_wait_ns"] = c.waits.first_wait_ns;
-        d["wake_stall_ns"] = c.waits.wake_stall_ns;
         d["backing_off"] = c.contended;
         d["shrunk"] = c.shrunk;
         return d;

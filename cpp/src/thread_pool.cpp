@@ -35,10 +35,7 @@ namespace {
 //   waits for the slowest at every step): calls then run on the caller alone for a back-off
 //   period, after which one team call probes again; the average is set at the line, so that
 //   probe decides: contended again, the back-off doubles (kMinBackoffNs .. kMaxBackoffNs);
-//   clean, teams resume. A call that found the workers asleep waits out one long wait for a
-//   just-woken worker (up to kWakeStallNs) and does not count it: waking is not contention, and
-//   counting it would fail every probe after a back-off (the workers sleep through it), which
-//   doubled the back-off up to 1 s and kept calls after idle gaps on one thread (measured).
+//   clean, teams resume.
 constexpr int64_t kWorkerSpinNs = 100 * 1000;
 constexpr int64_t kColdCallMacs = 4 * 1024 * 1024;
 constexpr int64_t kContentionMinJobNs = 200 * 1000;
@@ -426,7 +423,6 @@ void ThreadPool::run(int want, const std::function<void(const Team&)>& job) {
   std::exception_ptr mine;
   BarrierWaits waits;
   waits.last_exit_ns = start;
-  waits.cold = start - last_job_end_ns_.load(std::memory_order_relaxed) > kWorkerSpinNs;
   try {
     job(Team{0, size, &barrier_, &waits, give_up_ns});
   } catch (...) {

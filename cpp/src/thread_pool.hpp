@@ -33,9 +33,6 @@ int64_t now_ns();
 // members met a little apart: healthy waits take a few microseconds, a time slice lost to
 // another process takes hundreds.
 constexpr int64_t kLongBarrierWaitNs = 50 * 1000;
-// How long a cold call (workers asleep at its start) waits once for a just-woken worker before
-// giving up on it.
-constexpr int64_t kWakeStallNs = 1000 * 1000;
 
 // Member 0's record of its barrier waits in one job: the pool's contention signal.
 struct BarrierWaits {
@@ -45,8 +42,6 @@ struct BarrierWaits {
   int64_t max_wait_ns = 0;
   int64_t first_wait_ns = 0;  // the first barrier: the workers' start
   int64_t last_exit_ns = 0;   // when member 0 left its last barrier (or the job started)
-  bool cold = false;          // the workers were asleep when the job started
-  int64_t wake_stall_ns = 0;  // a cold job's first long wait (not counted in long_wait_ns)
 };
 
 struct Team {
@@ -72,11 +67,6 @@ struct Team {
     int64_t limit = 0;
     if (give_up_ns > 0 && waits->barriers > 0) {
       limit = give_up_forced() ? give_up_ns : std::max(give_up_ns, 3 * worked);
-      // A worker just woken from sleep may stall once more in its first steps (its virtual CPU
-      // coming out of a halt: 250-400 us measured under KVM); a cold call waits that out once.
-      if (waits->cold && waits->wake_stall_ns == 0 && !give_up_forced()) {
-        limit = std::max(limit, kWakeStallNs);
-      }
     }
     barrier_->wait(limit, waits->barriers == 0 ? kFirstBarrierSpins : kBarrierSpins);
     waits->last_exit_ns = now_ns();
@@ -88,12 +78,7 @@ struct Team {
     }
     waits->total_wait_ns += waited;
     if (waited > waits->max_wait_ns) waits->max_wait_ns = waited;
-    if (waited <= kLongBarrierWaitNs) return;
-    if (waits->cold && waits->wake_stall_ns == 0) {
-      waits->wake_stall_ns = waited;  // (not contention: see note_team_call)
-    } else {
-      waits->long_wait_ns += waited;
-    }
+    if (waited > kLongBarrierWaitNs) waits->long_wait_ns += waited;
   }
   // Static split of [0, n) into `size` contiguous ranges; this member's range. The same member
   // always gets the same range, so the weights it reads stay in its own cache across steps.
