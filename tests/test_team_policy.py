@@ -103,6 +103,23 @@ def run_python(code, tmp_path, env, *args) -> str:
     return proc.stdout
 
 
+def lstm_child(hidden: int, body: str) -> str:
+    """A child script: a one-layer LSTM with I = H = ``hidden`` from random arrays, 2 threads,
+    ``last`` = ``_core._last_team_call``; then ``body``."""
+    prelude = f"""
+import threading, time
+import numpy as np, pylstm
+from pylstm.convert.builder import Direction, Layer
+rng = np.random.default_rng(0)
+H = I = {hidden}
+d = Direction(w=rng.uniform(-0.5, 0.5, (4 * H, I)), r=rng.uniform(-0.5, 0.5, (4 * H, H)))
+model = pylstm.from_arrays([Layer("lstm", [d])])
+pylstm.set_num_threads(2)
+last = pylstm._core._last_team_call
+"""
+    return prelude + body
+
+
 def run_child(tmp_path, policy, **extra_env):
     out = tmp_path / f"{policy}-{'-'.join(extra_env.values())}.npz"
     run_python(CHILD, tmp_path, {"PYLSTM_TEAM_POLICY": policy, **extra_env}, str(out))
@@ -133,17 +150,13 @@ def test_a_team_that_gives_up_on_a_member_gives_the_same_results(tmp_path):
 
 @pytest.mark.skipif(pylstm._core.available_cpus() < 2, reason="needs 2 CPUs for a team")
 def test_forced_give_up_shrinks_the_team(tmp_path):
-    code = """
-import numpy as np, pylstm
-from pylstm.convert.builder import Direction, Layer
-rng = np.random.default_rng(0)
-H = I = 64
-d = Direction(w=rng.uniform(-0.5, 0.5, (4 * H, I)), r=rng.uniform(-0.5, 0.5, (4 * H, H)))
-model = pylstm.from_arrays([Layer("lstm", [d])])
-pylstm.set_num_threads(2)
+    code = lstm_child(
+        64,
+        """
 model(rng.standard_normal((20, 8, I)).astype(np.float32))
-print(pylstm._core._last_team_call()["shrunk"])
-"""
+print(last()["shrunk"])
+""",
+    )
     for mode, expected in (("force", "True"), ("0", "False")):
         env = {"PYLSTM_TEAM_POLICY": "eager", "PYLSTM_TEAM_GIVE_UP": mode}
         out = run_python(code, tmp_path, env)
@@ -155,17 +168,10 @@ def test_back_to_back_small_calls_wake_the_team_and_calls_after_a_gap_do_not(tmp
     """A one-step call (B=1, H=256) after an idle gap runs on its caller alone (waking the
     workers would cost more than it saves); the same calls back to back count as warm, wake
     the workers once and run as a team (cpp/src/thread_pool.cpp, team_for)."""
-    code = """
-import time
-import numpy as np, pylstm
-from pylstm.convert.builder import Direction, Layer
-rng = np.random.default_rng(0)
-H = I = 256
-d = Direction(w=rng.uniform(-0.5, 0.5, (4 * H, I)), r=rng.uniform(-0.5, 0.5, (4 * H, H)))
-model = pylstm.from_arrays([Layer("lstm", [d])])
-pylstm.set_num_threads(2)
+    code = lstm_child(
+        256,
+        """
 x = rng.standard_normal((1, 1, I)).astype(np.float32)
-last = pylstm._core._last_team_call
 cold = []
 for _ in range(3):
     time.sleep(0.05)
@@ -176,7 +182,8 @@ before = last()
 for _ in range(20):
     model(x)
 print(any(cold), last() != before)
-"""
+""",
+    )
     out = run_python(code, tmp_path, {"PYLSTM_TEAM_POLICY": "adaptive"})
     assert out.split() == ["False", "True"], out
 
@@ -185,17 +192,10 @@ print(any(cold), last() != before)
 def test_a_thread_can_leave_cpus_to_other_work(tmp_path):
     """_leave_cpus_in_this_thread(1) (the stream batcher's worker): that thread's calls run
     with one member fewer (here: alone); other threads are not affected."""
-    code = """
-import threading
-import numpy as np, pylstm
-from pylstm.convert.builder import Direction, Layer
-rng = np.random.default_rng(0)
-H = I = 64
-d = Direction(w=rng.uniform(-0.5, 0.5, (4 * H, I)), r=rng.uniform(-0.5, 0.5, (4 * H, H)))
-model = pylstm.from_arrays([Layer("lstm", [d])])
-pylstm.set_num_threads(2)
+    code = lstm_child(
+        64,
+        """
 x = rng.standard_normal((20, 8, I)).astype(np.float32)
-last = pylstm._core._last_team_call
 def team_ran(leave):
     before = last()
     pylstm._core._leave_cpus_in_this_thread(leave)
@@ -205,6 +205,7 @@ seen = []
 t = threading.Thread(target=lambda: seen.append(team_ran(1)))
 t.start(); t.join()
 print(seen[0], team_ran(0))
-"""
+""",
+    )
     out = run_python(code, tmp_path, {"PYLSTM_TEAM_POLICY": "eager"})
     assert out.split() == ["False", "True"], out
