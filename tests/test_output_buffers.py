@@ -1,6 +1,9 @@
 """Large outputs in reused memory (pylstm/runtime/output_buffers.py): a buffer is handed out
 again only once no array uses it, so an output the caller still holds is never overwritten."""
 
+import os
+import signal
+
 import numpy as np
 import pytest
 
@@ -79,3 +82,19 @@ def test_consecutive_large_outputs_of_a_model_stay_correct():
     for x, y in outs:
         y_again, _ = model(x)  # bit-identical on a second run, whatever buffer it got
         np.testing.assert_array_equal(y, y_again)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_child_forked_while_another_thread_holds_the_lock_still_allocates():
+    """Forked workers (gunicorn, multiprocessing's fork): the child gets a new lock."""
+    n = REUSE_BYTES // 4 + 10
+    with output_buffers._lock:  # as if another thread were handing out a buffer at the fork
+        pid = os.fork()
+        if pid == 0:  # the child: must not wait for a lock nobody will release
+            try:
+                signal.alarm(20)  # a hang ends the child (and fails the test), not the run
+                empty_output((n,))
+            finally:
+                os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0

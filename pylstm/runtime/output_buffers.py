@@ -14,6 +14,7 @@ its memory too); :func:`pylstm.runtime.system.release_freed_memory` drops them.
 from __future__ import annotations
 
 import math
+import os
 import sys
 import threading
 
@@ -34,6 +35,17 @@ MAX_KEPT_BYTES = 256 << 20
 
 _lock = threading.Lock()
 _buffers: list = []  # 1-D float32 arrays; free when nothing but this list refers to them
+
+
+def _after_fork_in_child() -> None:
+    """A forked child has only the forking thread: a lock another thread held at the fork would
+    stay held forever, so the child starts with a new one (the buffers are its own copies)."""
+    global _lock
+    _lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _aligned(buf: np.ndarray, n: int) -> np.ndarray:
