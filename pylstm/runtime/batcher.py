@@ -42,7 +42,7 @@ from .batcher_results import settle
 
 _INITIAL_SLOTS = 16
 # With at least twice this many streams open, a round takes at most half of them
-# (see _Core.next_batch).
+# (see _Core.round_size).
 _MIN_HALF_ROUND = 32
 
 

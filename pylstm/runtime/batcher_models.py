@@ -123,13 +123,7 @@ class EngineModel(_Served):
         return StreamState(template.names, arrays)
 
     def prepare(self, chunk):
-        x = chunk
-        if not (  # the common case, checked cheaply: a float32 array, last axis contiguous
-            type(x) is np.ndarray
-            and x.dtype.char == "f"
-            and (x.ndim == 0 or x.shape[-1] < 2 or x.strides[-1] == 4)
-        ):
-            x = as_float_array(chunk, "chunk")
+        x = as_float_array(chunk, "chunk")
         features = self.engine.input_size
         if x.ndim not in (1, 2) or x.shape[-1] != features:
             raise ValueError(

@@ -73,7 +73,11 @@ def as_float_array(a, name: str) -> np.ndarray:
         ``a`` is not an array of float16, bfloat16, float32 or float64 (integers, booleans,
         objects, complex, ragged lists).
     """
-    if type(a) is np.ndarray and a.dtype.char == "f" and (a.ndim == 0 or a.strides[-1] == 4):
+    if (
+        type(a) is np.ndarray
+        and a.dtype.char == "f"
+        and (a.ndim == 0 or a.shape[-1] < 2 or a.strides[-1] == 4)
+    ):
         return a  # the common case, checked cheaply (a step call's whole budget is microseconds)
     try:
         arr = to_numpy(a)
