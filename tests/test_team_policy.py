@@ -166,8 +166,9 @@ print(last()["shrunk"])
 @pytest.mark.skipif(pylstm._core.available_cpus() < 2, reason="needs 2 CPUs for a team")
 def test_back_to_back_small_calls_wake_the_team_and_calls_after_a_gap_do_not(tmp_path):
     """A one-step call (B=1, H=256) after an idle gap runs on its caller alone (waking the
-    workers would cost more than it saves); the same calls back to back count as warm, wake
-    the workers once and run as a team (cpp/src/thread_pool.cpp, team_for)."""
+    workers would cost more than it saves), and so do a few such calls in a row (two models
+    per request); a run of them counts as warm, wakes the workers once and runs as a team
+    (cpp/src/thread_pool.cpp, team_for)."""
     code = lstm_child(
         256,
         """
@@ -176,7 +177,8 @@ cold = []
 for _ in range(3):
     time.sleep(0.05)
     before = last()
-    model(x)
+    for _ in range(3):
+        model(x)
     cold.append(last() != before)
 before = last()
 for _ in range(20):

@@ -153,6 +153,7 @@ class ThreadPool {
   LastCall last_call_;
   std::atomic<int64_t> last_job_end_ns_{0};
   mutable std::atomic<int64_t> last_request_ns_{0};  // start of the latest team_for call
+  mutable std::atomic<int> close_calls_{0};  // calls in a row within kWorkerSpinNs of the last
   std::atomic<int64_t> backoff_until_ns_{0};
   int64_t backoff_ns_ = 0;   // under run_mutex_
   double contention_ = 0.0;  // under run_mutex_: see updated_contention
