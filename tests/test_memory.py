@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import pylstm
+from pylstm.runtime import output_buffers
 
 torch = pytest.importorskip("torch")
 
@@ -78,15 +79,18 @@ def test_ten_thousand_calls_do_not_grow_memory():
 @pytest.mark.parametrize("batch_first", [False, True])
 def test_outputs_start_on_a_cache_line(batch_first):
     """Threads write the columns of an output row side by side; a row that starts on a cache line
-    keeps them off each other's lines (pylstm.runtime.engine.empty_output). Outputs stay ordinary
-    writeable C-contiguous arrays."""
+    keeps them off each other's lines (pylstm.runtime.output_buffers.empty_output; outputs under
+    SMALL_BYTES excepted). Outputs stay ordinary writeable C-contiguous arrays."""
     module = torch.nn.LSTM(8, 64, batch_first=batch_first)
     model = pylstm.from_torch(module)
-    x = np.random.default_rng(0).standard_normal((5, 3, 8), dtype=np.float32)
+    x = np.random.default_rng(0).standard_normal((20, 3, 8), dtype=np.float32)
+    if batch_first:
+        x = np.ascontiguousarray(x.transpose(1, 0, 2))
     for _ in range(4):  # numpy's own allocations start 16 bytes into a line
         y, _ = model(x)
+        assert y.nbytes >= output_buffers.SMALL_BYTES
         assert y.ctypes.data % 64 == 0
-        assert y.flags.c_contiguous and y.flags.writeable and y.shape == (5, 3, 64)
+        assert y.flags.c_contiguous and y.flags.writeable and y.shape == (*x.shape[:2], 64)
     with torch.no_grad():
         want = module(torch.from_numpy(x))[0].numpy()
     np.testing.assert_allclose(y, want, rtol=0, atol=3e-6)  # float32 summation order

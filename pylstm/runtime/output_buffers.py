@@ -26,6 +26,10 @@ import numpy as np
 # LSTM with H=64 at B=64 took 40% longer.
 _CACHE_LINE_FLOATS = 16
 
+#: Outputs smaller than this are plain numpy arrays: they are written by one thread, or by a
+#: team for a step or two, so a line shared at a boundary costs less than aligning them
+#: (~1 us of a single-step call).
+SMALL_BYTES = 4 << 10
 #: Outputs of at least this many bytes come from reused buffers (smaller ones are served
 #: quickly by the C library, from memory it keeps).
 REUSE_BYTES = 4 << 20
@@ -84,9 +88,11 @@ def drop_free_buffers() -> None:
 
 
 def empty_output(shape) -> np.ndarray:
-    """An uninitialised float32 array of ``shape`` whose data starts on a 64-byte boundary;
-    large ones in reused memory (see the module's docstring)."""
+    """An uninitialised float32 array of ``shape`` whose data starts on a 64-byte boundary
+    (from :data:`SMALL_BYTES` up); large ones in reused memory (see the module's docstring)."""
     n = math.prod(shape)
+    if 4 * n < SMALL_BYTES:
+        return np.empty(shape, np.float32)
     if REUSE_BYTES <= 4 * n <= MAX_KEPT_BYTES:
         return _reused(n).reshape(shape)
     return _aligned(np.empty(n + _CACHE_LINE_FLOATS, np.float32), n).reshape(shape)
