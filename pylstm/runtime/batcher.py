@@ -71,7 +71,8 @@ class _Core:
         self.released = deque()  # slots of closed / collected streams, zeroed at the next round
         self.open_count = 0
         self.queue = deque()
-        self.cv = threading.Condition(threading.Lock())
+        self.queue_lock = threading.Lock()  # cv's lock (taken directly by submit: cheaper)
+        self.cv = threading.Condition(self.queue_lock)
         self.run_lock = threading.Lock()  # held while a batch runs or slots change
         self.closed = False
         self.worker = None
@@ -85,7 +86,8 @@ class _Core:
         """A forked child has none of the parent's threads: new locks, no worker (the next call
         starts one), no pending calls (their callers are in the parent)."""
         self.queue = deque()
-        self.cv = threading.Condition(threading.Lock())
+        self.queue_lock = threading.Lock()
+        self.cv = threading.Condition(self.queue_lock)
         self.run_lock = threading.Lock()
         self.worker = None
         self.wake_at = 0
@@ -117,7 +119,7 @@ class _Core:
 
     # -- queue ------------------------------------------------------------------------------
     def submit(self, req: _Request) -> None:
-        with self.cv:
+        with self.queue_lock:  # (the Condition's own __enter__ is a Python-level call)
             if self.closed:
                 raise BatcherClosed("the StreamBatcher is closed")
             self.queue.append(req)
@@ -443,11 +445,13 @@ class BatchedStream:
         If the awaiting task is cancelled, the chunk still runs (the stream's state advances)
         and the stream accepts its next call once it has.
         """
-        self._check_open()
+        if self._closed or self._core.closed:  # (inlined checks: per step, microseconds count)
+            self._check_open()
         core = self._core
         payload, key, one_step = core.served.prepare(chunk)
         loop = asyncio.get_running_loop()
-        self._acquire()  # released by the batcher when the chunk has run
+        if not self._busy.acquire(False):  # released by the batcher when the chunk has run
+            self._acquire()  # raises
         future = loop.create_future()
         try:
             core.submit(_Request(self, payload, key, one_step, loop, future))
