@@ -148,6 +148,60 @@ def test_a_team_that_gives_up_on_a_member_gives_the_same_results(tmp_path):
         np.testing.assert_array_equal(a, e)  # bit-identical
 
 
+KINDS_CHILD = """
+import sys, time
+import numpy as np, torch
+import pylstm
+
+torch.manual_seed(0)
+rng = np.random.default_rng(5)
+modules = [
+    torch.nn.LSTM(48, 64, num_layers=2, bidirectional=True),
+    torch.nn.GRU(48, 64, num_layers=2),
+    torch.nn.LSTM(48, 64, proj_size=24),
+    torch.nn.RNN(48, 64, bidirectional=True),
+]
+pylstm.set_num_threads(2)
+outs, joined = [], 0
+for module in modules:
+    for p in module.parameters():
+        torch.nn.init.uniform_(p, -0.6, 0.6)
+    model = pylstm.from_torch(module)
+    for t, b in [(40, 4), (3, 16), (60, 1)]:
+        time.sleep(0.005)  # asleep: with PYLSTM_TEAM_JOIN=late the call starts alone
+        x = rng.standard_normal((t, b, 48)).astype(np.float32) * 3
+        lengths = rng.integers(1, t + 1, b)
+        y, state = model(x, lengths=lengths)
+        outs += [y, *(state if isinstance(state, tuple) else (state,))]
+        last = pylstm._core._last_team_call()
+        joined += last["started_alone"] and last["members"] > 1
+np.savez(sys.argv[1], *outs)
+print(joined)
+"""
+
+
+@pytest.mark.skipif(pylstm._core.available_cpus() < 2, reason="needs 2 CPUs for a team")
+def test_workers_that_join_a_call_late_give_the_same_results(tmp_path):
+    """PYLSTM_TEAM_JOIN=late: every team call starts on its caller alone and the worker joins
+    at whichever barrier it reaches first (what a call that finds the workers asleep does;
+    cpp/src/team_join.cpp): stacked, bidirectional, projected and
+    masked layers of every cell give bit-identical results to a team that starts together."""
+    pytest.importorskip("torch")
+    results = {}
+    for join in ("late", "wait"):
+        out = tmp_path / f"{join}.npz"
+        env = {"PYLSTM_TEAM_POLICY": "eager", "PYLSTM_TEAM_JOIN": join}
+        joined = int(run_python(KINDS_CHILD, tmp_path, env, str(out)))
+        data = np.load(out)
+        results[join] = [data[k] for k in sorted(data.files, key=lambda k: int(k.split("_")[1]))]
+        if join == "late":
+            assert joined > 0  # the late path ran: a worker joined a call under way
+        else:
+            assert joined == 0
+    for late, wait in zip(results["late"], results["wait"]):
+        np.testing.assert_array_equal(late, wait)  # bit-identical: a sum's order never changes
+
+
 @pytest.mark.skipif(pylstm._core.available_cpus() < 2, reason="needs 2 CPUs for a team")
 def test_forced_give_up_shrinks_the_team(tmp_path):
     code = lstm_child(

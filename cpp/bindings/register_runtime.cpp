@@ -61,6 +61,8 @@ void register_runtime(py::module_& m) {
         d["first_wait_ns"] = c.waits.first_wait_ns;
         d["backing_off"] = c.contended;
         d["shrunk"] = c.shrunk;
+        d["started_alone"] = c.started_alone;
+        d["members"] = c.members;
         return d;
       },
       "The last team call's job time and the caller's barrier waits (tuning and tests).");

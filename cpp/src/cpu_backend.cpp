@@ -207,7 +207,8 @@ class CpuBackend final : public Backend {
     }
 
     const int64_t out_cols = layers_.back().D() * layers_.back().Hout;
-    ThreadPool::global().run(team_size(T, B), [&](const Team& team) {
+    const int64_t macs = call_macs(T, B);
+    ThreadPool::global().run(team_size(B, macs), macs, [&](const Team& team) {
       first_touch(a.y, T, B, out_cols, team);
       for (size_t l = 0; l < nl; ++l) {
         const LayerScratch s = plans[l].bind(base);
@@ -268,11 +269,16 @@ class CpuBackend final : public Backend {
     return c;
   }
 
-  int team_size(int64_t T, int64_t B) const {
-    int64_t step_macs = 0, call_macs = 0;
+  int64_t call_macs(int64_t T, int64_t B) const {
+    int64_t macs = 0;
+    for (const PackedLayer& L : layers_) macs += T * L.D() * B * L.gate_cols() * (L.Hout + L.I);
+    return macs;
+  }
+
+  int team_size(int64_t B, int64_t call_macs) const {
+    int64_t step_macs = 0;
     for (const PackedLayer& L : layers_) {
       step_macs = std::max(step_macs, L.D() * B * L.gate_cols() * std::max(L.Hout, L.I));
-      call_macs += T * L.D() * B * L.gate_cols() * (L.Hout + L.I);
     }
     if (call_macs < kMinCallMacs) return 1;
     const int64_t useful = std::max<int64_t>(1, step_macs / kMinStepMacsPerThread);

@@ -48,9 +48,11 @@ void TeamBarrier::wait(int64_t give_up_ns, int spins) {
   const uint64_t before =
       state_.fetch_add(ask_now ? 1 + kShrinkAsked : 1, std::memory_order_acq_rel);
   const uint64_t generation = before >> 32;
-  if ((before & (kShrinkAsked - 1)) + 1 == static_cast<uint64_t>(n_)) {
+  const int n = n_.load(std::memory_order_relaxed);
+  if ((before & (kShrinkAsked - 1)) + 1 == static_cast<uint64_t>(n)) {
     // The last to arrive decides for everyone, then opens the next generation.
     if ((before & kShrinkAsked) || ask_now) shrunk_.store(true, std::memory_order_relaxed);
+    n_.store(next_n_.load(std::memory_order_relaxed), std::memory_order_relaxed);
     state_.store((generation + 1) << 32, std::memory_order_release);
     return;
   }
@@ -66,6 +68,48 @@ void TeamBarrier::wait(int64_t give_up_ns, int spins) {
     }
     pause(i, spins);
   }
+}
+
+void TeamBarrier::wait_generation(uint64_t g) const {
+  for (int i = 0; generation() < g; ++i) pause(i, kBarrierSpins);
+}
+
+void Team::barrier() const {
+  if (passed < skip) {  // a late joiner catching up: the team passed this barrier without it
+    if (++passed == skip) barrier_->wait_generation(join_generation);
+    return;
+  }
+  const int members = size;
+  if (joining != nullptr && !barrier_->shrunk()) admit_arrivals();
+  ++passed;
+  if (members <= 1 || barrier_->shrunk()) return;
+  if (waits == nullptr) {
+    barrier_->wait();
+    size = barrier_->size();
+    return;
+  }
+  const int64_t start = now_ns();
+  // Give up on a partner only after waiting three times as long as this member's own share of
+  // the phase took: shares are equal in count, not always in cost (3 items split 1:2), so a
+  // partner may take twice as long; a much longer wait means it was not running. Never at the
+  // first barrier: its wait includes waking the workers (up to ~0.5 ms under a hypervisor).
+  const int64_t worked = start - waits->last_exit_ns;
+  int64_t limit = 0;
+  if (give_up_ns > 0 && waits->barriers > 0) {
+    limit = give_up_forced() ? give_up_ns : std::max(give_up_ns, 3 * worked);
+  }
+  barrier_->wait(limit, waits->barriers == 0 ? kFirstBarrierSpins : kBarrierSpins);
+  size = barrier_->size();
+  waits->last_exit_ns = now_ns();
+  const int64_t waited = waits->last_exit_ns - start;
+  // The first wait of a job includes waking the workers, which is not contention.
+  if (waits->barriers++ == 0) {
+    waits->first_wait_ns = waited;
+    return;
+  }
+  waits->total_wait_ns += waited;
+  if (waited > waits->max_wait_ns) waits->max_wait_ns = waited;
+  if (waited > kLongBarrierWaitNs) waits->long_wait_ns += waited;
 }
 
 }  // namespace pylstm

@@ -49,13 +49,28 @@ bool give_up_forced();
 
 // Sense-counting spin barrier for a fixed number of threads, with the shrink decision above.
 // Spins briefly, then yields, so an oversubscribed machine still makes progress.
+// The number of members can grow between generations (late joiners, thread_pool.hpp): the
+// member that completes a barrier opens the next generation for next_size() members.
 class TeamBarrier {
  public:
   void reset(int n) {
-    n_ = n;
+    n_.store(n, std::memory_order_relaxed);
+    next_n_.store(n, std::memory_order_relaxed);
     state_.store(0, std::memory_order_relaxed);
     shrunk_.store(false, std::memory_order_relaxed);
   }
+  // Members of the current generation: stable from leaving one barrier to arriving at the next.
+  int size() const { return n_.load(std::memory_order_acquire); }
+  uint64_t generation() const { return state_.load(std::memory_order_acquire) >> 32; }
+  // The members of the generation after the current barrier (member 0, before it arrives).
+  void grow_after_this_barrier(int n) { next_n_.store(n, std::memory_order_relaxed); }
+  // Member 0 while it is the only member: the others start with the current generation.
+  void grow_now(int n) {
+    next_n_.store(n, std::memory_order_relaxed);
+    n_.store(n, std::memory_order_release);
+  }
+  // Waits until the generation is at least g (a late joiner: the barrier it was admitted at).
+  void wait_generation(uint64_t g) const;
   // Waits for the other members: spins `spins` checks, then yields the CPU between checks.
   // give_up_ns > 0 (the caller only): after waiting that long, ask the team to shrink.
   void wait(int64_t give_up_ns = 0, int spins = kBarrierSpins);
@@ -66,7 +81,8 @@ class TeamBarrier {
  private:
   // generation << 32 | kShrinkAsked | arrivals
   static constexpr uint64_t kShrinkAsked = uint64_t{1} << 31;
-  int n_ = 1;
+  std::atomic<int> n_{1};
+  std::atomic<int> next_n_{1};
   std::atomic<uint64_t> state_{0};
   std::atomic<bool> shrunk_{false};
 };

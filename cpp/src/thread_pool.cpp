@@ -252,6 +252,7 @@ void ThreadPool::abandon_stale_workers() {
 
 void ThreadPool::start_workers(int count) {
   stopping_ = false;
+  slots_.reset(new JoinSlot[count + 1]);  // indexed by member id (0: the caller, unused)
   // New workers must only run jobs posted after they exist, not the last finished one.
   const uint64_t current = job_generation_.load();
   for (int i = 0; i < count; ++i) {
@@ -308,19 +309,27 @@ void ThreadPool::worker_main(int id, uint64_t seen) {
     seen = job_generation_.load();
     const auto* job = job_;
     const int size = team_size_;
+    const bool started_alone = started_alone_;
     const int cpu = id < static_cast<int>(team_cpus_.size()) ? team_cpus_[id] : -1;
     const int caller_cpu = caller_cpu_;
     lock.unlock();
     if (id < size) {
       if (cpu >= 0 && cpu != pinned_cpu) pinned_cpu = pin_current_thread(cpu) ? cpu : -1;
       if (cpu < 0) move_off_cpu(caller_cpu);
-      try {
-        (*job)(Team{id, size, &barrier_});
-      } catch (...) {
-        std::lock_guard<std::mutex> g(error_mutex_);
-        if (!error_) error_ = std::current_exception();
+      JoinSlot& slot = slots_[id];
+      if (take_seat(slot, seen)) {
+        Team team{id, slot.size, &barrier_};
+        team.started_alone = started_alone;
+        team.skip = slot.skip;
+        team.join_generation = slot.generation;
+        try {
+          (*job)(team);
+        } catch (...) {
+          std::lock_guard<std::mutex> g(error_mutex_);
+          if (!error_) error_ = std::current_exception();
+        }
+        pending_.fetch_sub(1, std::memory_order_acq_rel);
       }
-      pending_.fetch_sub(1, std::memory_order_acq_rel);
     }
   }
 }
@@ -390,7 +399,7 @@ thread_local int t_cpus_left_free = 0;  // see ThreadPool::leave_cpus_in_this_th
 
 void ThreadPool::leave_cpus_in_this_thread(int cpus) { t_cpus_left_free = std::max(0, cpus); }
 
-void ThreadPool::run(int want, const std::function<void(const Team&)>& job) {
+void ThreadPool::run(int want, int64_t call_macs, const std::function<void(const Team&)>& job) {
   int size = std::min(want, std::max(1, num_threads() - t_cpus_left_free));
   if (size <= 1) {  // small calls (streaming steps): no lock, no system call
     job(Team{0, 1, nullptr});
@@ -408,7 +417,10 @@ void ThreadPool::run(int want, const std::function<void(const Team&)>& job) {
     abandon_stale_workers();
     start_workers(num_threads() - 1);
   }
-  barrier_.reset(size);
+  const int64_t start = now_ns();
+  const bool asleep = start - last_job_end_ns_.load(std::memory_order_relaxed) > kWorkerSpinNs;
+  const bool alone = starts_alone(asleep && !eager_teams(), call_macs);
+  barrier_.reset(alone ? 1 : size);
   error_ = nullptr;
   // Eager teams (the tests' policy) wait for every member, unless PYLSTM_TEAM_GIVE_UP=force.
   const int64_t give_up_ns = eager_teams() && !give_up_forced() ? 0 : give_up_barrier_ns();
@@ -418,34 +430,49 @@ void ThreadPool::run(int want, const std::function<void(const Team&)>& job) {
     cpus.clear();
   }
   CallerPin pin(cpus.empty() ? -1 : cpus[0]);
-  pending_.store(size - 1, std::memory_order_relaxed);
-  const int64_t start = now_ns();
+  pending_.store(0, std::memory_order_relaxed);
+  Joining joining{slots_.get(), size, 0, &pending_};
   {
     std::lock_guard<std::mutex> lock(wake_mutex_);
+    joining.job = job_generation_.load(std::memory_order_relaxed) + 1;
+    for (int w = 1; w < size; ++w) {
+      slots_[w].state.store(joining.tag(JoinSlot::kPosted), std::memory_order_relaxed);
+    }
     job_ = &job;
     team_size_ = size;
+    started_alone_ = alone;
     team_cpus_ = cpus;
     caller_cpu_ = cpus.empty() ? current_cpu() : -1;
-    job_generation_.fetch_add(1, std::memory_order_acq_rel);
+    job_generation_.store(joining.job, std::memory_order_release);
   }
   wake_cv_.notify_all();
   std::exception_ptr mine;
   BarrierWaits waits;
-  waits.last_exit_ns = start;
+  Team team{0, alone ? 1 : size, &barrier_, &waits, give_up_ns};
+  team.started_alone = alone;
+  if (alone) {
+    team.joining = &joining;
+  } else {
+    // Workers that were spinning arrive within microseconds: the team starts together.
+    waits.first_wait_ns = admit_all(joining) - start;
+  }
+  waits.last_exit_ns = now_ns();
   try {
-    job(Team{0, size, &barrier_, &waits, give_up_ns});
+    job(team);
   } catch (...) {
     mine = std::current_exception();
   }
   const int64_t job_end = now_ns();
+  const int members = close_seats(joining);
   spin_until([&] { return pending_.load(std::memory_order_acquire) == 0; });
   const int64_t end = now_ns();
   // A team that gave up on a member (it was not running) counts as contended outright.
   note_team_call(end - start, barrier_.shrunk() ? end - start : waits.long_wait_ns);
   {
     std::lock_guard<std::mutex> g(last_call_mutex_);
-    last_call_ = LastCall{end - start, end - job_end, waits, now_ns() < backoff_until_ns_.load(),
-                          barrier_.shrunk()};
+    last_call_ =
+        LastCall{end - start,       end - job_end, waits,  now_ns() < backoff_until_ns_.load(),
+                 barrier_.shrunk(), alone,         members};
   }
   if (mine) std::rethrow_exception(mine);
   if (error_) std::rethrow_exception(error_);

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <exception>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -44,53 +45,71 @@ struct BarrierWaits {
   int64_t last_exit_ns = 0;   // when member 0 left its last barrier (or the job started)
 };
 
+// A worker's seat in the current job. A job whose workers were asleep starts on the caller
+// alone (ThreadPool::run): a worker that wakes marks its seat arrived, and the caller admits
+// it at its next barrier; the worker then passes the `skip` barriers the team passed before it
+// came without working, waits for barrier generation `generation`, and works from there with
+// `size` members.
+struct alignas(64) JoinSlot {
+  // job generation << 2 | one of the states below
+  static constexpr uint64_t kPosted = 0, kArrived = 1, kAdmitted = 2, kClosed = 3;
+  std::atomic<uint64_t> state{0};
+  int size = 1;
+  int skip = 0;
+  uint64_t generation = 0;
+};
+
+// A worker at the job of generation `job` (team_join.cpp): true once admitted, false when its
+// seat was closed (or belongs to another job).
+bool take_seat(JoinSlot& slot, uint64_t job);
+
+// What member 0 of a job that started alone needs to admit late joiners.
+struct Joining {
+  JoinSlot* slots = nullptr;            // indexed by member id
+  int planned = 1;                      // the team the call asked for
+  uint64_t job = 0;                     // the job's generation
+  std::atomic<int>* running = nullptr;  // admitted workers that have not finished the job
+  int64_t last_yield_ns = 0;            // member 0's last yield while waiting for joiners
+  uint64_t tag(uint64_t state) const { return job << 2 | state; }
+};
+
 struct Team {
   int id = 0;
-  int size = 1;
+  // Members now: changes only at a barrier (late joiners, see JoinSlot).
+  mutable int size = 1;
   TeamBarrier* barrier_ = nullptr;
   BarrierWaits* waits = nullptr;  // member 0 only
   int64_t give_up_ns = 0;         // member 0 only: see team_sync.hpp
+  // Member 0 while workers may still join; null once all have (or for other members).
+  mutable Joining* joining = nullptr;
+  // Whether the job started on its caller alone (the same for every member: the time loop
+  // then adds barriers, where workers can join, inside long phases).
+  bool started_alone = false;
+  mutable int passed = 0;  // barriers this member has passed
+  int skip = 0;            // a late joiner: barriers it passes without working
+  uint64_t join_generation = 0;
+
   // Whether the team gave up on its other members (team_sync.hpp): member 0 then works alone.
   bool shrunk() const { return size > 1 && barrier_->shrunk(); }
-  void barrier() const {
-    if (size <= 1 || barrier_->shrunk()) return;
-    if (waits == nullptr) {
-      barrier_->wait();
-      return;
-    }
-    const int64_t start = now_ns();
-    // Give up on a partner only after waiting three times as long as this member's own share of
-    // the phase took: shares are equal in count, not always in cost (3 items split 1:2), so a
-    // partner may take twice as long; a much longer wait means it was not running. Never at the
-    // first barrier: its wait includes waking the workers (up to ~0.5 ms under a hypervisor).
-    const int64_t worked = start - waits->last_exit_ns;
-    int64_t limit = 0;
-    if (give_up_ns > 0 && waits->barriers > 0) {
-      limit = give_up_forced() ? give_up_ns : std::max(give_up_ns, 3 * worked);
-    }
-    barrier_->wait(limit, waits->barriers == 0 ? kFirstBarrierSpins : kBarrierSpins);
-    waits->last_exit_ns = now_ns();
-    const int64_t waited = waits->last_exit_ns - start;
-    // The first wait of a job includes waking the workers, which is not contention.
-    if (waits->barriers++ == 0) {
-      waits->first_wait_ns = waited;
-      return;
-    }
-    waits->total_wait_ns += waited;
-    if (waited > waits->max_wait_ns) waits->max_wait_ns = waited;
-    if (waited > kLongBarrierWaitNs) waits->long_wait_ns += waited;
-  }
+  void barrier() const;
   // Static split of [0, n) into `size` contiguous ranges; this member's range. The same member
   // always gets the same range, so the weights it reads stay in its own cache across steps.
   void range(int64_t n, int64_t& begin, int64_t& end) const {
-    if (shrunk()) {  // member 0 takes everything; the others run on without work
-      begin = id == 0 ? 0 : n;
+    if (passed < skip || (shrunk() && id != 0)) {  // catching up, or left without work
+      begin = end = n;
+      return;
+    }
+    if (shrunk()) {  // member 0 takes everything
+      begin = 0;
       end = n;
       return;
     }
     begin = n * id / size;
     end = n * (id + 1) / size;
   }
+
+ private:
+  void admit_arrivals() const;
 };
 
 class ThreadPool {
@@ -112,8 +131,10 @@ class ThreadPool {
 
   // Runs job(team) on min(want, num_threads()) threads, the caller being member 0. When another
   // call is using the pool, runs the job on the caller alone (results do not depend on the team
-  // size). Exceptions thrown by the job are rethrown here; jobs must not throw between barriers.
-  void run(int want, const std::function<void(const Team&)>& job);
+  // size). A call of `call_macs` multiply-adds that finds the workers asleep starts on the
+  // caller alone and they join it at a barrier (JoinSlot). Exceptions thrown by the job are
+  // rethrown here; jobs must not throw between barriers.
+  void run(int want, int64_t call_macs, const std::function<void(const Team&)>& job);
 
   ~ThreadPool();
 
@@ -134,6 +155,8 @@ class ThreadPool {
   // After a team call the caller judges whether its team was contended (its partner threads
   // descheduled by other processes or thread pools): see note_team_call.
   void note_team_call(int64_t job_ns, int64_t wait_ns);
+  int64_t admit_all(const Joining& joining);
+  int close_seats(const Joining& joining);
 
  public:
   // The last team call's job time and barrier waits (for tests and tuning: _core._last_team_call).
@@ -141,7 +164,9 @@ class ThreadPool {
     int64_t job_ns = 0, final_wait_ns = 0;
     BarrierWaits waits;
     bool contended = false;
-    bool shrunk = false;  // gave up on a member at a barrier
+    bool shrunk = false;         // gave up on a member at a barrier
+    bool started_alone = false;  // workers joined late (or not at all)
+    int members = 1;             // members that ran the job
   };
   LastCall last_call() const {
     std::lock_guard<std::mutex> g(last_call_mutex_);
@@ -168,8 +193,10 @@ class ThreadPool {
   bool stopping_ = false;
   const std::function<void(const Team&)>* job_ = nullptr;
   int team_size_ = 1;
-  std::vector<int> team_cpus_;  // CPU of each team member, or empty (not pinned)
-  int caller_cpu_ = -1;         // unpinned: where member 0 ran when it posted the job
+  bool started_alone_ = false;
+  std::unique_ptr<JoinSlot[]> slots_;  // one per member id
+  std::vector<int> team_cpus_;         // CPU of each team member, or empty (not pinned)
+  int caller_cpu_ = -1;                // unpinned: where member 0 ran when it posted the job
   std::atomic<int> pending_{0};
   TeamBarrier barrier_;
   std::mutex error_mutex_;
@@ -183,6 +210,10 @@ int choose_team(int useful, int64_t call_macs, bool workers_asleep, bool backing
 // job_ns with wait_ns of them; and whether an average means the team's CPUs are contended.
 double updated_contention(double average, int64_t job_ns, int64_t wait_ns);
 bool is_contended(double average);
+
+// Whether a team call of call_macs multiply-adds starts on its caller alone, the workers
+// joining it late (team_join.cpp); PYLSTM_TEAM_JOIN=late / wait: always / never.
+bool starts_alone(bool workers_asleep, int64_t call_macs);
 
 // Number of CPUs this process may run on (affinity mask), at least 1.
 int available_cpus();

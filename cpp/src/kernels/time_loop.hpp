@@ -2,6 +2,7 @@
 //
 //   for each block of time steps:
 //       input projection of the block for every direction: one GEMM, all threads   (barrier)
+//       [kJoinPieces pieces, a barrier after each, in a job that started on its caller alone]
 //       for each step:  recurrent GEMM + fused gates per (direction, chunk, rows) item  (barrier)
 //                       [LSTM projection, or GRU with reset before the product: a second
 //                        phase over the same items]                                      (barrier)
@@ -18,18 +19,16 @@
 #include "kernels/gru_cell.hpp"
 #include "kernels/kernel_set.hpp"
 #include "kernels/lstm_cell.hpp"
+#include "kernels/panel_sweep.hpp"
 #include "kernels/rnn_cell.hpp"
 
 namespace pylstm {
 namespace PYLSTM_ISA {
 
-// Rows of the batch whose recurrent products are computed before their gates run: the product
-// buffer stays in L1 (kRecRows x up to 4 vectors per row). A multiple of every tile height.
-constexpr int kRecRows = 48;
-static_assert(kRecRows % max_rows<4>() == 0 && kRecRows % max_rows<3>() == 0, "tile heights");
-constexpr int kRecFloats = kRecRows * 4 * VL;
 // LSTM rows whose gates are computed together (lstm_cell.hpp): 2 measured as fast as 3 or 4.
 constexpr int kGateRows = 2;
+// Pieces of a block's input projection in a job that started on its caller alone (run()).
+constexpr int kJoinPieces = 8;
 
 // Rows of the batch per work item: the whole batch when there are enough (direction, chunk)
 // items to keep every thread busy, else the batch is cut so that there are.
@@ -39,67 +38,6 @@ inline int64_t rows_per_item(int64_t batch, int64_t unit_items, int team_size, i
   int64_t rows = (batch + blocks - 1) / blocks;
   rows = (rows + tile_rows - 1) / tile_rows * tile_rows;
   return std::max<int64_t>(rows, tile_rows);
-}
-
-// The panels of weight matrix `wp` (weights of type WT), from column `col` of each panel;
-// panels are `panel_elems` apart, `ldb` elements per k, `cols` columns (and scales) per panel.
-template <typename WT>
-static inline PanelArgs<WT> panels_of(const WeightPanels& wp, int64_t col, int64_t panel_elems,
-                                      int64_t ldb) {
-  PanelArgs<WT> p;
-  p.b = wp.data(static_cast<WT*>(nullptr)) + col;
-  p.ldb = ldb;
-  p.b_stride = panel_elems;
-  p.scale = wp.scales() ? wp.scales() + col : nullptr;
-  p.scale_stride = ldb;  // a panel has ldb columns, hence ldb scales
-  return p;
-}
-
-// C = A · panel_u for chunks u in [u0, u1) and `rows` rows of A, then fn(u, i0, n, c) for each
-// block of product rows: rows [i0, i0 + n) of chunk u, row i at c + (i - i0) * NV * VL. Few
-// rows: several chunks per kernel call; many rows: one chunk at a time, in blocks of kRecRows
-// rows. `first` describes chunk 0's panel.
-template <int NV, typename WT, typename RowFn>
-static inline void sweep_chunks(int64_t u0, int64_t u1, int64_t rows, const StridedRows& a,
-                                int64_t K, const PanelArgs<WT>& first, RowFn fn) {
-  constexpr int W = NV * VL;
-  alignas(64) float rec[kRecFloats];
-  auto chunk = [&](int64_t u) {
-    PanelArgs<WT> p = first.panel(u);
-    p.c = rec;
-    p.ldc = W;
-    p.c_stride = rows * W;
-    return p;
-  };
-  if (rows <= max_multi_panel_rows<NV>()) {
-    for (int64_t u = u0; u < u1;) {
-      const int n =
-          multi_panel_kernel<NV>(static_cast<int>(rows), static_cast<int>(u1 - u), K, a, chunk(u));
-      for (int c = 0; c < n; ++c) fn(u + c, int64_t{0}, rows, rec + c * rows * W);
-      u += n;
-    }
-    return;
-  }
-  for (int64_t u = u0; u < u1; ++u) {
-    for (int64_t r0 = 0; r0 < rows; r0 += kRecRows) {
-      const int64_t n = std::min<int64_t>(kRecRows, rows - r0);
-      PanelArgs<WT> p = chunk(u);
-      if (r0 == 0 && u + 1 < u1) {  // the next chunk's panel, during the first rows of this one
-        p.prefetch = reinterpret_cast<const char*>(first.panel(u + 1).b);
-        p.prefetch_lines = K * first.ldb * static_cast<int64_t>(sizeof(WT)) / 64;
-      }
-      panel_product<NV>(n, K, a.from(r0), p);
-      fn(u, r0, n, static_cast<const float*>(rec));
-    }
-  }
-}
-
-// A block callback for sweep_chunks<NV> from a per-row one: fn(u, i, c_row) for each row.
-template <int NV, typename RowFn>
-static inline auto each_row(RowFn fn) {
-  return [fn](int64_t u, int64_t i0, int64_t n, const float* c) {
-    for (int64_t i = 0; i < n; ++i) fn(u, i0 + i, c + i * NV * VL);
-  };
 }
 
 template <CellKind CELL, typename WT>
@@ -121,10 +59,17 @@ class LayerRun {
   void run() {
     init_states();
     team_.barrier();
+    // A job that started on its caller alone projects in kJoinPieces pieces (of the weights'
+    // columns: each piece reads its own), with a barrier after each, where workers that woke
+    // meanwhile join (a whole block would leave them idle until it is done). Every member
+    // knows started_alone, so all pass the same barriers.
+    const int pieces = team_.started_alone ? kJoinPieces : 1;
     for (int64_t s0 = 0; s0 < T_; s0 += s_.block_steps) {
       const int64_t s1 = std::min(T_, s0 + s_.block_steps);
-      input_projection(s0, s1);
-      team_.barrier();
+      for (int piece = 0; piece < pieces; ++piece) {
+        input_projection(s0, s1, piece, pieces);
+        team_.barrier();
+      }
       for (int64_t step = s0; step < s1; ++step) recurrent_step(step, s0);
     }
     final_states();
@@ -186,8 +131,17 @@ class LayerRun {
     }
   }
 
-  // xp[d][(step - s0)*B + b] = x(time_of(d, step), b) · W_d + bias_d, for steps [s0, s1).
-  void input_projection(int64_t s0, int64_t s1) const {
+  // This member's share of piece `piece` of `pieces` of the items [0, n).
+  void piece_range(int64_t n, int piece, int pieces, int64_t& begin, int64_t& end) const {
+    const int64_t lo = n * piece / pieces, hi = n * (piece + 1) / pieces;
+    team_.range(hi - lo, begin, end);
+    begin += lo;
+    end += lo;
+  }
+
+  // xp[d][(step - s0)*B + b] = x(time_of(d, step), b) · W_d + bias_d, for steps [s0, s1):
+  // piece `piece` of `pieces` of its (direction, chunk, row block) items.
+  void input_projection(int64_t s0, int64_t s1, int piece, int pieces) const {
     const int64_t rows = (s1 - s0) * B_;
     if (rows == 0) return;  // an empty batch
     // Panels of every chunk, with their bias, writing the chunk-major xp (chunks one xp chunk
@@ -206,7 +160,7 @@ class LayerRun {
     if (rows <= max_multi_panel_rows<NV>()) {  // e.g. one streaming step: chunks side by side
       const float* a[max_multi_panel_rows<NV>()];
       int64_t begin, end;
-      team_.range(L_.D() * L_.chunks, begin, end);
+      piece_range(L_.D() * L_.chunks, piece, pieces, begin, end);
       for (int64_t item = begin; item < end;) {
         const int64_t d = item / L_.chunks, u = item % L_.chunks;
         for (int64_t r = 0; r < rows; ++r) a[r] = row_ptr(d, r);
@@ -220,7 +174,7 @@ class LayerRun {
     const int64_t row_blocks = (rows + block - 1) / block;
     const int64_t per_dir = L_.chunks * row_blocks;
     int64_t begin, end;
-    team_.range(L_.D() * per_dir, begin, end);
+    piece_range(L_.D() * per_dir, piece, pieces, begin, end);
     for (int64_t item = begin; item < end; ++item) {
       const int64_t d = item / per_dir;
       const int64_t u = (item % per_dir) / row_blocks;
