@@ -11,6 +11,7 @@ from test_bench_suite import bench_cli
 import pylstm
 from pylstm.bench import configs as bench_configs
 from pylstm.bench.conditions import CONDITION_SECTIONS, run_condition_sections
+from pylstm.bench.conditions_child import pair_cycle
 from pylstm.bench.configs import BenchConfig
 from pylstm.bench.report import markdown_lines, print_record, summarize, summary_lines
 from pylstm.bench.runner import new_record
@@ -71,6 +72,19 @@ def test_shared_entries_compare_with_alone(record):
         for p in PEERS:
             assert r[f"speedup_vs_{p}"] > 0 and r[f"alone_speedup_vs_{p}"] > 0
             assert r[f"slowdown_vs_{p}"] == pytest.approx(r["pylstm_slowdown"] / r[f"{p}_slowdown"])
+
+
+@pytest.mark.parametrize("engines", [1, 2, 3, 4])
+def test_shared_calls_follow_every_other_engine_equally_often(engines):
+    """The shared section's call order: each engine right after each other one once per cycle
+    (an engine that follows ONNX Runtime or PyTorch meets their threads still spinning)."""
+    cycle = pair_cycle(engines)
+    assert len(cycle) == max(1, engines * (engines - 1))
+    pairs = [(cycle[i], cycle[(i + 1) % len(cycle)]) for i in range(len(cycle))]
+    if engines > 1:
+        want = {(a, b) for a in range(engines) for b in range(engines) if a != b}
+        assert sorted(pairs) == sorted(want)  # each ordered pair exactly once
+    assert all(cycle.count(e) == max(1, engines - 1) for e in range(engines))
 
 
 def test_neighbours_entries_busy_and_quiet(record):

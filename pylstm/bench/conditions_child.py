@@ -121,6 +121,24 @@ def timed_calls(run, calls: int, gap_s: float, cap_s: float = float("inf")) -> l
     return out
 
 
+def pair_cycle(n: int) -> list:
+    """A cyclic order of ``n`` engines (indices) in which every ordered pair of two different
+    engines occurs exactly once as neighbours (wrapping around): an Euler circuit of the complete
+    directed graph, ``n * (n - 1)`` long, each engine ``n - 1`` times; ``[0]`` for one engine."""
+    if n < 2:
+        return [0] * n
+    unused = {i: [j for j in range(n) if j != i] for i in range(n)}  # edges i -> j left
+    stack, circuit = [0], []
+    while stack:  # Hierholzer
+        node = stack[-1]
+        if unused[node]:
+            stack.append(unused[node].pop())
+        else:
+            circuit.append(stack.pop())
+    circuit.reverse()
+    return circuit[:-1]  # the last returns to the first
+
+
 def measure_point(spec: dict, point: dict, index: int, backend: dict) -> dict:
     runs = {}
     for name in spec["engines"]:
@@ -130,22 +148,23 @@ def measure_point(spec: dict, point: dict, index: int, backend: dict) -> dict:
             backend["pylstm"] = kernel
         runs[name] = run
     per_call = {name: warm(run) for name, run in runs.items()}
-    if spec.get("shared"):  # one call of each engine in turn, back to back
+    if spec.get("shared"):  # the engines take turns, one call each, back to back
         calls = calls_for(spec, sum(per_call.values()))
         samples = {name: [] for name in runs}
         perf = time.perf_counter
         deadline = perf() + cap_s(spec) * len(runs)
-        order = list(runs.items())
-        for k in range(calls):
-            if k >= FEWEST_CALLS and perf() > deadline:
+        # Every engine follows every other one equally often (an engine right after PyTorch or
+        # ONNX Runtime meets their threads still spinning): the calls go round a cycle in
+        # which each ordered pair of engines occurs once.
+        names = list(runs)
+        cycle = [names[i] for i in pair_cycle(len(names))]
+        for k in range(calls * len(names)):
+            if min(map(len, samples.values())) >= FEWEST_CALLS and perf() > deadline:
                 break
-            # The order rotates each round, so that every engine follows every other one as
-            # often (an engine right after PyTorch meets its OpenMP threads still spinning).
-            shift = k % len(order)
-            for name, run in order[shift:] + order[:shift]:
-                start = perf()
-                run()
-                samples[name].append(perf() - start)
+            name = cycle[k % len(cycle)]
+            start = perf()
+            runs[name]()
+            samples[name].append(perf() - start)
         return samples
     out = {}
     for name, run in runs.items():
