@@ -137,17 +137,6 @@ def test_adaptive_policy_gives_the_eager_policys_results(tmp_path):
         np.testing.assert_array_equal(a, e)  # bit-identical: a sum's order never changes
 
 
-@pytest.mark.skipif(pylstm._core.available_cpus() < 2, reason="needs 2 CPUs for a team")
-def test_a_team_that_gives_up_on_a_member_gives_the_same_results(tmp_path):
-    """PYLSTM_TEAM_GIVE_UP=force: every team call gives up on its other members at its second
-    barrier (the path a call takes when a member is not running, team_sync.hpp); member 0
-    finishes alone, bit-identically."""
-    shrunk = run_child(tmp_path, "eager", PYLSTM_TEAM_GIVE_UP="force")
-    eager = run_child(tmp_path, "eager", PYLSTM_TEAM_GIVE_UP="0")
-    for a, e in zip(shrunk, eager):
-        np.testing.assert_array_equal(a, e)  # bit-identical
-
-
 KINDS_CHILD = """
 import sys, time
 import numpy as np, torch
@@ -180,26 +169,44 @@ print(joined)
 """
 
 
+def run_kinds(tmp_path, **env):
+    """KINDS_CHILD with eager teams and ``env``: its outputs, and how many calls a worker joined
+    after they started."""
+    out = tmp_path / f"{'-'.join(env.values())}.npz"
+    joined = int(
+        run_python(KINDS_CHILD, tmp_path, {"PYLSTM_TEAM_POLICY": "eager", **env}, str(out))
+    )
+    data = np.load(out)
+    return [data[k] for k in sorted(data.files, key=lambda k: int(k.split("_")[1]))], joined
+
+
 @pytest.mark.skipif(pylstm._core.available_cpus() < 2, reason="needs 2 CPUs for a team")
 def test_workers_that_join_a_call_late_give_the_same_results(tmp_path):
     """PYLSTM_TEAM_JOIN=late: every team call starts on its caller alone and the worker joins
     at whichever barrier it reaches first (what a call that finds the workers asleep does;
-    cpp/src/team_join.cpp): stacked, bidirectional, projected and
-    masked layers of every cell give bit-identical results to a team that starts together."""
+    cpp/src/team_join.cpp): stacked, bidirectional, projected and masked layers of every cell
+    give bit-identical results to a team that starts together."""
     pytest.importorskip("torch")
-    results = {}
-    for join in ("late", "wait"):
-        out = tmp_path / f"{join}.npz"
-        env = {"PYLSTM_TEAM_POLICY": "eager", "PYLSTM_TEAM_JOIN": join}
-        joined = int(run_python(KINDS_CHILD, tmp_path, env, str(out)))
-        data = np.load(out)
-        results[join] = [data[k] for k in sorted(data.files, key=lambda k: int(k.split("_")[1]))]
-        if join == "late":
-            assert joined > 0  # the late path ran: a worker joined a call under way
-        else:
-            assert joined == 0
-    for late, wait in zip(results["late"], results["wait"]):
-        np.testing.assert_array_equal(late, wait)  # bit-identical: a sum's order never changes
+    late, joined = run_kinds(tmp_path, PYLSTM_TEAM_JOIN="late")
+    assert joined > 0  # the late path ran: a worker joined a call under way
+    together, joined = run_kinds(tmp_path, PYLSTM_TEAM_JOIN="wait")
+    assert joined == 0
+    for a, b in zip(late, together):
+        np.testing.assert_array_equal(a, b)  # bit-identical: a sum's order never changes
+
+
+@pytest.mark.skipif(pylstm._core.available_cpus() < 2, reason="needs 2 CPUs for a team")
+@pytest.mark.parametrize("mode", ["force", "force-worker"])
+def test_a_team_that_gives_up_on_a_member_gives_the_same_results(tmp_path, mode):
+    """PYLSTM_TEAM_GIVE_UP=force / force-worker: in every team call, member 0 / member 1 gives
+    up on the others at its second barrier (the path a call takes when a member is not
+    running, team_sync.hpp) and finishes alone, the states in and out of every later layer
+    included: bit-identical for every kind of layer."""
+    pytest.importorskip("torch")
+    shrunk, _ = run_kinds(tmp_path, PYLSTM_TEAM_GIVE_UP=mode, PYLSTM_TEAM_JOIN="wait")
+    whole, _ = run_kinds(tmp_path, PYLSTM_TEAM_GIVE_UP="0", PYLSTM_TEAM_JOIN="wait")
+    for a, b in zip(shrunk, whole):
+        np.testing.assert_array_equal(a, b)  # bit-identical
 
 
 @pytest.mark.skipif(pylstm._core.available_cpus() < 2, reason="needs 2 CPUs for a team")
@@ -208,10 +215,10 @@ def test_forced_give_up_shrinks_the_team(tmp_path):
         64,
         """
 model(rng.standard_normal((20, 8, I)).astype(np.float32))
-print(last()["shrunk"])
+print(last()["shrunk"], last()["survivor"])
 """,
     )
-    for mode, expected in (("force", "True"), ("0", "False")):
+    for mode, expected in (("force", "True 0"), ("force-worker", "True 1"), ("0", "False 0")):
         env = {"PYLSTM_TEAM_POLICY": "eager", "PYLSTM_TEAM_GIVE_UP": mode}
         out = run_python(code, tmp_path, env)
         assert out.strip() == expected, (mode, out)

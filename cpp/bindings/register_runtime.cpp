@@ -61,6 +61,7 @@ void register_runtime(py::module_& m) {
         d["first_wait_ns"] = c.waits.first_wait_ns;
         d["backing_off"] = c.contended;
         d["shrunk"] = c.shrunk;
+        d["survivor"] = c.survivor;
         d["started_alone"] = c.started_alone;
         d["members"] = c.members;
         return d;

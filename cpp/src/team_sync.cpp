@@ -1,5 +1,6 @@
 #include "team_sync.hpp"
 
+#include <algorithm>
 #include <cstdlib>
 #include <string>
 #include <thread>
@@ -22,36 +23,42 @@ inline void pause(int i, int spins) {
 
 namespace {
 
-// 0: never give up, 1: the rule, 2: forced.
+// 0: never give up, 1: the rule, 2: forced (member 0 survives), 3: forced (member 1 survives).
 int give_up_mode() {
   static const int mode = [] {
     const char* env = std::getenv("PYLSTM_TEAM_GIVE_UP");
     const std::string s = env ? env : "";
-    return s == "0" ? 0 : s == "force" ? 2 : 1;
+    return s == "0" ? 0 : s == "force" ? 2 : s == "force-worker" ? 3 : 1;
   }();
   return mode;
 }
 
 }  // namespace
 
-bool give_up_forced() { return give_up_mode() == 2; }
+bool give_up_forced() { return give_up_mode() >= 2; }
+
+int forced_survivor() { return give_up_mode() == 3 ? 1 : 0; }
 
 int64_t give_up_barrier_ns() {
   const int mode = give_up_mode();
-  return mode == 1 ? kGiveUpBarrierNs : mode == 2 ? 1 : 0;
+  return mode == 1 ? kGiveUpBarrierNs : mode >= 2 ? 1 : 0;
 }
 
-void TeamBarrier::wait(int64_t give_up_ns, int spins) {
+void TeamBarrier::wait(int member, int64_t give_up_ns, int spins) {
+  const uint64_t ask = static_cast<uint64_t>(member + 1) << kAskerShift;
   // Forced (tests): ask with the arrival itself, so the team shrinks here whoever arrives last.
-  // (Only the caller asks, once per barrier, and completion clears the bit: the add cannot carry.)
+  // (Only one member asks, once per barrier, and completion clears the field: no carry.)
   const bool ask_now = give_up_ns > 0 && give_up_forced();
-  const uint64_t before =
-      state_.fetch_add(ask_now ? 1 + kShrinkAsked : 1, std::memory_order_acq_rel);
+  const uint64_t before = state_.fetch_add(ask_now ? 1 + ask : 1, std::memory_order_acq_rel);
   const uint64_t generation = before >> 32;
   const int n = n_.load(std::memory_order_relaxed);
-  if ((before & (kShrinkAsked - 1)) + 1 == static_cast<uint64_t>(n)) {
+  if ((before & kArrivals) + 1 == static_cast<uint64_t>(n)) {
     // The last to arrive decides for everyone, then opens the next generation.
-    if ((before & kShrinkAsked) || ask_now) shrunk_.store(true, std::memory_order_relaxed);
+    const uint64_t asker = ask_now ? ask : before & kAsker;
+    if (asker != 0) {
+      survivor_.store(static_cast<int>(asker >> kAskerShift) - 1, std::memory_order_relaxed);
+      shrunk_.store(true, std::memory_order_relaxed);
+    }
     n_.store(next_n_.load(std::memory_order_relaxed), std::memory_order_relaxed);
     state_.store((generation + 1) << 32, std::memory_order_release);
     return;
@@ -62,9 +69,11 @@ void TeamBarrier::wait(int64_t give_up_ns, int spins) {
     uint64_t now = state_.load(std::memory_order_acquire);
     if ((now >> 32) != generation) return;
     if (give_up_ns > 0 && !asked && (i & 63) == 63 && now_ns() - start > give_up_ns) {
-      // Fails when someone arrives meanwhile (the count changed): try again next round, or
-      // the barrier completed without the request, and the team goes on as it was.
-      asked = state_.compare_exchange_strong(now, now | kShrinkAsked, std::memory_order_acq_rel);
+      // The first member to ask survives. Fails when someone arrives or asks meanwhile: try
+      // again next round (or another member asked), or the barrier completed without the
+      // request, and the team goes on as it was.
+      asked = (now & kAsker) != 0 ||
+              state_.compare_exchange_strong(now, now | ask, std::memory_order_acq_rel);
     }
     pause(i, spins);
   }
@@ -83,33 +92,39 @@ void Team::barrier() const {
   if (joining != nullptr && !barrier_->shrunk()) admit_arrivals();
   ++passed;
   if (members <= 1 || barrier_->shrunk()) return;
-  if (waits == nullptr) {
-    barrier_->wait();
-    size = barrier_->size();
-    return;
-  }
   const int64_t start = now_ns();
-  // Give up on a partner only after waiting three times as long as this member's own share of
+  // Give up on the others only after waiting three times as long as this member's own share of
   // the phase took: shares are equal in count, not always in cost (3 items split 1:2), so a
-  // partner may take twice as long; a much longer wait means it was not running. Never at the
-  // first barrier: its wait includes waking the workers (up to ~0.5 ms under a hypervisor).
-  const int64_t worked = start - waits->last_exit_ns;
+  // partner may take twice as long; a much longer wait means it was not running. Never at this
+  // member's first barrier: its wait includes waking the workers (up to ~0.5 ms under a
+  // hypervisor).
   int64_t limit = 0;
-  if (give_up_ns > 0 && waits->barriers > 0) {
-    limit = give_up_forced() ? give_up_ns : std::max(give_up_ns, 3 * worked);
+  if (give_up_ns > 0 && waited > 0) {
+    if (!give_up_forced()) {
+      limit = std::max(give_up_ns, 3 * (start - last_exit_ns));
+    } else if (id == forced_survivor()) {
+      limit = give_up_ns;
+    }
   }
-  barrier_->wait(limit, waits->barriers == 0 ? kFirstBarrierSpins : kBarrierSpins);
+  barrier_->wait(id, limit, waited == 0 ? kFirstBarrierSpins : kBarrierSpins);
   size = barrier_->size();
-  waits->last_exit_ns = now_ns();
-  const int64_t waited = waits->last_exit_ns - start;
-  // The first wait of a job includes waking the workers, which is not contention.
-  if (waits->barriers++ == 0) {
-    waits->first_wait_ns = waited;
+  last_exit_ns = now_ns();
+  const int64_t wait_ns = last_exit_ns - start;
+  if (waits != nullptr) record_wait(*waits, wait_ns, waited == 0);
+  ++waited;
+}
+
+// Member 0's record of its waits: the pool's contention signal. The first wait of a job
+// includes waking the workers, which is not contention.
+void Team::record_wait(BarrierWaits& w, int64_t wait_ns, bool first) {
+  ++w.barriers;
+  if (first) {
+    w.first_wait_ns += wait_ns;
     return;
   }
-  waits->total_wait_ns += waited;
-  if (waited > waits->max_wait_ns) waits->max_wait_ns = waited;
-  if (waited > kLongBarrierWaitNs) waits->long_wait_ns += waited;
+  w.total_wait_ns += wait_ns;
+  if (wait_ns > w.max_wait_ns) w.max_wait_ns = wait_ns;
+  if (wait_ns > kLongBarrierWaitNs) w.long_wait_ns += wait_ns;
 }
 
 }  // namespace pylstm

@@ -310,6 +310,7 @@ void ThreadPool::worker_main(int id, uint64_t seen) {
     const auto* job = job_;
     const int size = team_size_;
     const bool started_alone = started_alone_;
+    const int64_t give_up_ns = give_up_ns_;
     const int cpu = id < static_cast<int>(team_cpus_.size()) ? team_cpus_[id] : -1;
     const int caller_cpu = caller_cpu_;
     lock.unlock();
@@ -318,8 +319,9 @@ void ThreadPool::worker_main(int id, uint64_t seen) {
       if (cpu < 0) move_off_cpu(caller_cpu);
       JoinSlot& slot = slots_[id];
       if (take_seat(slot, seen)) {
-        Team team{id, slot.size, &barrier_};
+        Team team{id, slot.size, &barrier_, nullptr, give_up_ns};
         team.started_alone = started_alone;
+        team.last_exit_ns = now_ns();
         team.skip = slot.skip;
         team.join_generation = slot.generation;
         try {
@@ -441,6 +443,7 @@ void ThreadPool::run(int want, int64_t call_macs, const std::function<void(const
     job_ = &job;
     team_size_ = size;
     started_alone_ = alone;
+    give_up_ns_ = give_up_ns;
     team_cpus_ = cpus;
     caller_cpu_ = cpus.empty() ? current_cpu() : -1;
     job_generation_.store(joining.job, std::memory_order_release);
@@ -456,7 +459,7 @@ void ThreadPool::run(int want, int64_t call_macs, const std::function<void(const
     // Workers that were spinning arrive within microseconds: the team starts together.
     waits.first_wait_ns = admit_all(joining) - start;
   }
-  waits.last_exit_ns = now_ns();
+  team.last_exit_ns = now_ns();
   try {
     job(team);
   } catch (...) {
@@ -466,13 +469,15 @@ void ThreadPool::run(int want, int64_t call_macs, const std::function<void(const
   const int members = close_seats(joining);
   spin_until([&] { return pending_.load(std::memory_order_acquire) == 0; });
   const int64_t end = now_ns();
-  // A team that gave up on a member (it was not running) counts as contended outright.
-  note_team_call(end - start, barrier_.shrunk() ? end - start : waits.long_wait_ns);
+  // A caller that gave up on its workers (they were not running) counts as contended outright.
+  // (Workers that gave up on the caller do not: a call on the caller alone would be slower.)
+  const bool caller_gave_up = barrier_.shrunk() && barrier_.survivor() == 0;
+  note_team_call(end - start, caller_gave_up ? end - start : waits.long_wait_ns);
   {
     std::lock_guard<std::mutex> g(last_call_mutex_);
     last_call_ =
-        LastCall{end - start,       end - job_end, waits,  now_ns() < backoff_until_ns_.load(),
-                 barrier_.shrunk(), alone,         members};
+        LastCall{end - start,       end - job_end,       waits, now_ns() < backoff_until_ns_.load(),
+                 barrier_.shrunk(), barrier_.survivor(), alone, members};
   }
   if (mine) std::rethrow_exception(mine);
   if (error_) std::rethrow_exception(error_);

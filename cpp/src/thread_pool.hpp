@@ -41,8 +41,7 @@ struct BarrierWaits {
   int64_t long_wait_ns = 0;   // waits longer than kLongBarrierWaitNs, after the first barrier
   int64_t total_wait_ns = 0;  // every wait after the first barrier
   int64_t max_wait_ns = 0;
-  int64_t first_wait_ns = 0;  // the first barrier: the workers' start
-  int64_t last_exit_ns = 0;   // when member 0 left its last barrier (or the job started)
+  int64_t first_wait_ns = 0;  // the workers' start: admitting them, and the first barrier
 };
 
 // A worker's seat in the current job. A job whose workers were asleep starts on the caller
@@ -79,7 +78,7 @@ struct Team {
   mutable int size = 1;
   TeamBarrier* barrier_ = nullptr;
   BarrierWaits* waits = nullptr;  // member 0 only
-  int64_t give_up_ns = 0;         // member 0 only: see team_sync.hpp
+  int64_t give_up_ns = 0;         // see team_sync.hpp
   // Member 0 while workers may still join; null once all have (or for other members).
   mutable Joining* joining = nullptr;
   // Whether the job started on its caller alone (the same for every member: the time loop
@@ -88,18 +87,23 @@ struct Team {
   mutable int passed = 0;  // barriers this member has passed
   int skip = 0;            // a late joiner: barriers it passes without working
   uint64_t join_generation = 0;
+  mutable int waited = 0;            // barriers this member has waited at
+  mutable int64_t last_exit_ns = 0;  // when it left the last one (or started the job)
 
-  // Whether the team gave up on its other members (team_sync.hpp): member 0 then works alone.
+  // Whether the team gave up on its other members (team_sync.hpp): the survivor then works
+  // alone.
   bool shrunk() const { return size > 1 && barrier_->shrunk(); }
+  // Whether this member does the work that one member does for all (states in and out).
+  bool leads() const { return id == (shrunk() ? barrier_->survivor() : 0); }
   void barrier() const;
   // Static split of [0, n) into `size` contiguous ranges; this member's range. The same member
   // always gets the same range, so the weights it reads stay in its own cache across steps.
   void range(int64_t n, int64_t& begin, int64_t& end) const {
-    if (passed < skip || (shrunk() && id != 0)) {  // catching up, or left without work
+    if (passed < skip || (shrunk() && !leads())) {  // catching up, or left without work
       begin = end = n;
       return;
     }
-    if (shrunk()) {  // member 0 takes everything
+    if (shrunk()) {  // the survivor takes everything
       begin = 0;
       end = n;
       return;
@@ -110,6 +114,7 @@ struct Team {
 
  private:
   void admit_arrivals() const;
+  static void record_wait(BarrierWaits& w, int64_t wait_ns, bool first);
 };
 
 class ThreadPool {
@@ -164,7 +169,8 @@ class ThreadPool {
     int64_t job_ns = 0, final_wait_ns = 0;
     BarrierWaits waits;
     bool contended = false;
-    bool shrunk = false;         // gave up on a member at a barrier
+    bool shrunk = false;         // a member gave up on the others at a barrier
+    int survivor = 0;            // the member that then worked alone
     bool started_alone = false;  // workers joined late (or not at all)
     int members = 1;             // members that ran the job
   };
@@ -194,6 +200,7 @@ class ThreadPool {
   const std::function<void(const Team&)>* job_ = nullptr;
   int team_size_ = 1;
   bool started_alone_ = false;
+  int64_t give_up_ns_ = 0;             // the job's, for its workers
   std::unique_ptr<JoinSlot[]> slots_;  // one per member id
   std::vector<int> team_cpus_;         // CPU of each team member, or empty (not pinned)
   int caller_cpu_ = -1;                // unpinned: where member 0 ran when it posted the job

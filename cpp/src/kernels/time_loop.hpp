@@ -100,7 +100,7 @@ class LayerRun {
   bool valid(int64_t t, int64_t b) const { return !io_.mask || io_.mask[t * B_ + b]; }
 
   void init_states() {
-    if (team_.id != 0) return;
+    if (!team_.leads()) return;
     const int64_t D = L_.D();
     for (int64_t d = 0; d < D; ++d) {
       for (int64_t b = 0; b < B_; ++b) {
@@ -117,7 +117,7 @@ class LayerRun {
   }
 
   void final_states() const {
-    if (team_.id != 0) return;
+    if (!team_.leads()) return;
     for (int64_t d = 0; d < L_.D(); ++d) {
       for (int64_t b = 0; b < B_; ++b) {
         if (io_.h_n) {
