@@ -98,10 +98,17 @@ void Team::barrier() const {
   // partner may take twice as long; a much longer wait means it was not running. Never at this
   // member's first barrier: its wait includes waking the workers (up to ~0.5 ms under a
   // hypervisor).
+  // And only once this member's long waits make up kGiveUpWaitShare of its time in the job: a
+  // partner that loses one time slice in a long call (a page fault, the hypervisor) is waited
+  // for; one that keeps losing them is not. Waits of w give up when
+  // long_waits + w > share * (elapsed + w).
   int64_t limit = 0;
   if (give_up_ns > 0 && waited > 0) {
     if (!give_up_forced()) {
-      limit = std::max(give_up_ns, 3 * (start - last_exit_ns));
+      const double elapsed = static_cast<double>(start - job_start_ns);
+      const double share_limit = (kGiveUpWaitShare * elapsed - static_cast<double>(long_waits_ns)) /
+                                 (1.0 - kGiveUpWaitShare);
+      limit = std::max({give_up_ns, 3 * (start - last_exit_ns), static_cast<int64_t>(share_limit)});
     } else if (id == forced_survivor()) {
       limit = give_up_ns;
     }
@@ -110,6 +117,7 @@ void Team::barrier() const {
   size = barrier_->size();
   last_exit_ns = now_ns();
   const int64_t wait_ns = last_exit_ns - start;
+  if (wait_ns > kLongBarrierWaitNs) long_waits_ns += wait_ns;
   if (waits != nullptr) record_wait(*waits, wait_ns, waited == 0);
   ++waited;
 }

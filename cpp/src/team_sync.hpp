@@ -34,6 +34,10 @@ namespace pylstm {
 
 // The least wait at a barrier before giving up (a healthy barrier takes microseconds).
 constexpr int64_t kGiveUpBarrierNs = 50 * 1000;
+// A member gives up only once its long waits are this share of its time in the job (Team::
+// barrier): measured on 2 vCPUs, a 120 ms call (LSTM 2 layers, B=256, H=256) gave up on a
+// single stall and then ran its remaining ~100 ms on one thread (190-230 ms).
+constexpr double kGiveUpWaitShare = 0.25;
 
 // Checks a barrier spins before it yields the CPU between checks: healthy waits take a few
 // microseconds, and a member that shares its CPU with the one it waits for must let it run.

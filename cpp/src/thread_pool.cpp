@@ -321,7 +321,7 @@ void ThreadPool::worker_main(int id, uint64_t seen) {
       if (take_seat(slot, seen)) {
         Team team{id, slot.size, &barrier_, nullptr, give_up_ns};
         team.started_alone = started_alone;
-        team.last_exit_ns = now_ns();
+        team.last_exit_ns = team.job_start_ns = now_ns();
         team.skip = slot.skip;
         team.join_generation = slot.generation;
         try {
@@ -459,7 +459,7 @@ void ThreadPool::run(int want, int64_t call_macs, const std::function<void(const
     // Workers that were spinning arrive within microseconds: the team starts together.
     waits.first_wait_ns = admit_all(joining) - start;
   }
-  team.last_exit_ns = now_ns();
+  team.last_exit_ns = team.job_start_ns = now_ns();
   try {
     job(team);
   } catch (...) {

@@ -87,8 +87,10 @@ struct Team {
   mutable int passed = 0;  // barriers this member has passed
   int skip = 0;            // a late joiner: barriers it passes without working
   uint64_t join_generation = 0;
-  mutable int waited = 0;            // barriers this member has waited at
-  mutable int64_t last_exit_ns = 0;  // when it left the last one (or started the job)
+  mutable int waited = 0;             // barriers this member has waited at
+  mutable int64_t last_exit_ns = 0;   // when it left the last one (or started the job)
+  mutable int64_t job_start_ns = 0;   // when it started the job
+  mutable int64_t long_waits_ns = 0;  // its waits longer than kLongBarrierWaitNs
 
   // Whether the team gave up on its other members (team_sync.hpp): the survivor then works
   // alone.
