@@ -16,6 +16,7 @@ from pylstm.bench.batcher import (
     measure_batcher_point,
     run_batcher_section,
 )
+from pylstm.bench.report import markdown_lines
 from pylstm.bench.runner import new_record
 
 
@@ -56,6 +57,8 @@ def test_section_prints_its_table_and_records_entries():
     assert entry["batcher_step_us"] > 0 and entry["stream_step_us"] > 0  # one-stream extras
     table = markdown_table([entry])
     assert table.count("\n") >= 2 and entry["name"] in table
+    # `pylstm bench --from-json FILE --markdown` prints it too
+    assert table in "\n".join(markdown_lines(record))
 
 
 def test_plotting_a_batcher_only_run_writes_no_plot_and_does_not_fail(tmp_path):
