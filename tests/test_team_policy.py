@@ -6,6 +6,7 @@ every path with ``PYLSTM_TEAM_POLICY=eager``); here the decisions themselves, an
 (adaptive) policy's results in a fresh process against the eager policy's.
 """
 
+import os
 import subprocess
 import sys
 
@@ -193,6 +194,59 @@ def test_workers_that_join_a_call_late_give_the_same_results(tmp_path):
     assert joined == 0
     for a, b in zip(late, together):
         np.testing.assert_array_equal(a, b)  # bit-identical: a sum's order never changes
+
+
+LATE_THREADS_CHILD = """
+import os, random, threading, time
+import numpy as np
+import pylstm
+from pylstm.convert.builder import Direction, Layer
+
+rng = np.random.default_rng(2)
+def layer(cell, i, h, dirs=1):
+    g = 4 if cell == "lstm" else 3
+    return Layer(cell, [Direction(w=rng.uniform(-0.5, 0.5, (g * h, i)),
+                                  r=rng.uniform(-0.5, 0.5, (g * h, h)),
+                                  reverse=d == 1) for d in range(dirs)])
+models = [pylstm.from_arrays([layer("lstm", 32, 64, 2), layer("lstm", 128, 64, 2)]),
+          pylstm.from_arrays([layer("gru", 48, 96)])]
+inputs = [rng.standard_normal((40, 3, 32)).astype(np.float32),
+          rng.standard_normal((60, 2, 48)).astype(np.float32)]
+pylstm.set_num_threads(1)
+refs = [m(x)[0] for m, x in zip(models, inputs)]
+pylstm.set_num_threads(2)
+bad = []
+def client(k):
+    r = random.Random(k)
+    for _ in range(150):
+        time.sleep(r.choice([0, 0, 0.0005, 0.003]))
+        i = r.randrange(2)
+        if not np.array_equal(models[i](inputs[i])[0], refs[i]):
+            bad.append(i)
+threads = [threading.Thread(target=client, args=(k,)) for k in range(3)]
+for t in threads:
+    t.start()
+for _ in range(5):  # forks while other threads' calls run: the child's calls start alone too
+    time.sleep(0.01)
+    pid = os.fork()
+    if pid == 0:
+        ok = all(np.array_equal(models[i](inputs[i])[0], refs[i]) for i in (0, 1, 0))
+        os._exit(0 if ok else 1)
+    bad += [] if os.waitpid(pid, 0)[1] == 0 else ["child"]
+for t in threads:
+    t.join()
+print(len(bad))
+"""
+
+
+@pytest.mark.skipif(pylstm._core.available_cpus() < 2, reason="needs 2 CPUs for a team")
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_late_joiners_with_calls_from_threads_and_forks(tmp_path):
+    """PYLSTM_TEAM_JOIN=late while three threads call two models (one holds the pool, the
+    others run alone) and the process forks mid-call: every result is bit-identical to one
+    thread's, in the parent and in the children."""
+    env = {"PYLSTM_TEAM_POLICY": "eager", "PYLSTM_TEAM_JOIN": "late"}
+    assert run_python(LATE_THREADS_CHILD, tmp_path, env).strip() == "0"
 
 
 @pytest.mark.skipif(pylstm._core.available_cpus() < 2, reason="needs 2 CPUs for a team")
