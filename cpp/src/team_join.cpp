@@ -46,15 +46,10 @@ bool take_seat(JoinSlot& slot, uint64_t job) {
     return false;
   }
   uint64_t state = 0;
-  for (int i = 0;
-       (state = slot.state.load(std::memory_order_acquire)) == (job << 2 | JoinSlot::kArrived);
-       ++i) {
-    if (i < kBarrierSpins) {
-      cpu_relax();
-    } else {
-      std::this_thread::yield();
-    }
-  }
+  spin_until([&] {
+    state = slot.state.load(std::memory_order_acquire);
+    return state != (job << 2 | JoinSlot::kArrived);
+  });
   return state == (job << 2 | JoinSlot::kAdmitted);
 }
 
@@ -101,15 +96,12 @@ void Team::admit_arrivals() const {
 int64_t ThreadPool::admit_all(const Joining& joining) {
   for (int w = 1; w < joining.planned; ++w) {
     JoinSlot& slot = slots_[w];
-    for (int i = 0; slot.state.load(std::memory_order_acquire) != joining.tag(JoinSlot::kArrived);
-         ++i) {
-      // A worker woken on this CPU runs only once this thread yields (see move_off_cpu).
-      if (i < kFirstBarrierSpins) {
-        cpu_relax();
-      } else {
-        std::this_thread::yield();
-      }
-    }
+    // A worker woken on this CPU runs only once this thread yields (see move_off_cpu).
+    spin_until(
+        [&] {
+          return slot.state.load(std::memory_order_acquire) == joining.tag(JoinSlot::kArrived);
+        },
+        kFirstBarrierSpins);
     slot.size = joining.planned;
     slot.skip = 0;
     slot.generation = 0;

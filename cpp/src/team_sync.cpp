@@ -8,18 +8,6 @@
 #include "thread_pool.hpp"  // now_ns, cpu_relax
 
 namespace pylstm {
-namespace {
-
-// Spin `spins` checks, then yield the CPU between checks (as the pool's other waits).
-inline void pause(int i, int spins) {
-  if (i < spins) {
-    cpu_relax();
-  } else {
-    std::this_thread::yield();
-  }
-}
-
-}  // namespace
 
 namespace {
 
@@ -80,7 +68,7 @@ void TeamBarrier::wait(int member, int64_t give_up_ns, int spins) {
 }
 
 void TeamBarrier::wait_generation(uint64_t g) const {
-  for (int i = 0; generation() < g; ++i) pause(i, kBarrierSpins);
+  spin_until([&] { return generation() >= g; });
 }
 
 void Team::barrier() const {

@@ -60,7 +60,8 @@ int forced_survivor();
 // Sense-counting spin barrier for a fixed number of threads, with the shrink decision above.
 // Spins briefly, then yields, so an oversubscribed machine still makes progress.
 // The number of members can grow between generations (late joiners, thread_pool.hpp): the
-// member that completes a barrier opens the next generation for next_size() members.
+// member that completes a barrier opens the next generation for the size member 0 set before
+// arriving (grow_after_this_barrier).
 class TeamBarrier {
  public:
   void reset(int n) {

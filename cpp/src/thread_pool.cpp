@@ -46,18 +46,6 @@ constexpr double kContentionWeight = 0.25;
 constexpr int64_t kMinBackoffNs = 20 * 1000 * 1000;
 constexpr int64_t kMaxBackoffNs = 1000 * 1000 * 1000;
 
-// Spin on `done` for a while, then yield the CPU between checks.
-template <typename Done>
-void spin_until(Done done) {
-  for (int i = 0; !done(); ++i) {
-    if (i < 4000) {
-      cpu_relax();
-    } else {
-      std::this_thread::yield();
-    }
-  }
-}
-
 // Pins the calling thread to one CPU; false if the OS refused.
 bool pin_current_thread(int cpu) {
 #if defined(__linux__)

@@ -27,6 +27,22 @@ inline void cpu_relax() {
 #endif
 }
 
+// The i-th check of a wait: spin for the first `spins` checks, then yield the CPU between them
+// (a thread sharing its CPU with the one it waits for must let it run).
+inline void pause(int i, int spins) {
+  if (i < spins) {
+    cpu_relax();
+  } else {
+    std::this_thread::yield();
+  }
+}
+
+// Waits until done() holds, pausing between checks as above.
+template <typename Done>
+void spin_until(Done done, int spins = kBarrierSpins) {
+  for (int i = 0; !done(); ++i) pause(i, spins);
+}
+
 // Monotonic clock in nanoseconds.
 int64_t now_ns();
 
