@@ -71,9 +71,7 @@ class _Core:
         self.released = deque()  # slots of closed / collected streams, zeroed at the next round
         self.open_count = 0
         self.queue = deque()
-        self.queue_lock = threading.Lock()  # cv's lock (taken directly by submit: cheaper)
-        self.cv = threading.Condition(self.queue_lock)
-        self.run_lock = threading.Lock()  # held while a batch runs or slots change
+        self._new_locks()
         self.closed = False
         self.worker = None
         self.wake_at = 0  # queue length at which the worker wants a notify (0: it is not waiting)
@@ -86,11 +84,14 @@ class _Core:
         """A forked child has none of the parent's threads: new locks, no worker (the next call
         starts one), no pending calls (their callers are in the parent)."""
         self.queue = deque()
-        self.queue_lock = threading.Lock()
-        self.cv = threading.Condition(self.queue_lock)
-        self.run_lock = threading.Lock()
+        self._new_locks()
         self.worker = None
         self.wake_at = 0
+
+    def _new_locks(self) -> None:
+        self.queue_lock = threading.Lock()  # cv's lock (taken directly by submit: cheaper)
+        self.cv = threading.Condition(self.queue_lock)
+        self.run_lock = threading.Lock()  # held while a batch runs or slots change
 
     # -- slots (call with run_lock held) ---------------------------------------------------
     def collect_released(self) -> None:
