@@ -98,6 +98,10 @@ class LayerRun {
     return L_.dirs[d].reverse ? T_ - 1 - step : step;
   }
   bool valid(int64_t t, int64_t b) const { return !io_.mask || io_.mask[t * B_ + b]; }
+  // The state this step starts from is all zeros (the first step, no h0): its recurrent
+  // products are exactly zero (the weights are finite: network.cpp refuses others, as
+  // 0 * inf = NaN), and a one-step call from a zero state reads only the input weights.
+  bool from_zero_state(int64_t step) const { return step == 0 && !io_.h0; }
 
   void init_states() {
     if (!team_.leads()) return;
@@ -339,7 +343,13 @@ class LayerRun {
       for (; i < n; ++i) row(u, i0 + i, rr + i * W);
     };
     const PanelArgs<WT> r = panels_of<WT>(P.r, 0, L_.Hout * GU_, GU_);
-    if (gru_two_phase()) {  // r and z only: n needs r*h first
+    if (from_zero_state(step)) {
+      if (gru_two_phase()) {
+        zero_chunks<2>(u0, u1, m1 - m0, each_row<2>(row));
+      } else {
+        zero_chunks<NV>(u0, u1, m1 - m0, rows);
+      }
+    } else if (gru_two_phase()) {  // r and z only: n needs r*h first
       sweep_chunks<2>(u0, u1, m1 - m0, a, L_.Hout, r, each_row<2>(row));
     } else {
       sweep_chunks<NV>(u0, u1, m1 - m0, a, L_.Hout, r, rows);
@@ -392,19 +402,23 @@ class LayerRun {
     float* hn = h_buf(d, par ^ 1);
     const StridedRows a{rh_buf(d) + m0 * hs_, hs_};
     with_acts(CELL, P, [&](auto acts) {
-      sweep_chunks<1>(u0, u1, m1 - m0, a, L_.Hout, panels_of<WT>(P.r, 2 * L_.U, L_.Hout * GU_, GU_),
-                      each_row<1>([&](int64_t u, int64_t i, const float* rn) {
-                        const int64_t b = m0 + i, unit0 = u * L_.U;
-                        if (!valid(t, b)) {
-                          carry(d, step, b, unit0, L_.U);
-                          return;
-                        }
-                        float* h_new = hn + b * hs_ + unit0;
-                        gru_chunk_new_state(L_, acts, xp_chunk(d, u) + (xrow0 + b) * GU_ + 2 * L_.U,
-                                            rn, aux_buf(d) + b * L_.Hp + unit0,
-                                            hp + b * hs_ + unit0, h_new);
-                        emit(d, t, b, unit0, std::min(L_.U, L_.H - unit0), h_new);
-                      }));
+      auto row = each_row<1>([&](int64_t u, int64_t i, const float* rn) {
+        const int64_t b = m0 + i, unit0 = u * L_.U;
+        if (!valid(t, b)) {
+          carry(d, step, b, unit0, L_.U);
+          return;
+        }
+        float* h_new = hn + b * hs_ + unit0;
+        gru_chunk_new_state(L_, acts, xp_chunk(d, u) + (xrow0 + b) * GU_ + 2 * L_.U, rn,
+                            aux_buf(d) + b * L_.Hp + unit0, hp + b * hs_ + unit0, h_new);
+        emit(d, t, b, unit0, std::min(L_.U, L_.H - unit0), h_new);
+      });
+      if (from_zero_state(step)) {  // r * h = 0
+        zero_chunks<1>(u0, u1, m1 - m0, row);
+      } else {
+        sweep_chunks<1>(u0, u1, m1 - m0, a, L_.Hout,
+                        panels_of<WT>(P.r, 2 * L_.U, L_.Hout * GU_, GU_), row);
+      }
     });
   }
 };
