@@ -175,6 +175,15 @@ constexpr int max_multi_panel_rows() {
   return kAccRegs / (2 * NV);
 }
 
+// How many of `chunks` panels multi_panel_kernel does in one call for `rows` rows (the first
+// of balanced groups).
+template <int NV>
+constexpr int multi_panel_group(int rows, int chunks) {
+  const int per_call = std::max(1, kAccRegs / (rows * NV));
+  const int groups = (chunks + per_call - 1) / per_call;
+  return (chunks + groups - 1) / groups;
+}
+
 // `rows` (1..max_multi_panel_rows<NV>()) rows against up to kAccRegs/(rows*NV) panels; returns
 // how many panels it did.
 template <int NV, int MR = max_multi_panel_rows<NV>(), typename Rows, typename WT>

@@ -34,10 +34,13 @@ static inline PanelArgs<WT> panels_of(const WeightPanels& wp, int64_t col, int64
 // C = A · panel_u for chunks u in [u0, u1) and `rows` rows of A, then fn(u, i0, n, c) for each
 // block of product rows: rows [i0, i0 + n) of chunk u, row i at c + (i - i0) * NV * VL. Few
 // rows: several chunks per kernel call; many rows: one chunk at a time, in blocks of kRecRows
-// rows. `first` describes chunk 0's panel.
+// rows. `first` describes chunk 0's panel. `backward`: the chunks last to first (the time loop
+// alternates directions from step to step, so that the panels a step read last, still in
+// cache, are the next step's first; each chunk's products are the same either way).
 template <int NV, typename WT, typename RowFn>
 static inline void sweep_chunks(int64_t u0, int64_t u1, int64_t rows, const StridedRows& a,
-                                int64_t K, const PanelArgs<WT>& first, RowFn fn) {
+                                int64_t K, const PanelArgs<WT>& first, RowFn fn,
+                                bool backward = false) {
   constexpr int W = NV * VL;
   alignas(64) float rec[kRecFloats];
   auto chunk = [&](int64_t u) {
@@ -48,20 +51,32 @@ static inline void sweep_chunks(int64_t u0, int64_t u1, int64_t rows, const Stri
     return p;
   };
   if (rows <= max_multi_panel_rows<NV>()) {
-    for (int64_t u = u0; u < u1;) {
-      const int n =
-          multi_panel_kernel<NV>(static_cast<int>(rows), static_cast<int>(u1 - u), K, a, chunk(u));
+    if (!backward) {
+      for (int64_t u = u0; u < u1;) {
+        const int n = multi_panel_kernel<NV>(static_cast<int>(rows), static_cast<int>(u1 - u), K, a,
+                                             chunk(u));
+        for (int c = 0; c < n; ++c) fn(u + c, int64_t{0}, rows, rec + c * rows * W);
+        u += n;
+      }
+      return;
+    }
+    const int group = multi_panel_group<NV>(static_cast<int>(rows), static_cast<int>(u1 - u0));
+    for (int64_t u = u1; u > u0;) {
+      const int n = static_cast<int>(std::min<int64_t>(group, u - u0));
+      u -= n;
+      multi_panel_kernel<NV>(static_cast<int>(rows), n, K, a, chunk(u));  // all n: n <= group
       for (int c = 0; c < n; ++c) fn(u + c, int64_t{0}, rows, rec + c * rows * W);
-      u += n;
     }
     return;
   }
-  for (int64_t u = u0; u < u1; ++u) {
+  const int64_t step = backward ? -1 : 1;
+  for (int64_t u = backward ? u1 - 1 : u0; u >= u0 && u < u1; u += step) {
     for (int64_t r0 = 0; r0 < rows; r0 += kRecRows) {
       const int64_t n = std::min<int64_t>(kRecRows, rows - r0);
       PanelArgs<WT> p = chunk(u);
-      if (r0 == 0 && u + 1 < u1) {  // the next chunk's panel, during the first rows of this one
-        p.prefetch = reinterpret_cast<const char*>(first.panel(u + 1).b);
+      const int64_t next = u + step;
+      if (r0 == 0 && next >= u0 && next < u1) {  // the next chunk's panel, during the first rows
+        p.prefetch = reinterpret_cast<const char*>(first.panel(next).b);
         p.prefetch_lines = K * first.ldb * static_cast<int64_t>(sizeof(WT)) / 64;
       }
       panel_product<NV>(n, K, a.from(r0), p);

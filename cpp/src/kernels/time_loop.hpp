@@ -226,43 +226,62 @@ class LayerRun {
 
   // Calls fn(d, u0, u1, m0, m1) for this member's share of (direction, chunk, row block)
   // items, merged into runs of consecutive chunks of one direction and row block. Items are
-  // ordered chunk-major, row blocks innermost, so a member keeps the same weight slice.
+  // ordered chunk-major, row blocks innermost, so a member keeps the same weight slice;
+  // `backward` visits them last to first (see sweep_chunks).
   template <typename RunFn>
-  void for_runs(int64_t unit_chunks, RunFn fn) const {
+  void for_runs(int64_t unit_chunks, bool backward, RunFn fn) const {
     const int64_t rows = rows_per_item(B_, L_.D() * unit_chunks, team_.size, MR);
     const int64_t row_blocks = (B_ + rows - 1) / rows;
     const int64_t per_dir = unit_chunks * row_blocks;
     int64_t begin, end;
     team_.range(L_.D() * per_dir, begin, end);
-    for (int64_t item = begin; item < end;) {
+    auto run = [&](int64_t item, int64_t chunks) {  // `chunks` items from `item`
       const int64_t d = item / per_dir;
       const int64_t u = (item % per_dir) / row_blocks;
       const int64_t rb = item % row_blocks;
-      int64_t u_end = u + 1;
-      if (row_blocks == 1) {  // extend over the following chunks of this direction
-        u_end = std::min(unit_chunks, u + (end - item));
+      fn(d, u, u + chunks, rb * rows, std::min(B_, (rb + 1) * rows));
+    };
+    // A run extends over the following (backward: preceding) chunks of its direction when
+    // there is one row block.
+    if (!backward) {
+      for (int64_t item = begin; item < end;) {
+        const int64_t u = (item % per_dir) / row_blocks;
+        const int64_t n = row_blocks == 1 ? std::min(unit_chunks - u, end - item) : 1;
+        run(item, n);
+        item += n;
       }
-      fn(d, u, u_end, rb * rows, std::min(B_, (rb + 1) * rows));
-      item += (u_end - u);
+      return;
+    }
+    for (int64_t item = end; item > begin;) {
+      const int64_t u = ((item - 1) % per_dir) / row_blocks;
+      const int64_t n = row_blocks == 1 ? std::min(u + 1, item - begin) : 1;
+      item -= n;
+      run(item, n);
     }
   }
+
+  // Odd steps sweep the weights backward (see sweep_chunks).
+  static bool backward(int64_t step) { return step & 1; }
 
   void recurrent_step(int64_t step, int64_t s0) const {
     const int64_t par = step & 1;
     const int64_t xrow0 = (step - s0) * B_;
-    for_runs(L_.chunks, [&](int64_t d, int64_t u0, int64_t u1, int64_t m0, int64_t m1) {
-      gates_for_rows(d, u0, u1, m0, m1, step, par, xrow0);
-    });
+    for_runs(L_.chunks, backward(step),
+             [&](int64_t d, int64_t u0, int64_t u1, int64_t m0, int64_t m1) {
+               gates_for_rows(d, u0, u1, m0, m1, step, par, xrow0);
+             });
     team_.barrier();
     if (projected()) {
-      for_runs(L_.proj_chunks, [&](int64_t d, int64_t u0, int64_t u1, int64_t m0, int64_t m1) {
-        project_rows(d, u0, u1, m0, m1, step, par);
-      });
+      for_runs(L_.proj_chunks, backward(step),
+               [&](int64_t d, int64_t u0, int64_t u1, int64_t m0, int64_t m1) {
+                 project_rows(d, u0, u1, m0, m1, step, par);
+               });
       team_.barrier();
     } else if (gru_two_phase()) {
-      for_runs(L_.chunks, [&](int64_t d, int64_t u0, int64_t u1, int64_t m0, int64_t m1) {
-        gru_new_state_rows(d, u0, u1, m0, m1, step, par, xrow0);
-      });
+      for_runs(L_.chunks, backward(step),
+               [&](int64_t d, int64_t u0, int64_t u1, int64_t m0, int64_t m1) {
+                 gru_new_state_rows(d, u0, u1, m0, m1, step, par, xrow0);
+               });
       team_.barrier();
     }
   }
@@ -350,9 +369,9 @@ class LayerRun {
         zero_chunks<NV>(u0, u1, m1 - m0, rows);
       }
     } else if (gru_two_phase()) {  // r and z only: n needs r*h first
-      sweep_chunks<2>(u0, u1, m1 - m0, a, L_.Hout, r, each_row<2>(row));
+      sweep_chunks<2>(u0, u1, m1 - m0, a, L_.Hout, r, each_row<2>(row), backward(step));
     } else {
-      sweep_chunks<NV>(u0, u1, m1 - m0, a, L_.Hout, r, rows);
+      sweep_chunks<NV>(u0, u1, m1 - m0, a, L_.Hout, r, rows, backward(step));
     }
   }
 
@@ -390,7 +409,8 @@ class LayerRun {
                       }
                       std::memcpy(hn + b * hs_ + col0, hr, L_.Up * sizeof(float));
                       emit(d, t, b, col0, std::min(L_.Up, L_.P - col0), hr);
-                    }));
+                    }),
+                    backward(step));
   }
 
   // GRU with the reset before the recurrent product, second phase: n from Rn·(r*h).
@@ -417,7 +437,7 @@ class LayerRun {
         zero_chunks<1>(u0, u1, m1 - m0, row);
       } else {
         sweep_chunks<1>(u0, u1, m1 - m0, a, L_.Hout,
-                        panels_of<WT>(P.r, 2 * L_.U, L_.Hout * GU_, GU_), row);
+                        panels_of<WT>(P.r, 2 * L_.U, L_.Hout * GU_, GU_), row, backward(step));
       }
     });
   }
