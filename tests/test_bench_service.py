@@ -171,3 +171,37 @@ def test_the_recorded_run_prints_and_plots(tmp_path):
     from pylstm.bench.plot import plot_record
 
     assert plot_record(record, str(tmp_path / "run.png")) == list(CONDITION_SECTIONS)
+
+
+def test_alone_runs_in_rounds_and_pools_their_samples(tmp_path, monkeypatch):
+    """Each engine's process runs once per round, in alternating engine order, and the samples
+    of all rounds are pooled per point and gap."""
+    pytest.importorskip("torch")
+    from pylstm.bench import conditions
+
+    points = conditions.write_point_files(TINY[:1], str(tmp_path))
+    spec = {"threads": 1, "budget_s": 0.01, "min_calls": 5, "max_calls": 7, "points": points}
+    spec.update(shared=False, gaps_ms=[0, 2])
+    ran = []
+    real = conditions.run_child
+
+    def run_child(spec, folder, tag):
+        ran.append((tag, spec["min_calls"], spec["max_calls"]))
+        return real(spec, folder, tag)
+
+    monkeypatch.setattr(conditions, "run_child", run_child)
+    alone, backend = conditions.measure_alone(spec, ["pylstm", "torch"], str(tmp_path), 3)
+    assert [t for t, _, _ in ran] == [
+        "pylstm-0",
+        "torch-0",
+        "torch-1",
+        "pylstm-1",
+        "pylstm-2",
+        "torch-2",
+    ]
+    assert all((lo, hi) == (2, 2) for _, lo, hi in ran)  # ceil(5 / 3), 7 // 3 per round
+    assert backend.startswith("cpu/")
+    for name in ("pylstm", "torch"):
+        (point,) = alone[name]
+        assert set(point) == {"0", "2"}
+        assert all(len(samples) == 3 * 2 for samples in point.values())  # 2 calls x 3 rounds

@@ -2,7 +2,8 @@
 service rather than in warm bursts (DESIGN.md, "Speed that holds in a service").
 
 * **service** (:mod:`.service`): calls arriving after idle gaps (2 ms, 20 ms), each engine alone
-  in its own child process; median and p99 per call.
+  in its own child process (three rounds of processes, engines alternating, samples pooled);
+  median and p99 per call.
 * **shared** (:mod:`.service`): pylstm, ONNX Runtime and PyTorch taking turns in one process,
   back to back, against each engine alone in its own process, back to back.
 * **neighbours** (:mod:`.neighbours`): every engine while another process keeps one core busy,
@@ -45,6 +46,9 @@ MIN_CALLS = 30
 QUICK_MIN_CALLS = 10
 QUICK_BUDGET_S = 0.5
 MAX_CALLS = 1000
+#: Rounds of the engines' processes alone (service section and the shared section's
+#: reference); 1 with --quick.
+ALONE_ROUNDS = 3
 #: Seconds a child may take before it is stopped.
 CHILD_TIMEOUT_S = 600
 
@@ -111,6 +115,35 @@ def run_child(spec: dict, folder: str, tag: str) -> dict:
         raise RuntimeError(f"benchmark child {tag} failed:\n{proc.stderr[-2000:]}")
     with open(os.path.join(folder, f"result-{tag}.json")) as fh:
         return json.load(fh)
+
+
+def measure_alone(spec: dict, engines: list, folder: str, rounds: int):
+    """Each engine alone in its own process, one process at a time, in ``rounds`` rounds of
+    ``1 / rounds`` of the budget and calls each (the engines' order reversed every other
+    round): the host's speed drifts over seconds, and one long process per engine would
+    charge the drift to whichever engine ran then.
+
+    Returns ``({engine: [per point {gap_ms (str): [seconds, ...]}]}, pylstm's kernel or
+    None)``: each engine's samples of all rounds together."""
+    part = {
+        **spec,
+        "budget_s": spec["budget_s"] / rounds,
+        "min_calls": max(1, -(-spec["min_calls"] // rounds)),
+        "max_calls": max(1, spec["max_calls"] // rounds),
+    }
+    alone, backend = {}, None
+    for r in range(rounds):
+        for name in engines if r % 2 == 0 else engines[::-1]:
+            result = run_child({**part, "engines": [name]}, folder, f"{name}-{r}")
+            backend = result.get("backend") or backend
+            points = [p[name] for p in result["points"]]
+            if name not in alone:
+                alone[name] = points
+                continue
+            for mine, more in zip(alone[name], points):
+                for gap, samples in more.items():
+                    mine[gap].extend(samples)
+    return alone, backend
 
 
 def available_engines() -> list:
@@ -197,12 +230,10 @@ def run_condition_sections(
             spec.update(points=points, shared=False)
             # back to back (0): the reference of both sections
             gaps = [0, *SERVICE_GAPS_MS] if "service" in sections else [0]
-            alone = {}
-            for name in engines:  # one engine per process, one process at a time
-                result = run_child({**spec, "engines": [name], "gaps_ms": gaps}, folder, name)
-                alone[name] = [p[name] for p in result["points"]]
-                if result.get("backend"):
-                    record["machine"]["pylstm_backend"] = result["backend"]
+            rounds = ALONE_ROUNDS if budget_s >= QUICK_BUDGET_S else 1
+            alone, backend = measure_alone({**spec, "gaps_ms": gaps}, engines, folder, rounds)
+            if backend:
+                record["machine"]["pylstm_backend"] = backend
             diffs = output_agreement(folder, engines, len(configs))
             backend = record["machine"].get("pylstm_backend")
             if "service" in sections:
