@@ -51,21 +51,13 @@ static inline void sweep_chunks(int64_t u0, int64_t u1, int64_t rows, const Stri
     return p;
   };
   if (rows <= max_multi_panel_rows<NV>()) {
-    if (!backward) {
-      for (int64_t u = u0; u < u1;) {
-        const int n = multi_panel_kernel<NV>(static_cast<int>(rows), static_cast<int>(u1 - u), K, a,
-                                             chunk(u));
-        for (int c = 0; c < n; ++c) fn(u + c, int64_t{0}, rows, rec + c * rows * W);
-        u += n;
-      }
-      return;
-    }
-    const int group = multi_panel_group<NV>(static_cast<int>(rows), static_cast<int>(u1 - u0));
-    for (int64_t u = u1; u > u0;) {
-      const int n = static_cast<int>(std::min<int64_t>(group, u - u0));
-      u -= n;
-      multi_panel_kernel<NV>(static_cast<int>(rows), n, K, a, chunk(u));  // all n: n <= group
+    const int r = static_cast<int>(rows);
+    for (int64_t left = u1 - u0; left > 0;) {
+      const int n = multi_panel_group<NV>(r, static_cast<int>(left));
+      const int64_t u = backward ? u0 + left - n : u1 - left;
+      multi_panel_kernel<NV>(r, n, K, a, chunk(u));  // all n chunks: one group
       for (int c = 0; c < n; ++c) fn(u + c, int64_t{0}, rows, rec + c * rows * W);
+      left -= n;
     }
     return;
   }

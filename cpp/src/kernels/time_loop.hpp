@@ -243,20 +243,11 @@ class LayerRun {
     };
     // A run extends over the following (backward: preceding) chunks of its direction when
     // there is one row block.
-    if (!backward) {
-      for (int64_t item = begin; item < end;) {
-        const int64_t u = (item % per_dir) / row_blocks;
-        const int64_t n = row_blocks == 1 ? std::min(unit_chunks - u, end - item) : 1;
-        run(item, n);
-        item += n;
-      }
-      return;
-    }
-    for (int64_t item = end; item > begin;) {
-      const int64_t u = ((item - 1) % per_dir) / row_blocks;
-      const int64_t n = row_blocks == 1 ? std::min(u + 1, item - begin) : 1;
-      item -= n;
-      run(item, n);
+    for (int64_t left = end - begin, n; left > 0; left -= n) {
+      const int64_t edge = backward ? begin + left - 1 : end - left;  // first visited
+      const int64_t u = (edge % per_dir) / row_blocks;
+      n = row_blocks == 1 ? std::min(backward ? u + 1 : unit_chunks - u, left) : 1;
+      run(backward ? edge - n + 1 : edge, n);
     }
   }
 
