@@ -205,3 +205,29 @@ def test_alone_runs_in_rounds_and_pools_their_samples(tmp_path, monkeypatch):
         (point,) = alone[name]
         assert set(point) == {"0", "2"}
         assert all(len(samples) == 3 * 2 for samples in point.values())  # 2 calls x 3 rounds
+
+
+def test_streaming_point_is_a_service_row_only():
+    """A StreamConfig among the condition points (``stream.step``, one step per call, state
+    carried) gives service rows, which the three engines' children agree on, and no other."""
+    pytest.importorskip("torch")
+    pytest.importorskip("onnxruntime")
+    from pylstm.bench.configs import StreamConfig
+
+    assert StreamConfig("lstm", 64, 64) in bench_configs.condition_configs()
+    assert not any(  # --quick stays short
+        isinstance(c, StreamConfig) for c in bench_configs.condition_configs(quick=True)
+    )
+    stream = StreamConfig("lstm", 8, 8)
+    rec = new_record(2, "pylstm bench (test)")
+    points = [TINY[0], stream]
+    run_condition_sections(rec, points, ["service", "shared"], threads=2, budget_s=0.01)
+    service = _kind(rec, "service")
+    assert [(r["config"], r["gap_ms"]) for r in service] == [
+        (c.as_dict(), gap) for c in points for gap in (2, 20)
+    ]
+    for r in service[2:]:
+        assert r["name"].startswith("LSTM stream B=1 I=8 H=8")
+        assert all(r[f"{e}_median_ms"] > 0 for e in ENGINES)
+        assert r["max_abs_diff"] < 1e-5  # the first step from zeros, every engine (fp32)
+    assert [r["config"] for r in _kind(rec, "shared")] == [TINY[0].as_dict()]

@@ -33,6 +33,7 @@ import numpy as np
 
 import pylstm
 
+from .configs import StreamConfig
 from .machine import load_average
 from .peers import make_input, require_torch_module
 
@@ -54,36 +55,49 @@ CHILD_TIMEOUT_S = 600
 
 
 def write_point_files(configs: list, folder: str, seed: int = 0) -> list:
-    """For each configuration: the torch module's state dict, its ONNX export (input ``x``,
-    output ``y``, TorchScript exporter) and the input ``[T, B, I]``, written to ``folder``.
+    """For each configuration: the torch module's state dict, its ONNX export (TorchScript
+    exporter) and the input, written to ``folder``. A :class:`BenchConfig`: input ``x``
+    ``[T, B, I]``, ONNX input ``x``, output ``y``. A :class:`StreamConfig` (one step per call):
+    an input pool ``[POOL_STEPS, B, I]`` and the one-step export with the states as inputs and
+    outputs (:func:`.streaming.step_export`).
 
     Returns
     -------
     list of dict
-        Per configuration ``{"config": dict, "pt": path, "onnx": path, "x": path}``.
+        Per configuration ``{"config": dict, "pt": path, "onnx": path, "x": path}``, and
+        ``"stream": True`` for a StreamConfig.
     """
     import torch
+
+    from .streaming import POOL_STEPS, step_export
 
     points = []
     for i, cfg in enumerate(configs):
         module = require_torch_module(cfg, seed)
-        x = make_input(cfg, seed)
+        stream = isinstance(cfg, StreamConfig)
+        if stream:
+            rng = np.random.default_rng(seed)
+            x = rng.standard_normal((POOL_STEPS, cfg.batch, cfg.input_size), dtype=np.float32)
+            export = step_export(module, x)
+        else:
+            x = make_input(cfg, seed)
+            export = (module, (torch.from_numpy(x),), ["x"], ["y"])
         paths = {k: os.path.join(folder, f"point{i}.{k}") for k in ("pt", "onnx", "npy")}
         torch.save(module.state_dict(), paths["pt"])
         np.save(paths["npy"], x)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
+            exported, args, inputs, outputs = export
             torch.onnx.export(
-                module,
-                (torch.from_numpy(x),),
+                exported,
+                args,
                 paths["onnx"],
-                input_names=["x"],
-                output_names=["y"],
+                input_names=inputs,
+                output_names=outputs,
                 dynamo=False,
             )
-        points.append(
-            {"config": cfg.as_dict(), "pt": paths["pt"], "onnx": paths["onnx"], "x": paths["npy"]}
-        )
+        point = {"config": cfg.as_dict(), "pt": paths["pt"], "onnx": paths["onnx"]}
+        points.append({**point, "x": paths["npy"], **({"stream": True} if stream else {})})
     return points
 
 
@@ -208,6 +222,9 @@ def run_condition_sections(
     sections = [s for s in CONDITION_SECTIONS if s in set(sections)]
     if not configs or not sections:
         return
+    # streaming points (one step per call) are service rows only
+    streams = [c for c in configs if isinstance(c, StreamConfig)] if "service" in sections else []
+    configs = [c for c in configs if not isinstance(c, StreamConfig)]
 
     def emit(kind, entries):  # entries: any iterable; each row printed as it comes
         table = None
@@ -223,23 +240,26 @@ def run_condition_sections(
     engines = available_engines()
     common = {"threads": threads, "budget_s": budget_s}
     with tempfile.TemporaryDirectory(prefix="pylstm-bench-") as folder:
-        points = write_point_files(configs, folder)
+        all_points = write_point_files(configs + streams, folder)
+        points = all_points[: len(configs)]
         if "service" in sections or "shared" in sections:
             fewest = MIN_CALLS if budget_s >= QUICK_BUDGET_S else QUICK_MIN_CALLS
             spec = {**common, "min_calls": fewest, "max_calls": MAX_CALLS}
-            spec.update(points=points, shared=False)
+            spec.update(points=all_points, shared=False)
             # back to back (0): the reference of both sections
             gaps = [0, *SERVICE_GAPS_MS] if "service" in sections else [0]
             rounds = ALONE_ROUNDS if budget_s >= QUICK_BUDGET_S else 1
             alone, backend = measure_alone({**spec, "gaps_ms": gaps}, engines, folder, rounds)
             if backend:
                 record["machine"]["pylstm_backend"] = backend
-            diffs = output_agreement(folder, engines, len(configs))
+            diffs = output_agreement(folder, engines, len(all_points))
             backend = record["machine"].get("pylstm_backend")
             if "service" in sections:
-                emit("service", service_entries(configs, alone, SERVICE_GAPS_MS, diffs, backend))
+                rows = service_entries(configs + streams, alone, SERVICE_GAPS_MS, diffs, backend)
+                emit("service", rows)
             if "shared" in sections and len(engines) > 1:
-                together = run_child({**spec, "engines": engines, "shared": True}, folder, "all")
+                spec.update(points=points, engines=engines, shared=True)
+                together = run_child(spec, folder, "all")
                 emit("shared", shared_entries(configs, alone, together["points"], backend))
         in_process = [(c, p, engines) for c, p in zip(configs, points)]
         try:

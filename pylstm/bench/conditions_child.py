@@ -11,7 +11,8 @@ models and inputs to files, runs one child at a time and reads back the raw time
 Spec (JSON): ``engines`` (names), ``threads``, ``budget_s``, ``min_calls``, ``max_calls``,
 ``gaps_ms`` (idle gaps before each call; 0 = back to back), ``shared`` (true: the engines take
 turns, one call each, back to back), ``points`` (per point: ``config``, ``pt``, ``onnx``, ``x``
-file paths), ``folder`` (where to write). Result: ``<folder>/result-<tag>.json`` with
+file paths; ``stream``: one step per call, the state carried, over the input pool ``x``),
+``folder`` (where to write). Result: ``<folder>/result-<tag>.json`` with
 ``backend`` (pylstm's kernel) and per point ``{engine: {gap_ms: [seconds, ...]}}`` or, shared,
 ``{engine: [seconds, ...]}``; each engine's first output goes to ``out-<engine>-<point>.npy``.
 """
@@ -42,18 +43,23 @@ def _pylstm_engine(point: dict, threads: int):
     pylstm.set_num_threads(threads)
     model = pylstm.load(point["pt"])  # time-major, as the torch module
     x = np.load(point["x"])
+    if point.get("stream"):
+        from .streaming import PylstmStream
+
+        return PylstmStream(model, x).run, model.engine.backend
     return (lambda: model(x)[0]), model.engine.backend
 
 
 def _onnxruntime_engine(point: dict, threads: int):
-    import onnxruntime as ort
+    from .peers import open_ort_session
 
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    session = ort.InferenceSession(point["onnx"], opts, providers=["CPUExecutionProvider"])
-    feeds = {"x": np.load(point["x"])}
+    session = open_ort_session(point["onnx"], threads)
+    x = np.load(point["x"])
+    if point.get("stream"):
+        from .streaming import OnnxRuntimeStream
+
+        return OnnxRuntimeStream(session, x).run, None
+    feeds = {"x": x}
     return (lambda: session.run(["y"], feeds)[0]), None
 
 
@@ -65,11 +71,16 @@ def _torch_engine(point: dict, threads: int):
     torch.set_num_threads(threads)
     module = make_torch_module(_Config(point["config"]))
     module.load_state_dict(torch.load(point["pt"], weights_only=True))
-    x = torch.from_numpy(np.load(point["x"]))
+    x = np.load(point["x"])
+    if point.get("stream"):
+        from .streaming import TorchStream
+
+        return TorchStream(module, x).run, None
+    xt = torch.from_numpy(x)
 
     def run():
         with torch.inference_mode():
-            return module(x)[0].numpy()
+            return module(xt)[0].numpy()
 
     return run, None
 

@@ -128,7 +128,9 @@ def precision_configs(quick: bool = False) -> list:
 def condition_configs(quick: bool = False) -> list:
     """Points of the service-condition sections (service, shared, neighbours, scaling): LSTM and
     GRU at B = 1, I = H = 256, T = 100; LSTM at B = 8 and B = 64 (H = 256, T = 100); one
-    single-step call ``model(x)`` with T = 1, B = 1, H = 256. ``quick``: the LSTM B = 1 point."""
+    single-step call ``model(x)`` with T = 1, B = 1, H = 256; and, in the service section only,
+    streaming LSTM H = 64 (``stream.step``, one step per call, the state carried).
+    ``quick``: the LSTM B = 1 point."""
     lstm = BenchConfig("lstm", 1, 256, 256, 100)
     if quick:
         return [lstm]
@@ -138,6 +140,7 @@ def condition_configs(quick: bool = False) -> list:
         BenchConfig("lstm", 8, 256, 256, 100),
         BenchConfig("lstm", 64, 256, 256, 100),
         BenchConfig("lstm", 1, 256, 256, 1),
+        StreamConfig("lstm", 64, 64),
     ]
 
 

@@ -56,7 +56,6 @@ def require_torch_module(cfg, seed: int = 0):
 def ort_session(module, args: tuple, input_names: list, output_names: list, threads: int):
     """Export ``module`` called on ``args`` (torch tensors) to ONNX with the TorchScript exporter
     (``dynamo=False``) and open it in ONNX Runtime on the CPU with ``threads`` intra-op threads."""
-    import onnxruntime as ort
     import torch
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -71,11 +70,18 @@ def ort_session(module, args: tuple, input_names: list, output_names: list, thre
                 output_names=output_names,
                 dynamo=False,
             )
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3
-        return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+        return open_ort_session(path, threads)
+
+
+def open_ort_session(path: str, threads: int):
+    """ONNX Runtime on the CPU on the model file ``path``, with ``threads`` intra-op threads."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
 
 
 class PylstmPeer:

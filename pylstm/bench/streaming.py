@@ -30,8 +30,9 @@ CHECK_STEPS = 16
 class PylstmStream:
     name = "pylstm"
 
-    def __init__(self, module, xs: np.ndarray):
-        self.stream = pylstm.from_torch(module).stream(xs.shape[1])
+    def __init__(self, model, xs: np.ndarray):
+        """``model``: a pylstm model (e.g. ``pylstm.from_torch(module)``)."""
+        self.stream = model.stream(xs.shape[1])
         self.steps = list(xs)  # each [B, I]
         self.reset()
 
@@ -95,22 +96,31 @@ def _step_module(module):
     return (LstmStep if isinstance(module, torch.nn.LSTM) else GruStep)().eval()
 
 
+def step_export(module, xs: np.ndarray) -> tuple:
+    """What ``torch.onnx.export`` takes to export ``module`` for one step with its states as
+    inputs and outputs: ``(step module, example args, input names, output names)``."""
+    import torch
+
+    lstm = isinstance(module, torch.nn.LSTM)
+    zero = torch.zeros(module.num_layers, xs.shape[1], module.hidden_size)
+    states = ["h0", "c0"] if lstm else ["h0"]
+    outputs = ["y", "hn", "cn"] if lstm else ["y", "hn"]
+    args = (torch.from_numpy(xs[:1]), *[zero for _ in states])
+    return _step_module(module), args, ["x", *states], outputs
+
+
 class OnnxRuntimeStream:
     name = "onnxruntime"
 
-    def __init__(self, module, xs: np.ndarray, threads: int):
-        import torch
-
-        self.lstm = isinstance(module, torch.nn.LSTM)
-        layers, batch, hidden = module.num_layers, xs.shape[1], module.hidden_size
-        self.zero = np.zeros((layers, batch, hidden), np.float32)
-        state_names = ["h0", "c0"] if self.lstm else ["h0"]
+    def __init__(self, session, xs: np.ndarray):
+        """``session``: ONNX Runtime on a :func:`step_export` of the module (inputs ``x``,
+        ``h0`` [, ``c0``]; outputs ``y``, ``hn`` [, ``cn``])."""
+        self.session = session
+        inputs = {i.name: i.shape for i in session.get_inputs()}
+        self.lstm = "c0" in inputs
+        layers, _, hidden = inputs["h0"]
+        self.zero = np.zeros((layers, xs.shape[1], hidden), np.float32)
         self.out_names = ["y", "hn", "cn"] if self.lstm else ["y", "hn"]
-        zeros = [torch.from_numpy(self.zero) for _ in state_names]
-        args = (torch.from_numpy(xs[:1]), *zeros)
-        self.session = ort_session(
-            _step_module(module), args, ["x", *state_names], self.out_names, threads
-        )
         self.steps = [np.ascontiguousarray(xs[i : i + 1]) for i in range(len(xs))]  # [1, B, I]
         self.feeds = {}
         self.reset()
@@ -146,9 +156,9 @@ def make_stream_peers(cfg: StreamConfig, threads: int, seed: int = 0) -> tuple:
     torch.set_num_threads(threads)
     rng = np.random.default_rng(seed)
     xs = rng.standard_normal((POOL_STEPS, cfg.batch, cfg.input_size), dtype=np.float32)
-    peers = [PylstmStream(module, xs), TorchStream(module, xs)]
+    peers = [PylstmStream(pylstm.from_torch(module), xs), TorchStream(module, xs)]
     if try_import("onnxruntime") is not None:
-        peers.append(OnnxRuntimeStream(module, xs, threads))
+        peers.append(OnnxRuntimeStream(ort_session(*step_export(module, xs), threads), xs))
     return peers, module, xs
 
 
