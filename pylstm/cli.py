@@ -217,7 +217,7 @@ def _cmd_bench(args) -> int:
         if png and args.json:
             _write_plot(bench.load_record(args.json), png)
         return status
-    from pylstm.bench.conditions import CONDITION_SECTIONS
+    from pylstm.bench.conditions import CONDITION_SECTIONS, sections_measuring
 
     sections = set(args.sections or ("grid", "precision", "stream", *CONDITION_SECTIONS))
     axes = {"cells": args.cell, "batches": args.batch, "hidden_sizes": args.hidden}
@@ -238,8 +238,11 @@ def _cmd_bench(args) -> int:
             and (not args.hidden or c.hidden_size in args.hidden)
         ]
     conditions = sorted(sections & set(CONDITION_SECTIONS), key=CONDITION_SECTIONS.index)
-    condition_points = bench.filter_configs(bench.configs.condition_configs(args.quick), **axes)
-    condition_points = condition_points if conditions else []
+    condition_points = [
+        cfg
+        for cfg in bench.filter_configs(bench.configs.condition_configs(args.quick), **axes)
+        if sections_measuring(cfg, conditions)
+    ]
     if args.list:
         for cfg in grid:
             print(cfg.name)
@@ -248,7 +251,7 @@ def _cmd_bench(args) -> int:
         for cfg in [*streams, *batchers]:
             print(cfg.name)
         for cfg in condition_points:
-            print(f"{cfg.name}: {', '.join(conditions)}")
+            print(f"{cfg.name}: {', '.join(sections_measuring(cfg, conditions))}")
         return 0
     if not (grid or precision or streams or batchers or condition_points):
         print("pylstm bench: no configuration matches the filters", file=sys.stderr)

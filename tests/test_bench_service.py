@@ -150,6 +150,11 @@ def test_cli_lists_and_selects_the_sections(tmp_path):
     assert res.stdout.splitlines() == ["LSTM L=1 B=1 I=256 H=256 T=100: service, scaling"]
     res = bench_cli("--list", "--sections", "neighbours", "--batch", "64", cwd=tmp_path)
     assert res.stdout.splitlines() == ["LSTM L=1 B=64 I=256 H=256 T=100: neighbours"]
+    # the streaming point is a service row only
+    res = bench_cli("--list", "--sections", "service", "shared", "--hidden", "64", cwd=tmp_path)
+    assert res.stdout.splitlines() == ["LSTM stream B=1 I=64 H=64 (1 step/call): service"]
+    res = bench_cli("--sections", "shared", "--hidden", "64", "--no-json", cwd=tmp_path)
+    assert res.returncode == 2 and "no configuration matches" in res.stderr
 
 
 def test_the_recorded_run_prints_and_plots(tmp_path):

@@ -160,6 +160,12 @@ def measure_alone(spec: dict, engines: list, folder: str, rounds: int):
     return alone, backend
 
 
+def sections_measuring(cfg, sections) -> list:
+    """Those of ``sections`` (condition sections) that measure ``cfg``: all of them for a whole
+    sequence, only ``service`` for a streaming point (one step per call)."""
+    return [s for s in sections if s == "service" or not isinstance(cfg, StreamConfig)]
+
+
 def available_engines() -> list:
     """pylstm, then ONNX Runtime and PyTorch where installed."""
     out = ["pylstm"]
@@ -222,9 +228,12 @@ def run_condition_sections(
     sections = [s for s in CONDITION_SECTIONS if s in set(sections)]
     if not configs or not sections:
         return
-    # streaming points (one step per call) are service rows only
-    streams = [c for c in configs if isinstance(c, StreamConfig)] if "service" in sections else []
+    streams = [
+        c for c in configs if isinstance(c, StreamConfig) and sections_measuring(c, sections)
+    ]
     configs = [c for c in configs if not isinstance(c, StreamConfig)]
+    if not configs and not streams:
+        return
 
     def emit(kind, entries):  # entries: any iterable; each row printed as it comes
         table = None
