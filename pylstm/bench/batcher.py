@@ -103,17 +103,15 @@ class _Streams:
 
 class _Ort:
     def __init__(self, module, n):
-        import torch
-
         from .peers import ort_session
-        from .streaming import _step_module
+        from .streaming import step_export
 
-        self.lstm = isinstance(module, torch.nn.LSTM)
+        example = np.zeros((1, 1, module.input_size), np.float32)
+        _, _, inputs, self.out_names = export = step_export(module, example)
+        self.session = ort_session(*export, 1)
+        states = inputs[1:]  # h0 [, c0]
+        self.lstm = len(states) == 2
         zero = np.zeros((1, 1, module.hidden_size), np.float32)
-        states = ["h0", "c0"] if self.lstm else ["h0"]
-        self.out_names = ["y", "hn", "cn"] if self.lstm else ["y", "hn"]
-        args = (torch.zeros(1, 1, module.input_size), *[torch.from_numpy(zero)] * len(states))
-        self.session = ort_session(_step_module(module), args, ["x", *states], self.out_names, 1)
         self.feeds = [dict.fromkeys(states, zero) for _ in range(n)]
 
     def step(self, i, x):

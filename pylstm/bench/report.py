@@ -217,12 +217,12 @@ def markdown_lines(record: dict) -> list:
                 "| " + " | ".join(_cell(r, key, spec) for _, key, spec, _ in columns) + " |"
             )
         lines += [""] + [f"- {note}" for note in footnotes] + [""]
-    streams = [r for r in record["results"] if r.get("kind") == "batcher"]
-    if streams:
+    batcher_rows = [r for r in record["results"] if r.get("kind") == "batcher"]
+    if batcher_rows:
         from .batcher import markdown_table
 
         lines += ["**Many streams, one step per call at Poisson times (open loop)**", ""]
-        lines += [markdown_table(streams), ""]
+        lines += [markdown_table(batcher_rows), ""]
     lines += [
         f"- {line}" for line in summary_lines(record.get("summary") or summarize(record["results"]))
     ]

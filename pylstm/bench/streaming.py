@@ -120,7 +120,7 @@ class OnnxRuntimeStream:
         self.lstm = "c0" in inputs
         layers, _, hidden = inputs["h0"]
         self.zero = np.zeros((layers, xs.shape[1], hidden), np.float32)
-        self.out_names = ["y", "hn", "cn"] if self.lstm else ["y", "hn"]
+        self.out_names = [o.name for o in session.get_outputs()]  # y, hn [, cn]
         self.steps = [np.ascontiguousarray(xs[i : i + 1]) for i in range(len(xs))]  # [1, B, I]
         self.feeds = {}
         self.reset()
