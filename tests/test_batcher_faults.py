@@ -21,6 +21,7 @@ from batcher_helpers import (
     _alone,
     _assert_same,
     _chunks,
+    _keras_model,
     _serve_async,
     _serve_threads,
     _torch_model,
@@ -152,7 +153,7 @@ def test_garbage_collected_streams_free_their_slots():
         assert b.num_streams == 0
         keep = [b.open() for _ in range(5)]
         assert b.num_streams == 5
-        assert b._core.slots.batch_size <= 16  # slots were reused
+        assert b._core.slot_capacity() <= 16  # slots were reused
         # a reused slot starts from zeros
         y = keep[0].step(np.ones(I))
         _assert_same(y, model(np.ones((1, 1, I), np.float32))[0][0, 0])
@@ -181,7 +182,7 @@ def test_opening_and_closing_many_streams_keeps_memory_flat():
                 samples.append(_rss_bytes())
         gc.collect()
         assert b.num_streams <= 1
-        assert b._core.slots.batch_size <= 16
+        assert b._core.slot_capacity() <= 16
     growth = samples[-1] - samples[0]
     assert growth < 2 * 2**20, [s // 1024 for s in samples]  # KiB, sampled every 2000 streams
 
@@ -220,19 +221,29 @@ def test_forked_child_gets_a_working_batcher():
         _assert_same(t.step(x), want)
 
 
-def test_engine_failure_fails_its_group_and_the_worker_goes_on():
-    model = _torch_model("GRU")
+def _fail_two_step_chunks(core):
+    """Make the engine calls over two-step chunks fail with MemoryError; returns the undo."""
+    if hasattr(core, "cells"):  # the C++ core (models that are a network alone)
+        core.cells.fail_chunks_of(2)
+        return lambda: core.cells.fail_chunks_of(0)
+    served = core.served  # the Python core: its served model's run
+    real_run = served.run
+
+    def run(payloads, one_step, state):
+        if payloads[0].shape[0] == 2:
+            raise MemoryError("simulated engine failure")
+        return real_run(payloads, one_step, state)
+
+    served.run = run
+    return lambda: setattr(served, "run", real_run)
+
+
+@pytest.mark.parametrize("kind", ["torch", "keras"])
+def test_engine_failure_fails_its_group_and_the_worker_goes_on(kind):
+    model = _torch_model("GRU") if kind == "torch" else _keras_model()
     with pylstm.StreamBatcher(model, max_delay_ms=50) as b:
         good, bad, spare = b.open(), b.open(), b.open()
-        served = b._core.served
-        real_run = served.run
-
-        def run(payloads, one_step, state):
-            if payloads[0].shape[0] == 2:  # the group of two-step chunks
-                raise MemoryError("simulated engine failure")
-            return real_run(payloads, one_step, state)
-
-        served.run = run
+        undo = _fail_two_step_chunks(b._core)
         results = {}
 
         def call(name, s, x):
@@ -252,9 +263,9 @@ def test_engine_failure_fails_its_group_and_the_worker_goes_on():
         for t in threads:
             t.join()
         assert isinstance(results["bad"], MemoryError)
-        _assert_same(results["good"], _alone(model, "torch", [x1])[0])
-        served.run = real_run
-        _assert_same(bad.step(x2), _alone(model, "torch", [x2])[0])  # its state did not move
+        _assert_same(results["good"], _alone(model, kind, [x1])[0])
+        undo()
+        _assert_same(bad.step(x2), _alone(model, kind, [x2])[0])  # its state did not move
 
 
 def test_keras_embedding_model_takes_token_ids():

@@ -97,4 +97,22 @@ inline ForwardArgs host_forward_args(const pybind11::array& x, const pybind11::a
   return args;
 }
 
+// `chunk` as a float32 numpy array: float32 numpy arrays as they are (the fast path of a
+// streaming step), float16 and float64 numpy arrays converted here; everything else (bfloat16,
+// torch tensors, lists, wrong dtypes) through pylstm.runtime.validation.as_float_array, which
+// converts or raises pylstm's TypeError.
+inline pybind11::array float32_array(const pybind11::handle& chunk) {
+  if (pybind11::isinstance<pybind11::array_t<float>>(chunk))
+    return pybind11::reinterpret_borrow<pybind11::array>(chunk);
+  if (pybind11::isinstance<pybind11::array>(chunk)) {
+    const pybind11::dtype dtype = pybind11::reinterpret_borrow<pybind11::array>(chunk).dtype();
+    if (dtype.kind() == 'f' && (dtype.itemsize() == 2 || dtype.itemsize() == 8)) {
+      return pybind11::array_t<float, pybind11::array::forcecast>::ensure(chunk);
+    }
+  }
+  return pybind11::module_::import("pylstm.runtime.validation")
+      .attr("as_float_array")(chunk, "chunk")
+      .cast<pybind11::array>();
+}
+
 }  // namespace pylstm

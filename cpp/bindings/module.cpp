@@ -6,5 +6,6 @@ PYBIND11_MODULE(_core, m) {
   pylstm::register_network(m);
   pylstm::register_runtime(m);
   pylstm::register_stream(m);
+  pylstm::register_batcher(m);
   pylstm::register_capi(m);
 }

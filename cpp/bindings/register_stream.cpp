@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "host_arrays.hpp"
 #include "py_network.hpp"
 #include "register.hpp"
 
@@ -15,23 +16,6 @@ namespace py = pybind11;
 
 namespace pylstm {
 namespace {
-
-// `chunk` as a float32 numpy array: float32 numpy arrays as they are (the fast path of a
-// streaming step), float16 and float64 numpy arrays converted here; everything else (bfloat16,
-// torch tensors, lists, wrong dtypes) through pylstm.runtime.validation.as_float_array, which
-// converts or raises pylstm's TypeError.
-py::array float32_array(const py::handle& chunk) {
-  if (py::isinstance<py::array_t<float>>(chunk)) return py::reinterpret_borrow<py::array>(chunk);
-  if (py::isinstance<py::array>(chunk)) {
-    const py::dtype dtype = py::reinterpret_borrow<py::array>(chunk).dtype();
-    if (dtype.kind() == 'f' && (dtype.itemsize() == 2 || dtype.itemsize() == 8)) {
-      return py::array_t<float, py::array::forcecast>::ensure(chunk);
-    }
-  }
-  return py::module_::import("pylstm.runtime.validation")
-      .attr("as_float_array")(chunk, "chunk")
-      .cast<py::array>();
-}
 
 // A stream on any backend: the carried state lives in the backend's memory (device memory on
 // CUDA, so a step moves only its inputs and outputs); h, c, set_state copy it.

@@ -17,11 +17,17 @@ How a round works
   wait, and a lone open stream never waits. Its engine calls leave one CPU to the callers.
 * Chunks of equal shape form one batch: one engine call over ``[T, k, F]`` (one stream's chunk
   of T steps takes part in one call of T steps; chunks of different lengths run as separate
-  calls in the same round). States are gathered from and scattered back to one
-  :class:`~pylstm.runtime.stream_state.StreamState` that holds a row per stream slot.
+  calls in the same round). States are gathered from and scattered back to rows that hold
+  each stream slot's state.
 * With one stream open (or ``max_delay_ms=0``) and nothing pending, a blocking
   :meth:`BatchedStream.step` runs in the caller's thread instead of waking the worker: a lone
   stream pays no thread hand-off (chunks that arrive meanwhile queue for the worker).
+
+Two cores implement this: models that are a recurrent network alone (``from_torch``,
+``from_arrays``, cells) are served by :class:`~pylstm.runtime.batcher_engine.EngineRounds`,
+whose queue, worker and states are in C++ and whose callers wait without the GIL; Keras and
+ONNX models, whose layers around the network run in numpy, by
+:class:`~pylstm.runtime.batcher_rounds.PythonRounds`.
 """
 
 from __future__ import annotations
@@ -29,207 +35,24 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-import time
 import weakref
-from collections import deque
 
 import numpy as np
 
-from .. import _core
 from ..errors import BatcherClosed
-from .batcher_models import served_model
-from .batcher_results import settle
-
-_INITIAL_SLOTS = 16
-# With at least twice this many streams open, a round takes at most half of them
-# (see _Core.round_size).
-_MIN_HALF_ROUND = 32
-
-
-class _Request:
-    """One pending chunk of one stream."""
-
-    __slots__ = ("arrived", "done", "future", "key", "loop", "one_step", "payload", "stream")
-
-    def __init__(self, stream, payload, key, one_step, loop=None, future=None):
-        self.stream, self.payload, self.key, self.one_step = stream, payload, key, one_step
-        self.arrived = time.monotonic()
-        self.loop, self.future = loop, future
-        self.done = None  # [result, error] once settled (blocking calls)
-
-
-class _Core:
-    """Everything the worker thread uses (the worker holds no reference to the
-    :class:`StreamBatcher`, so dropping the batcher stops it)."""
-
-    def __init__(self, served, max_batch: int, max_delay_s: float):
-        self.served = served
-        self.max_batch = max_batch
-        self.max_delay_s = max_delay_s
-        self.slots = served.open_state(_INITIAL_SLOTS)  # one row per stream slot
-        self.free = list(range(_INITIAL_SLOTS - 1, -1, -1))
-        self.released = deque()  # slots of closed / collected streams, zeroed at the next round
-        self.open_count = 0
-        self.queue = deque()
-        self._new_locks()
-        self.closed = False
-        self.worker = None
-        self.wake_at = 0  # queue length at which the worker wants a notify (0: it is not waiting)
-        self.held = 0  # chunks the worker has taken from the queue and not yet run
-        self.rounds = 0
-        self.batched_steps = 0
-        _LIVE_CORES.add(self)
-
-    def after_fork_in_child(self) -> None:
-        """A forked child has none of the parent's threads: new locks, no worker (the next call
-        starts one), no pending calls (their callers are in the parent)."""
-        self.queue = deque()
-        self._new_locks()
-        self.worker = None
-        self.wake_at = 0
-
-    def _new_locks(self) -> None:
-        self.queue_lock = threading.Lock()  # cv's lock (taken directly by submit: cheaper)
-        self.cv = threading.Condition(self.queue_lock)
-        self.run_lock = threading.Lock()  # held while a batch runs or slots change
-
-    # -- slots (call with run_lock held) ---------------------------------------------------
-    def collect_released(self) -> None:
-        while self.released:
-            slot = self.released.popleft()
-            self.slots.reset(slot)
-            self.free.append(slot)
-            self.open_count -= 1
-
-    def take_slot(self) -> int:
-        self.collect_released()
-        if not self.free:
-            old = self.slots.batch_size
-            self.slots = self.slots.resized(2 * old)
-            self.free.extend(range(2 * old - 1, old - 1, -1))
-        self.open_count += 1
-        return self.free.pop()
-
-    def release(self, slot: int) -> None:
-        """Finalizer of a stream: may run in any thread, at any time (garbage collection), so it
-        only records the slot."""
-        self.released.append(slot)
-
-    def live_streams(self) -> int:
-        return self.open_count - len(self.released)
-
-    # -- queue ------------------------------------------------------------------------------
-    def submit(self, req: _Request) -> None:
-        with self.queue_lock:  # (the Condition's own __enter__ is a Python-level call)
-            if self.closed:
-                raise BatcherClosed("the StreamBatcher is closed")
-            self.queue.append(req)
-            if self.worker is None:
-                self.worker = threading.Thread(
-                    target=self.work, name="pylstm-stream-batcher", daemon=True
-                )
-                self.worker.start()
-            if 0 < self.wake_at <= len(self.queue):  # (a wake-up per call would cost a
-                self.wake_at = 0  # thread switch per call)
-                self.cv.notify()
-
-    def next_batch(self):
-        """Wait for pending chunks (and, within max_delay, for more); None once closed."""
-        with self.cv:
-            while not self.queue and not self.closed:
-                self.wake_at = 1
-                self.cv.wait()
-            # Wait for the other open streams' chunks to fill the batch, at most max_delay after
-            # the oldest pending chunk arrived (a lone open stream never waits).
-            while not self.closed and self.max_delay_s > 0:
-                want = self.round_size()
-                remaining = self.queue[0].arrived + self.max_delay_s - time.monotonic()
-                if len(self.queue) >= want or remaining <= 0:
-                    break
-                self.wake_at = want
-                self.cv.wait(remaining)
-            self.wake_at = 0
-            if self.closed:
-                return None
-            n = min(len(self.queue), self.round_size())
-            self.held = n
-            return [self.queue.popleft() for _ in range(n)]
-
-    def round_size(self) -> int:
-        """The most chunks a round takes: max_batch, and at most half the open streams once
-        there are 2 * _MIN_HALF_ROUND of them, so that the callers' threads (an event loop)
-        turn the results of one half around while the other half runs, instead of both sides
-        taking turns."""
-        live = self.live_streams()
-        half = (live + 1) // 2 if live >= 2 * _MIN_HALF_ROUND else live
-        return max(1, min(self.max_batch, half))
-
-    def caller_may_run(self) -> bool:
-        """Whether a blocking call may run its chunk in its own thread: nothing is pending or
-        held by the worker, and there is nobody to wait for (one open stream, or no delay)."""
-        return (
-            not self.queue and not self.held and (self.max_delay_s == 0 or self.live_streams() <= 1)
-        )
-
-    def work(self) -> None:
-        # Leave the callers' threads a CPU to take results and send chunks on while a batch
-        # runs (measured, 256 asyncio streams of LSTM H=256 on 2 CPUs: 121 000 steps/s with
-        # rounds on both CPUs and all streams in one round; 172 000 on one CPU in half rounds).
-        _core._leave_cpus_in_this_thread(1)
-        while True:
-            batch = self.next_batch()
-            if batch is None:
-                return
-            with self.run_lock:
-                if self.closed:
-                    settle(
-                        [(r, None, BatcherClosed("the StreamBatcher was closed")) for r in batch]
-                    )
-                    return
-                self.collect_released()
-                done = self.run_round(batch)
-                self.held = 0
-            settle(done)
-            del batch, done  # (do not keep the requests, their futures and loops, while idle)
-
-    def run_round(self, batch) -> list:
-        """Run the chunks of ``batch`` (run_lock held); returns ``[(request, result, error)]``."""
-        done, groups = [], {}
-        for req in batch:
-            if req.stream._closed:
-                done.append((req, None, RuntimeError("the stream was closed")))
-            else:
-                groups.setdefault((req.key, req.one_step), []).append(req)
-        for (_, one_step), reqs in groups.items():
-            try:
-                rows = np.fromiter((r.stream._slot for r in reqs), np.intp, len(reqs))
-                outputs, new = self.served.run(
-                    [r.payload for r in reqs], one_step, self.slots.take(rows)
-                )
-                self.slots.put(rows, new)
-            except BaseException as exc:  # (inputs were checked by the callers: engine failures)
-                done.extend((r, None, exc) for r in reqs)
-            else:
-                done.extend((r, out, None) for r, out in zip(reqs, outputs))
-            self.rounds += 1
-            self.batched_steps += len(reqs)
-        return done
-
-    def close(self) -> None:
-        with self.cv:
-            if self.closed:
-                return
-            self.closed = True
-            pending = list(self.queue)
-            self.queue.clear()
-            self.cv.notify_all()
-        settle([(r, None, BatcherClosed("the StreamBatcher was closed")) for r in pending])
-        worker = self.worker
-        if worker is not None and worker is not threading.current_thread():
-            worker.join()
-
+from .batcher_engine import EngineRounds
+from .batcher_models import EngineModel, served_model
+from .batcher_rounds import PythonRounds
 
 _LIVE_CORES: weakref.WeakSet = weakref.WeakSet()
+
+
+def _new_core(model, max_batch: int, max_delay_s: float):
+    """The C++ core for a network alone, the Python one for models with layers around it."""
+    served = served_model(model)  # TypeError / ValueError for models it cannot serve
+    if isinstance(served, EngineModel):
+        return EngineRounds(served, max_batch, max_delay_s)
+    return PythonRounds(served, max_batch, max_delay_s)
 
 
 def _after_fork_in_child() -> None:
@@ -288,8 +111,9 @@ class StreamBatcher:
         self.max_batch = int(max_batch)
         self.max_delay_ms = delay
         self.model = model
-        self._core = _Core(served_model(model), self.max_batch, delay / 1e3)
-        self._finalizer = weakref.finalize(self, _Core.close, self._core)
+        self._core = _new_core(model, self.max_batch, delay / 1e3)
+        _LIVE_CORES.add(self._core)
+        self._finalizer = weakref.finalize(self, self._core.close)
 
     def __repr__(self):
         state = "closed" if self.closed else f"{self.num_streams} streams"
@@ -310,7 +134,7 @@ class StreamBatcher:
     @property
     def stats(self) -> dict:
         """``rounds`` (engine calls so far) and ``steps`` (stream chunks they ran)."""
-        return {"rounds": self._core.rounds, "steps": self._core.batched_steps}
+        return self._core.stats
 
     def open(self, initial_state=None) -> BatchedStream:
         """A new stream with its own state.
@@ -332,13 +156,7 @@ class StreamBatcher:
         """
         core = self._core
         state = None if initial_state is None else core.served.initial_state(initial_state)
-        with core.run_lock:
-            if core.closed:
-                raise BatcherClosed("the StreamBatcher is closed")
-            slot = core.take_slot()
-            if state is not None:
-                core.slots.put([slot], state)
-        return BatchedStream(self, slot)
+        return BatchedStream(self, core.open_slot(state))
 
     def close(self) -> None:
         """Stop serving: pending calls fail with :class:`pylstm.BatcherClosed`; returns once
@@ -367,7 +185,7 @@ class BatchedStream:
         self._slot = slot
         self._busy = threading.Lock()
         self._closed = False
-        self._finalizer = weakref.finalize(self, _Core.release, self._core, slot)
+        self._finalizer = weakref.finalize(self, self._core.release, slot)
 
     def __repr__(self):
         return f"pylstm.BatchedStream(slot={self._slot}{', closed' if self._closed else ''})"
@@ -411,32 +229,9 @@ class BatchedStream:
             The batcher is or was closed while the call waited.
         """
         self._check_open()
-        core = self._core
-        payload, key, one_step = core.served.prepare(chunk)
         self._acquire()
         try:
-            if core.caller_may_run() and core.run_lock.acquire(blocking=False):
-                try:  # nobody to batch with: run here, no thread hand-off
-                    if core.closed:
-                        raise BatcherClosed("the StreamBatcher is closed")
-                    core.collect_released()
-                    rows = slice(self._slot, self._slot + 1)  # views; the engine writes new arrays
-                    outputs, new = core.served.run([payload], one_step, core.slots.take(rows))
-                    core.slots.put(rows, new)
-                    core.rounds += 1
-                    core.batched_steps += 1
-                    return outputs[0]
-                finally:
-                    core.run_lock.release()
-            req = _Request(self, payload, key, one_step)
-            wake = threading.Lock()
-            wake.acquire()
-            req.done = [None, None, wake]
-            core.submit(req)
-            wake.acquire()
-            if req.done[1] is not None:
-                raise req.done[1]
-            return req.done[0]
+            return self._core.step(self, chunk)
         finally:
             self._busy.release()
 
@@ -448,14 +243,11 @@ class BatchedStream:
         """
         if self._closed or self._core.closed:  # (inlined checks: per step, microseconds count)
             self._check_open()
-        core = self._core
-        payload, key, one_step = core.served.prepare(chunk)
         loop = asyncio.get_running_loop()
         if not self._busy.acquire(False):  # released by the batcher when the chunk has run
             self._acquire()  # raises
-        future = loop.create_future()
         try:
-            core.submit(_Request(self, payload, key, one_step, loop, future))
+            future = self._core.submit_async(self, chunk, loop)
         except BaseException:
             self._busy.release()
             raise
@@ -466,8 +258,7 @@ class BatchedStream:
         self._check_open()
         self._acquire()
         try:
-            with self._core.run_lock:
-                self._core.slots.reset(self._slot)
+            self._core.reset_slot(self._slot)
         finally:
             self._busy.release()
 
@@ -476,8 +267,7 @@ class BatchedStream:
         """A copy of this stream's state: a :class:`~pylstm.runtime.stream_state.StreamState` of one
         sequence (pass it to :meth:`StreamBatcher.open` to start another stream from it)."""
         self._check_open()
-        with self._core.run_lock:
-            return self._core.slots.take([self._slot])
+        return self._core.slot_state(self._slot)
 
     def close(self) -> None:
         """Free this stream's slot (waits for a call of it that is running). Idempotent; a

@@ -10,15 +10,24 @@ from collections import deque
 
 def settle(done) -> None:
     """Hand results to their callers: blocking callers are woken; asyncio callers' results go
-    to their event loop's inbox (at most one ``call_soon_threadsafe`` per loop and round)."""
-    by_loop = {}
+    to their event loop's inbox (see :func:`post_to_loops`)."""
+    to_loops = []
     for req, result, error in done:
         if req.loop is None:
             req.done[0], req.done[1] = result, error
             req.done[2].release()
         else:
             req.stream._busy.release()
-            by_loop.setdefault(req.loop, []).append((req.future, result, error))
+            to_loops.append((req.loop, req.future, result, error))
+    post_to_loops(to_loops)
+
+
+def post_to_loops(results) -> None:
+    """``results``: ``(loop, future, result, error)``; each loop's go to its inbox, with at most
+    one ``call_soon_threadsafe`` per loop and call."""
+    by_loop = {}
+    for loop, future, result, error in results:
+        by_loop.setdefault(loop, []).append((future, result, error))
     for loop, items in by_loop.items():
         _inbox(loop).post(items)
 

@@ -1,0 +1,130 @@
+"""The stream batcher's C++ core (pylstm/runtime/batcher_engine.py, cpp/src/cell_batcher.hpp),
+which serves models that are a recurrent network alone: which models it serves, rounds that run
+while Python holds the GIL, chunks of zero steps, states read and written through it, and a
+batcher closed while asyncio calls wait. References and tolerance as in test_batcher.py."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import sys
+import threading
+import time
+import weakref
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from batcher_helpers import H, I, _alone, _assert_same, _from_arrays, _keras_model, _torch_model
+
+import pylstm
+from pylstm.runtime.batcher_engine import EngineRounds
+from pylstm.runtime.batcher_rounds import PythonRounds
+
+
+def test_networks_alone_get_the_cpp_core_and_keras_the_python_one():
+    with pylstm.StreamBatcher(_torch_model("GRU")) as b:
+        assert isinstance(b._core, EngineRounds)
+    with pylstm.StreamBatcher(_from_arrays()) as b:
+        assert isinstance(b._core, EngineRounds)
+    with pylstm.StreamBatcher(_keras_model()) as b:
+        assert isinstance(b._core, PythonRounds)
+
+
+def test_rounds_run_while_a_python_thread_holds_the_gil():
+    """Blocking callers wait without the GIL and the worker never takes it for them: a round
+    completes while the main thread runs Python without letting go of the GIL."""
+    model = _torch_model("LSTM", num_layers=2)
+    xs = [np.full(I, 0.1 * i, np.float32) for i in range(8)]
+    got = [None] * 8
+    with pylstm.StreamBatcher(model, max_batch=8, max_delay_ms=0) as b:
+        streams = [b.open() for _ in range(8)]
+        b._core.run_lock.acquire()  # the calls below queue
+        threads = [
+            threading.Thread(target=lambda i=i: got.__setitem__(i, streams[i].step(xs[i])))
+            for i in range(8)
+        ]
+        for t in threads:
+            t.start()
+        time.sleep(0.3)  # all eight queue (they wait in C++, without the GIL)
+        assert b._core.cells.steps == 0
+        interval = sys.getswitchinterval()
+        sys.setswitchinterval(100.0)  # this thread keeps the GIL unless it blocks
+        try:
+            b._core.run_lock.release()
+            spin_until = time.monotonic() + 5
+            while b._core.cells.steps < 8 and time.monotonic() < spin_until:
+                pass  # pure Python: the GIL stays here
+            ran_without_gil = b._core.cells.steps
+        finally:
+            sys.setswitchinterval(interval)
+        for t in threads:
+            t.join()
+    assert ran_without_gil == 8
+    for g, x in zip(got, xs):
+        _assert_same(g, _alone(model, "torch", [x])[0])
+
+
+def test_chunks_of_zero_steps_return_empty_outputs():
+    model = _torch_model("GRU")
+    with pylstm.StreamBatcher(model) as b:
+        s = b.open()
+        assert s.step(np.zeros((0, I), np.float32)).shape == (0, H)
+
+        async def main():
+            return await s.astep(np.zeros((0, I), np.float32))
+
+        assert asyncio.run(main()).shape == (0, H)
+        x = np.ones((2, I), np.float32)
+        _assert_same(s.step(x), _alone(model, "torch", [x])[0])  # the state did not move
+
+
+def test_state_and_initial_state_round_trip_through_the_cpp_slots():
+    model = _torch_model("LSTM", num_layers=2)
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(5, I)).astype(np.float32)
+    with pylstm.StreamBatcher(model) as b:
+        a = b.open()
+        a.step(x)
+        state = a.state
+        assert state.names == ("h", "c") and state.arrays[0].shape == (1, 2, H)
+        twin = b.open(initial_state=state)
+        y = rng.normal(size=(3, I)).astype(np.float32)
+        np.testing.assert_array_equal(twin.step(y), a.step(y))  # same state, same bits
+        a.reset()
+        _assert_same(a.step(y), _alone(model, "torch", [y])[0])
+
+
+def test_close_fails_waiting_asyncio_calls_of_the_cpp_core():
+    model = _torch_model("GRU")
+    b = pylstm.StreamBatcher(model, max_batch=4)
+    streams = [b.open() for _ in range(3)]
+
+    async def main():
+        b._core.run_lock.acquire()  # the engine is busy: the calls stay pending
+        tasks = [asyncio.ensure_future(s.astep(np.ones(I, np.float32))) for s in streams]
+        await asyncio.sleep(0.05)
+        closer = threading.Thread(target=b.close)
+        closer.start()
+        await asyncio.sleep(0.05)
+        b._core.run_lock.release()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        closer.join()
+        return results
+
+    results = asyncio.run(main())
+    assert all(isinstance(r, pylstm.BatcherClosed) for r in results), results
+    with pytest.raises(pylstm.BatcherClosed):
+        streams[0].step(np.ones(I, np.float32))
+
+
+def test_a_dropped_batcher_frees_its_core():
+    b = pylstm.StreamBatcher(_torch_model("GRU"))
+    s = b.open()
+    s.step(np.ones(I, np.float32))
+    core = weakref.ref(b._core)
+    del b, s
+    gc.collect()
+    assert core() is None  # the worker stopped and the slots went with the core
