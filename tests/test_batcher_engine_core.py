@@ -1,7 +1,7 @@
 """The stream batcher's C++ core (pylstm/runtime/batcher_engine.py, cpp/src/cell_batcher.hpp),
 which serves models that are a recurrent network alone: which models it serves, rounds that run
-while Python holds the GIL, chunks of zero steps, states read and written through it, and a
-batcher closed while asyncio calls wait. References and tolerance as in test_batcher.py."""
+while Python holds the GIL, chunks of zero steps, states read and written through it, a batcher
+closed while asyncio calls wait; and when a chunk waits for others (both cores). References and tolerance as in test_batcher.py."""
 
 from __future__ import annotations
 
@@ -128,3 +128,53 @@ def test_a_dropped_batcher_frees_its_core():
     del b, s
     gc.collect()
     assert core() is None  # the worker stopped and the slots went with the core
+
+
+def _step_from_threads(b, streams, x, stagger_s):
+    """Each stream steps ``x`` once from its own thread, the threads started ``stagger_s`` apart;
+    returns (outputs, seconds until the last returned)."""
+    got = [None] * len(streams)
+    threads = [
+        threading.Thread(target=lambda i=i: got.__setitem__(i, streams[i].step(x)))
+        for i in range(len(streams))
+    ]
+    t0 = time.monotonic()
+    for t in threads:
+        t.start()
+        time.sleep(stagger_s)
+    for t in threads:
+        t.join()
+    return got, time.monotonic() - t0
+
+
+def _pretend_engine_busy(core, busy: bool) -> None:
+    if isinstance(core, EngineRounds):
+        core.cells.pretend_engine_busy(busy)
+    else:  # the Python rounds: freeze their EngineLoad
+        core.load.note = lambda start: None
+        core.load.busy_until = float("inf") if busy else 0.0
+
+
+@pytest.mark.parametrize("kind", ["torch", "keras"])
+def test_an_idle_engine_runs_a_chunk_at_once_a_busy_one_fills_rounds(kind):
+    """max_delay_ms is spent only while the engine is busy (it ran at least half of the last
+    20 ms): then waiting saves engine time; with the engine mostly idle it would only add
+    latency (cpp/src/cell_batcher.hpp, engine_busy; batcher_rounds.EngineLoad)."""
+    model = _torch_model("GRU") if kind == "torch" else _keras_model()
+    x = np.ones(I, np.float32)
+    with pylstm.StreamBatcher(model, max_batch=8, max_delay_ms=2000) as b:
+        streams = [b.open() for _ in range(4)]
+        _pretend_engine_busy(b._core, False)
+        got, seconds = _step_from_threads(b, streams, x, 0.05)
+        assert seconds < 1.5  # nobody waited the 2 s for the other streams
+        assert b.stats["rounds"] == 4  # one chunk at a time, as they came
+        _pretend_engine_busy(b._core, True)
+        got_busy, _ = _step_from_threads(b, streams[:3], x, 0.05)
+        # the first chunk waited (up to 2 s) for the others: one round for the three, or two
+        # when the worker took the first before the others came
+        assert b.stats["rounds"] - 4 <= 2 and b.stats["steps"] == 7
+    first, second = _alone(model, kind, [x, x])
+    for g in got:
+        _assert_same(g, first)
+    for g in got_busy:
+        _assert_same(g, second)  # each of these streams' second step

@@ -190,6 +190,7 @@ void register_batcher(py::module_& m) {
       .def(
           "hold_rounds", [](Self& s) { s.core().hold_rounds(); }, no_gil)
       .def("release_rounds", [](Self& s) { s.core().release_rounds(); })
+      .def("pretend_engine_busy", [](Self& s, bool busy) { s.core().pretend_engine_busy(busy); })
       .def("fail_chunks_of", [](Self& s, int64_t steps) { s.core().fail_chunks_of(steps); })
       .def_property_readonly("closed", [](Self& s) { return s.core().closed(); })
       .def_property_readonly("rounds", [](Self& s) { return s.core().rounds(); })

@@ -120,7 +120,22 @@ int64_t CellBatcher::round_size() const {
 
 bool CellBatcher::caller_may_run_locked() const {
   return queue_.empty() && held_ == 0 &&
-         (max_delay_ == Clock::duration::zero() || live_streams() <= 1);
+         (max_delay_ == Clock::duration::zero() || live_streams() <= 1 || !engine_busy());
+}
+
+bool CellBatcher::engine_busy() const {
+  return Clock::now().time_since_epoch().count() < busy_until_.load();
+}
+
+void CellBatcher::note_engine_time(Clock::time_point start) {
+  if (pretend_.load() != 0) return;
+  const Clock::time_point end = Clock::now();
+  busy_time_ += end - start;
+  const Clock::duration window = end - window_start_;
+  if (window < kLoadWindow) return;
+  if (2 * busy_time_ >= window) busy_until_.store((end + kLoadWindow).time_since_epoch().count());
+  window_start_ = end;
+  busy_time_ = Clock::duration::zero();
 }
 
 void CellBatcher::enqueue_locked(Request* req) {
@@ -149,8 +164,10 @@ void CellBatcher::step(int64_t slot, int64_t steps, const float* x, float* y) {
       lock.unlock();
       std::lock_guard<std::mutex> run(run_mu_, std::adopt_lock);
       collect_released();
+      const Clock::time_point start = Clock::now();
       Request* one = &req;
       run_group(&one, 1);
+      note_engine_time(start);
       if (req.error) std::rethrow_exception(req.error);
       return;
     }
@@ -183,9 +200,9 @@ std::vector<CellBatcher::Request*> CellBatcher::next_batch() {
     wake_at_ = 1;
     queue_cv_.wait(lock);
   }
-  // Wait for the other open streams' chunks to fill the round, at most max_delay after the
-  // oldest pending chunk arrived (a lone open stream never waits).
-  while (!closed_ && max_delay_ > Clock::duration::zero()) {
+  // While the engine is busy, wait for the other open streams' chunks to fill the round, at
+  // most max_delay after the oldest pending chunk arrived (a lone open stream never waits).
+  while (!closed_ && max_delay_ > Clock::duration::zero() && engine_busy()) {
     const int64_t want = round_size();
     const Clock::time_point deadline = queue_.front()->arrived + max_delay_;
     if (static_cast<int64_t>(queue_.size()) >= want || Clock::now() >= deadline) break;
@@ -213,7 +230,9 @@ void CellBatcher::work() {
         for (Request* req : batch) req->error = closed_error("the StreamBatcher was closed");
       } else {
         collect_released();
+        const Clock::time_point start = Clock::now();
         run_round(batch);
+        note_engine_time(start);
       }
     }
     {

@@ -89,10 +89,17 @@ class CellBatcher {
   // Tests: hold the rounds back (the engine is busy) / let them go; from one thread.
   void hold_rounds() { run_mu_.lock(); }
   void release_rounds() { run_mu_.unlock(); }
+  // Tests: the engine counts as busy (true) or idle (false) from now on, whatever it ran.
+  void pretend_engine_busy(bool busy) {
+    pretend_ = busy ? 1 : -1;
+    busy_until_.store(busy ? INT64_MAX : 0);
+  }
   // Tests: an engine call over chunks of this many steps fails with std::bad_alloc (0: none).
   void fail_chunks_of(int64_t steps) { fail_steps_.store(steps); }
 
   static constexpr int64_t kMinHalfRound = 32;
+  // The engine counts as busy for a window after one in which it ran at least half the time.
+  static constexpr Clock::duration kLoadWindow = std::chrono::milliseconds(20);
 
  private:
   struct Waiter;
@@ -107,6 +114,10 @@ class CellBatcher {
   };
 
   static Waiter& this_threads_waiter();
+  // Whether the engine ran at least half of the last window: only then does a chunk wait for
+  // others (the wait saves engine time; with the engine mostly idle it would only add latency).
+  bool engine_busy() const;
+  void note_engine_time(Clock::time_point start);  // after a round or a caller's run (run_mu_)
   void enqueue_locked(Request* req);
   bool caller_may_run_locked() const;
   std::vector<Request*> next_batch();
@@ -138,6 +149,10 @@ class CellBatcher {
   std::vector<float> h_slots_, c_slots_;  // [capacity, h_floats] / [capacity, c_floats]
   std::vector<int64_t> free_;             // free slots, next last
   std::vector<float> x_stage_, y_stage_;  // a group's inputs [T, k, I] and outputs [T, k, O]
+  Clock::time_point window_start_;        // the engine's load window (see engine_busy)
+  Clock::duration busy_time_{};
+  std::atomic<int64_t> busy_until_{0};  // Clock ticks: busy until then
+  std::atomic<int> pretend_{0};         // tests: 1 busy, -1 idle, 0 measured
 
   std::mutex released_mu_;
   std::vector<int64_t> released_;

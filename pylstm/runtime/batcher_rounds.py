@@ -35,6 +35,33 @@ class _Request:
         self.done = None  # [result, error] once settled (blocking calls)
 
 
+class EngineLoad:
+    """Whether the engine is busy: it ran at least half of the last window (20 ms), as
+    cpp/src/cell_batcher.hpp's engine_busy. Only then does a chunk wait for others to fill a
+    round: waiting saves engine time; with the engine mostly idle it only adds latency."""
+
+    WINDOW_S = 0.02
+
+    def __init__(self):
+        self.window_start = time.monotonic()
+        self.busy_s = 0.0
+        self.busy_until = 0.0
+
+    def note(self, start: float) -> None:
+        """After a round (or a caller's own run) that started at ``start``."""
+        end = time.monotonic()
+        self.busy_s += end - start
+        window = end - self.window_start
+        if window < self.WINDOW_S:
+            return
+        if 2 * self.busy_s >= window:
+            self.busy_until = end + self.WINDOW_S
+        self.window_start, self.busy_s = end, 0.0
+
+    def busy(self) -> bool:
+        return time.monotonic() < self.busy_until
+
+
 class PythonRounds:
     """A batcher core whose worker thread runs the rounds in Python (the worker holds no
     reference to the :class:`~pylstm.StreamBatcher`, so dropping the batcher stops it).
@@ -61,6 +88,7 @@ class PythonRounds:
         self.held = 0  # chunks the worker has taken from the queue and not yet run
         self.rounds = 0
         self.batched_steps = 0
+        self.load = EngineLoad()
 
     def after_fork_in_child(self) -> None:
         """A forked child has none of the parent's threads: new locks, no worker (the next call
@@ -146,9 +174,10 @@ class PythonRounds:
             while not self.queue and not self.closed:
                 self.wake_at = 1
                 self.cv.wait()
-            # Wait for the other open streams' chunks to fill the batch, at most max_delay after
-            # the oldest pending chunk arrived (a lone open stream never waits).
-            while not self.closed and self.max_delay_s > 0:
+            # While the engine is busy, wait for the other open streams' chunks to fill the
+            # batch, at most max_delay after the oldest pending chunk arrived (a lone open stream
+            # never waits).
+            while not self.closed and self.max_delay_s > 0 and self.load.busy():
                 want = self.round_size()
                 remaining = self.queue[0].arrived + self.max_delay_s - time.monotonic()
                 if len(self.queue) >= want or remaining <= 0:
@@ -173,9 +202,12 @@ class PythonRounds:
 
     def caller_may_run(self) -> bool:
         """Whether a blocking call may run its chunk in its own thread: nothing is pending or
-        held by the worker, and there is nobody to wait for (one open stream, or no delay)."""
+        held by the worker, and there is nobody to wait for (one open stream, no delay, or an
+        engine too idle for waiting to pay)."""
         return (
-            not self.queue and not self.held and (self.max_delay_s == 0 or self.live_streams() <= 1)
+            not self.queue
+            and not self.held
+            and (self.max_delay_s == 0 or self.live_streams() <= 1 or not self.load.busy())
         )
 
     def step(self, stream, chunk):
@@ -187,7 +219,9 @@ class PythonRounds:
                     raise BatcherClosed("the StreamBatcher is closed")
                 self.collect_released()
                 rows = slice(stream._slot, stream._slot + 1)  # views; the engine writes new arrays
+                start = time.monotonic()
                 outputs, new = self.served.run([payload], one_step, self.slots.take(rows))
+                self.load.note(start)
                 self.slots.put(rows, new)
                 self.rounds += 1
                 self.batched_steps += 1
@@ -228,7 +262,9 @@ class PythonRounds:
                     )
                     return
                 self.collect_released()
+                start = time.monotonic()
                 done = self.run_round(batch)
+                self.load.note(start)
                 self.held = 0
             settle(done)
             del batch, done  # (do not keep the requests, their futures and loops, while idle)
