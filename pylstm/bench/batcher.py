@@ -80,9 +80,7 @@ def batcher_configs(quick: bool = False) -> list:
 
 class _Batcher:
     def __init__(self, model, n):
-        self.batcher = pylstm.StreamBatcher(
-            model, max_batch=256, max_delay_ms=float(__import__("os").environ.get("DLY", "1.0"))
-        )
+        self.batcher = pylstm.StreamBatcher(model, max_batch=256, max_delay_ms=1.0)
         self.streams = [self.batcher.open() for _ in range(n)]
 
     def step(self, i, x):
