@@ -314,7 +314,7 @@ def markdown_table(entries: list) -> str:
         lines.append(
             f"- {e['name'].split(' N=')[0]}, one stream, back-to-back: `stream.step` "
             f"{e['stream_step_us']:.1f} us, batcher `step` {e['batcher_step_us']:.1f} us "
-            f"(+{e['batcher_step_us'] - e['stream_step_us']:.1f} us)"
+            f"({e['batcher_step_us'] - e['stream_step_us']:+.1f} us)"
         )
     return "\n".join(lines)
 
