@@ -12,16 +12,18 @@ How a round works
 * The worker takes up to ``max_batch`` pending chunks, and at most half the open streams once
   64 or more are open: while one half runs, the callers' threads (an event loop) turn the
   other half's results around and send its next chunks, instead of both sides taking turns.
-  While fewer are pending than that (so more may come), it waits for more, at most
-  ``max_delay_ms`` after the oldest pending chunk arrived; when enough are pending it does not
-  wait, and a lone open stream never waits. Its engine calls leave one CPU to the callers.
+  While fewer are pending than that (so more may come) and the engine is busy (it ran at
+  least half of the last 20 ms), it waits for more, at most ``max_delay_ms`` after the oldest
+  pending chunk arrived; when enough are pending, or the engine is mostly idle, it does not
+  wait (waiting would only add latency), and a lone open stream never waits. Its engine calls
+  leave one CPU to the callers.
 * Chunks of equal shape form one batch: one engine call over ``[T, k, F]`` (one stream's chunk
   of T steps takes part in one call of T steps; chunks of different lengths run as separate
   calls in the same round). States are gathered from and scattered back to rows that hold
   each stream slot's state.
-* With one stream open (or ``max_delay_ms=0``) and nothing pending, a blocking
-  :meth:`BatchedStream.step` runs in the caller's thread instead of waking the worker: a lone
-  stream pays no thread hand-off (chunks that arrive meanwhile queue for the worker).
+* With nothing pending and one stream open, ``max_delay_ms=0`` or the engine mostly idle, a
+  blocking :meth:`BatchedStream.step` runs in the caller's thread instead of waking the worker:
+  no thread hand-off (chunks that arrive meanwhile queue for the worker).
 
 Two cores implement this: models that are a recurrent network alone (``from_torch``,
 ``from_arrays``, cells) are served by :class:`~pylstm.runtime.batcher_engine.EngineRounds`,
@@ -77,7 +79,8 @@ class StreamBatcher:
         The most streams one engine call runs.
     max_delay_ms : float
         How long a chunk may wait for the chunks of the other open streams to fill the batch,
-        when fewer are pending than streams are open (0: run whatever is pending at once).
+        when fewer are pending than a round takes and the engine is busy (0: run whatever is
+        pending at once).
 
     Raises
     ------
