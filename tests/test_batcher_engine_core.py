@@ -17,7 +17,16 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from batcher_helpers import H, I, _alone, _assert_same, _from_arrays, _keras_model, _torch_model
+from batcher_helpers import (
+    H,
+    I,
+    _alone,
+    _assert_same,
+    _from_arrays,
+    _keras_model,
+    _serve_threads,
+    _torch_model,
+)
 
 import pylstm
 from pylstm.runtime.batcher_engine import EngineRounds
@@ -178,3 +187,20 @@ def test_an_idle_engine_runs_a_chunk_at_once_a_busy_one_fills_rounds(kind):
         _assert_same(g, first)
     for g in got_busy:
         _assert_same(g, second)  # each of these streams' second step
+
+
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+def test_reduced_precision_and_cells_through_the_cpp_core(precision):
+    """The C++ rounds call the backend's own step, whatever its weights' precision; a cell
+    module streams one step per call."""
+    torch.manual_seed(2)
+    module = torch.nn.LSTM(I, H, num_layers=2).eval()
+    cell = torch.nn.GRUCell(I, H).eval()
+    rng = np.random.default_rng(6)
+    for model in (pylstm.from_torch(module, precision=precision), pylstm.from_torch(cell)):
+        streams = [[rng.normal(size=I).astype(np.float32) for _ in range(6)] for _ in range(5)]
+        with pylstm.StreamBatcher(model, max_batch=4) as b:
+            assert isinstance(b._core, EngineRounds)
+            got = _serve_threads(b, streams)
+        for g, chunks in zip(got, streams):
+            _assert_same(g, _alone(model, "torch", chunks))
