@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -373,3 +374,33 @@ def test_stream_core(emulated_device_arrays):
     assert_close(np.concatenate(parts, axis=1), cpu(x)[0], atol=3e-5, scaled=True, what="y")
     core.reset()
     assert not core.h.any() and not core.c.any()
+
+
+def test_stream_batcher_on_the_cuda_backend(emulated_device_arrays):
+    """The stream batcher's C++ rounds on the CUDA backend's streams (states gathered into one
+    device state per round and back): each stream's outputs as the CPU model's stream alone."""
+    rng = np.random.default_rng(13)
+    layers = [make_layer(rng, "lstm", 4, 6, P=3), make_layer(rng, "gru", 3, 5)]
+    cpu = pylstm.from_arrays(layers)
+    gpu = emulated_device_arrays(pylstm.from_arrays(layers))
+    chunks = [[rng.standard_normal((1 + (i + t) % 3, 4)).astype(np.float32) for t in range(4)]
+              for i in range(6)]  # fmt: skip
+    with pylstm.StreamBatcher(gpu, max_batch=4, max_delay_ms=20) as b:
+        streams = [b.open() for _ in chunks]
+        got = [[None] * 4 for _ in chunks]
+
+        def client(i):
+            for t, c in enumerate(chunks[i]):
+                got[i][t] = streams[i].step(c)
+
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(len(chunks))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert b.stats["rounds"] < sum(len(c) for c in chunks)  # some rounds batched streams
+    for i, cs in enumerate(chunks):
+        alone = cpu.stream(1)
+        for t, c in enumerate(cs):
+            want = alone.step(c[:, None])[:, 0]
+            assert_close(got[i][t], want, atol=3e-5, scaled=True, what=f"stream {i} chunk {t}")

@@ -24,6 +24,34 @@ constexpr int64_t kInitialSlots = 16;
 std::exception_ptr closed_error(const char* what) {
   return std::make_exception_ptr(BatcherClosedError(what));
 }
+
+// The states of k streams between their slots ([slot][per_seq floats]: the blocks of one
+// sequence one after another) and a whole StreamState's layout ([block][k][block floats]).
+template <typename Req>
+void gather_states(const std::vector<int64_t>& blocks, const float* slots, int64_t per_seq,
+                   float* whole, Req* const* reqs, int64_t k) {
+  int64_t prefix = 0;
+  for (const int64_t n : blocks) {
+    for (int64_t j = 0; j < k; ++j) {
+      std::memcpy(whole + prefix * k + j * n, slots + reqs[j]->slot * per_seq + prefix,
+                  sizeof(float) * n);
+    }
+    prefix += n;
+  }
+}
+
+template <typename Req>
+void scatter_states(const std::vector<int64_t>& blocks, const float* whole, float* slots,
+                    int64_t per_seq, Req* const* reqs, int64_t k) {
+  int64_t prefix = 0;
+  for (const int64_t n : blocks) {
+    for (int64_t j = 0; j < k; ++j) {
+      std::memcpy(slots + reqs[j]->slot * per_seq + prefix, whole + prefix * k + j * n,
+                  sizeof(float) * n);
+    }
+    prefix += n;
+  }
+}
 }  // namespace
 
 CellBatcher::Waiter& CellBatcher::this_threads_waiter() {
@@ -265,7 +293,16 @@ void CellBatcher::run_group(Request* const* reqs, int64_t k) {
   try {
     if (fail_steps_.load() == T) throw std::bad_alloc();
     std::unique_ptr<StreamState> state = backend_->open_state(k);
-    for (int64_t j = 0; j < k; ++j) state->set(h_row(reqs[j]->slot), c_row(reqs[j]->slot), j);
+    const NetworkSizes& sizes = backend_->sizes();
+    if (k == 1) {  // one sequence's row is the whole state's layout
+      state->set(h_row(reqs[0]->slot), c_row(reqs[0]->slot));
+    } else {  // one copy into the state (one transfer on a device), not one per row and block
+      h_stage_.resize(static_cast<size_t>(k * hf_));
+      c_stage_.resize(static_cast<size_t>(k * cf_));
+      gather_states(sizes.h_blocks, h_slots_.data(), hf_, h_stage_.data(), reqs, k);
+      gather_states(sizes.c_blocks, c_slots_.data(), cf_, c_stage_.data(), reqs, k);
+      state->set(h_stage_.data(), cf_ ? c_stage_.data() : nullptr);
+    }
     if (k == 1) {  // the caller's rows as they are
       backend_->step(*state, T, Rows<const float>{reqs[0]->x, I, 0}, Rows<float>{reqs[0]->y, O, 0});
     } else {
@@ -284,7 +321,13 @@ void CellBatcher::run_group(Request* const* reqs, int64_t k) {
         }
       }
     }
-    for (int64_t j = 0; j < k; ++j) state->get(h_row(reqs[j]->slot), c_row(reqs[j]->slot), j);
+    if (k == 1) {
+      state->get(h_row(reqs[0]->slot), c_row(reqs[0]->slot));
+    } else {
+      state->get(h_stage_.data(), cf_ ? c_stage_.data() : nullptr);
+      scatter_states(sizes.h_blocks, h_stage_.data(), h_slots_.data(), hf_, reqs, k);
+      scatter_states(sizes.c_blocks, c_stage_.data(), c_slots_.data(), cf_, reqs, k);
+    }
   } catch (...) {
     for (int64_t j = 0; j < k; ++j) reqs[j]->error = std::current_exception();
   }

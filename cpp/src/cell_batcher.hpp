@@ -149,6 +149,7 @@ class CellBatcher {
   std::vector<float> h_slots_, c_slots_;  // [capacity, h_floats] / [capacity, c_floats]
   std::vector<int64_t> free_;             // free slots, next last
   std::vector<float> x_stage_, y_stage_;  // a group's inputs [T, k, I] and outputs [T, k, O]
+  std::vector<float> h_stage_, c_stage_;  // its states in a whole StreamState's layout
   Clock::time_point window_start_;        // the engine's load window (see engine_busy)
   Clock::duration busy_time_{};
   std::atomic<int64_t> busy_until_{0};  // Clock ticks: busy until then
