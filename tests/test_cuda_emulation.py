@@ -378,9 +378,10 @@ def test_stream_core(emulated_device_arrays):
 
 def test_stream_batcher_on_the_cuda_backend(emulated_device_arrays):
     """The stream batcher's C++ rounds on the CUDA backend's streams (states gathered into one
-    device state per round and back): each stream's outputs as the CPU model's stream alone."""
+    device state per round and back; h and c blocks of different sizes, projection): each
+    stream's outputs as the CPU model's stream alone."""
     rng = np.random.default_rng(13)
-    layers = [make_layer(rng, "lstm", 4, 6, P=3), make_layer(rng, "gru", 3, 5)]
+    layers = [make_layer(rng, "lstm", 4, 6, P=3), make_layer(rng, "lstm", 3, 6, P=3)]
     cpu = pylstm.from_arrays(layers)
     gpu = emulated_device_arrays(pylstm.from_arrays(layers))
     chunks = [[rng.standard_normal((1 + (i + t) % 3, 4)).astype(np.float32) for t in range(4)]
