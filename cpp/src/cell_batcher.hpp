@@ -46,7 +46,8 @@ class CellBatcher {
   using CompletionSink = std::function<void(std::vector<Completion>&)>;
 
   // max_batch >= 1: the most chunks a round takes; max_delay_s >= 0: how long the oldest
-  // pending chunk may wait for the other open streams' chunks to fill a round.
+  // pending chunk may wait for the other open streams' chunks to fill a round, while the
+  // engine is busy (engine_busy).
   CellBatcher(std::shared_ptr<const Backend> backend, int64_t max_batch, double max_delay_s,
               CompletionSink sink);
   ~CellBatcher();
@@ -70,7 +71,8 @@ class CellBatcher {
   int64_t round_size() const;
 
   // -- chunks: x [steps, input_size] in, y [steps, output_size] out, steps >= 1 ---------------
-  // Blocks until the chunk ran (in this thread when nobody is there to batch with). Throws
+  // Blocks until the chunk ran (in this thread when nothing is pending and there is nobody to
+  // wait for: one open stream, no delay, or an idle engine). Throws
   // BatcherClosedError or the engine's error; a failed chunk leaves the stream's state as it was.
   void step(int64_t slot, int64_t steps, const float* x, float* y);
   // Enqueues the chunk and returns; the sink gets {token, error} once it ran. x and y must stay
