@@ -58,8 +58,14 @@ class PyCellBatcher {
     core_->close();
   }
 
-  // chunk [T, I] or [I] (one step), no batch axis -> a C-contiguous float32 copy or view.
-  py::array checked_chunk(const py::handle& chunk) const {
+  // A chunk checked and its output allocated: x [T, I] or [I] (one step), no batch axis, as a
+  // C-contiguous float32 copy or view; y [T, O] or [O].
+  struct Chunk {
+    py::array x;
+    py::array_t<float> y;
+    int64_t steps;
+  };
+  Chunk prepared(const py::handle& chunk) const {
     using Contiguous = py::array_t<float, py::array::c_style | py::array::forcecast>;
     py::array x = Contiguous::ensure(float32_array(chunk));
     const int64_t features = core_->backend().input_size();
@@ -69,40 +75,32 @@ class PyCellBatcher {
                                   "] (one step), no batch axis; got shape " +
                                   py::str(x.attr("shape")).cast<std::string>());
     }
-    return x;
-  }
-
-  // The output array of a chunk: [O] for one step, [T, O] for T steps.
-  py::array_t<float> output_for(const py::array& x) const {
     const py::ssize_t O = core_->backend().output_size();
-    if (x.ndim() == 1) return py::array_t<float>(O);
-    return py::array_t<float>({static_cast<py::ssize_t>(x.shape(0)), O});
+    if (x.ndim() == 1) return {x, py::array_t<float>(O), 1};
+    const py::ssize_t steps = x.shape(0);
+    return {x, py::array_t<float>({steps, O}), static_cast<int64_t>(steps)};
   }
 
   py::array step(int64_t slot, const py::handle& chunk) {
-    py::array x = checked_chunk(chunk);
-    py::array_t<float> y = output_for(x);
-    const int64_t steps = x.ndim() == 1 ? 1 : x.shape(0);
-    if (steps > 0) {
-      const float* xp = static_cast<const float*>(x.data());
-      float* yp = y.mutable_data();
+    Chunk c = prepared(chunk);
+    if (c.steps > 0) {
+      const float* xp = static_cast<const float*>(c.x.data());
+      float* yp = c.y.mutable_data();
       py::gil_scoped_release release;
-      core_->step(slot, steps, xp, yp);
+      core_->step(slot, c.steps, xp, yp);
     }
-    return std::move(y);
+    return std::move(c.y);
   }
 
   // Enqueues the chunk and returns None; on_done reports `token` with the output once it ran
   // (x and y are kept here until then). A chunk of zero steps is not enqueued: returns its
   // (empty) output at once.
   py::object submit(int64_t slot, const py::handle& chunk, uint64_t token) {
-    py::array x = checked_chunk(chunk);
-    py::array_t<float> y = output_for(x);
-    const int64_t steps = x.ndim() == 1 ? 1 : x.shape(0);
-    if (steps == 0) return std::move(y);
-    core_->submit(slot, steps, static_cast<const float*>(x.data()), y.mutable_data(), token);
-    in_flight_.emplace(token, std::make_pair(std::move(x), std::move(y)));  // (the GIL is held:
-    return py::none();  // the worker cannot deliver before this)
+    Chunk c = prepared(chunk);
+    if (c.steps == 0) return std::move(c.y);
+    core_->submit(slot, c.steps, static_cast<const float*>(c.x.data()), c.y.mutable_data(), token);
+    in_flight_.emplace(token, std::make_pair(std::move(c.x), std::move(c.y)));  // (the GIL is
+    return py::none();  // held: the worker cannot deliver before this)
   }
 
   int64_t open_slot(const py::object& h, const py::object& c) {

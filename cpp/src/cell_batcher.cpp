@@ -26,27 +26,17 @@ std::exception_ptr closed_error(const char* what) {
 }
 
 // The states of k streams between their slots ([slot][per_seq floats]: the blocks of one
-// sequence one after another) and a whole StreamState's layout ([block][k][block floats]).
+// sequence one after another) and a whole StreamState's layout ([block][k][block floats]):
+// into `whole` (to_slots false) or back into the slots (true).
 template <typename Req>
-void gather_states(const std::vector<int64_t>& blocks, const float* slots, int64_t per_seq,
-                   float* whole, Req* const* reqs, int64_t k) {
+void move_states(const std::vector<int64_t>& blocks, float* slots, int64_t per_seq, float* whole,
+                 Req* const* reqs, int64_t k, bool to_slots) {
   int64_t prefix = 0;
   for (const int64_t n : blocks) {
     for (int64_t j = 0; j < k; ++j) {
-      std::memcpy(whole + prefix * k + j * n, slots + reqs[j]->slot * per_seq + prefix,
-                  sizeof(float) * n);
-    }
-    prefix += n;
-  }
-}
-
-template <typename Req>
-void scatter_states(const std::vector<int64_t>& blocks, const float* whole, float* slots,
-                    int64_t per_seq, Req* const* reqs, int64_t k) {
-  int64_t prefix = 0;
-  for (const int64_t n : blocks) {
-    for (int64_t j = 0; j < k; ++j) {
-      std::memcpy(slots + reqs[j]->slot * per_seq + prefix, whole + prefix * k + j * n,
+      float* slot_part = slots + reqs[j]->slot * per_seq + prefix;
+      float* whole_part = whole + prefix * k + j * n;
+      std::memcpy(to_slots ? slot_part : whole_part, to_slots ? whole_part : slot_part,
                   sizeof(float) * n);
     }
     prefix += n;
@@ -99,7 +89,7 @@ int64_t CellBatcher::open_slot(const float* h, const float* c) {
   std::lock_guard<std::mutex> run(run_mu_);
   collect_released();
   if (free_.empty()) {
-    const int64_t old = static_cast<int64_t>(h_slots_.size()) / std::max<int64_t>(hf_, 1);
+    const int64_t old = capacity_locked();
     const int64_t capacity = 2 * std::max<int64_t>(old, 1);
     h_slots_.resize(static_cast<size_t>(capacity * hf_), 0.0f);
     c_slots_.resize(static_cast<size_t>(capacity * cf_), 0.0f);
@@ -135,6 +125,10 @@ int64_t CellBatcher::live_streams() const { return open_count_.load() - released
 
 int64_t CellBatcher::slot_capacity() {
   std::lock_guard<std::mutex> run(run_mu_);
+  return capacity_locked();
+}
+
+int64_t CellBatcher::capacity_locked() const {
   return static_cast<int64_t>(h_slots_.size()) / std::max<int64_t>(hf_, 1);
 }
 
@@ -178,11 +172,7 @@ void CellBatcher::enqueue_locked(Request* req) {
 }
 
 void CellBatcher::step(int64_t slot, int64_t steps, const float* x, float* y) {
-  Request req;
-  req.slot = slot;
-  req.steps = steps;
-  req.x = x;
-  req.y = y;
+  Request req(slot, steps, x, y);
   Waiter& waiter = this_threads_waiter();
   {
     std::unique_lock<std::mutex> lock(queue_mu_);
@@ -211,12 +201,7 @@ void CellBatcher::step(int64_t slot, int64_t steps, const float* x, float* y) {
 }
 
 void CellBatcher::submit(int64_t slot, int64_t steps, const float* x, float* y, uint64_t token) {
-  auto req = std::make_unique<Request>();
-  req->slot = slot;
-  req->steps = steps;
-  req->x = x;
-  req->y = y;
-  req->token = token;
+  auto req = std::make_unique<Request>(slot, steps, x, y, token);
   std::lock_guard<std::mutex> lock(queue_mu_);
   if (closed_) throw BatcherClosedError("the StreamBatcher is closed");
   enqueue_locked(req.release());
@@ -299,8 +284,8 @@ void CellBatcher::run_group(Request* const* reqs, int64_t k) {
     } else {  // one copy into the state (one transfer on a device), not one per row and block
       h_stage_.resize(static_cast<size_t>(k * hf_));
       c_stage_.resize(static_cast<size_t>(k * cf_));
-      gather_states(sizes.h_blocks, h_slots_.data(), hf_, h_stage_.data(), reqs, k);
-      gather_states(sizes.c_blocks, c_slots_.data(), cf_, c_stage_.data(), reqs, k);
+      move_states(sizes.h_blocks, h_slots_.data(), hf_, h_stage_.data(), reqs, k, false);
+      move_states(sizes.c_blocks, c_slots_.data(), cf_, c_stage_.data(), reqs, k, false);
       state->set(h_stage_.data(), cf_ ? c_stage_.data() : nullptr);
     }
     if (k == 1) {  // the caller's rows as they are
@@ -325,8 +310,8 @@ void CellBatcher::run_group(Request* const* reqs, int64_t k) {
       state->get(h_row(reqs[0]->slot), c_row(reqs[0]->slot));
     } else {
       state->get(h_stage_.data(), cf_ ? c_stage_.data() : nullptr);
-      scatter_states(sizes.h_blocks, h_stage_.data(), h_slots_.data(), hf_, reqs, k);
-      scatter_states(sizes.c_blocks, c_stage_.data(), c_slots_.data(), cf_, reqs, k);
+      move_states(sizes.h_blocks, h_slots_.data(), hf_, h_stage_.data(), reqs, k, true);
+      move_states(sizes.c_blocks, c_slots_.data(), cf_, c_stage_.data(), reqs, k, true);
     }
   } catch (...) {
     for (int64_t j = 0; j < k; ++j) reqs[j]->error = std::current_exception();

@@ -106,10 +106,12 @@ class CellBatcher {
  private:
   struct Waiter;
   struct Request {
-    int64_t slot = 0, steps = 0;
-    const float* x = nullptr;
-    float* y = nullptr;
-    uint64_t token = 0;
+    Request(int64_t slot_, int64_t steps_, const float* x_, float* y_, uint64_t token_ = 0)
+        : slot(slot_), steps(steps_), x(x_), y(y_), token(token_) {}
+    int64_t slot, steps;
+    const float* x;
+    float* y;
+    uint64_t token;
     Waiter* waiter = nullptr;  // a blocking caller's; null: asynchronous (heap-allocated)
     Clock::time_point arrived;
     std::exception_ptr error;
@@ -127,6 +129,7 @@ class CellBatcher {
   void run_round(std::vector<Request*>& batch);
   void run_group(Request* const* reqs, int64_t k);
   void collect_released();
+  int64_t capacity_locked() const;  // slots allocated (run_mu_ held)
   void complete(std::vector<Request*>& done);
   float* h_row(int64_t slot) { return h_slots_.data() + slot * hf_; }
   float* c_row(int64_t slot) { return cf_ ? c_slots_.data() + slot * cf_ : nullptr; }
