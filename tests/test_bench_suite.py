@@ -4,11 +4,14 @@ long: tiny models, tiny budgets, a small GEMM."""
 
 import io
 import json
+import os
 import subprocess
 import sys
+import time
 from itertools import product
 from pathlib import Path
 
+import numpy as np
 import pytest
 from child_process import child_env
 
@@ -136,12 +139,14 @@ def test_record_schema_of_a_tiny_run(tmp_path, torch_and_ort, precision_from_tor
         assert key in record["machine"]
     assert set(record["versions"]) >= {"pylstm", "numpy", "torch", "onnxruntime"}
     assert record["gemm_ceiling_gflops"] > 0 and record["gemm"]["torch_gflops"] > 0
+    assert record["fma_peak_gflops"] > 0 and record["fma_peak"]["threads"] == 1
     kinds = [r["kind"] for r in record["results"]]
     assert kinds == ["grid", "precision", "precision", "precision", "stream"]
     grid, *prec, stream = record["results"]
     assert grid["config"] == TINY.as_dict() and grid["name"] == TINY.name
     for key in ("pylstm_ms", "onnxruntime_ms", "torch_ms", "pylstm_gflops", "ceiling_fraction"):
         assert grid[key] > 0
+    assert grid["peak_fraction"] == pytest.approx(grid["pylstm_gflops"] / record["fma_peak_gflops"])
     assert grid["speedup_vs_onnxruntime"] == pytest.approx(
         grid["onnxruntime_ms"] / grid["pylstm_ms"]
     )
@@ -153,7 +158,35 @@ def test_record_schema_of_a_tiny_run(tmp_path, torch_and_ort, precision_from_tor
     assert record["summary"]["stream"]["faster_than_torch"] in (0, 1)
     text = out.getvalue()
     assert "x ort = ONNX Runtime time / pylstm time" in text and "GEMM ceiling" in text
+    assert "FMA peak" in text and "% peak" in text
     assert "grid points: pylstm faster than ONNX Runtime on" in text
+
+
+def test_fma_peak_is_at_least_what_a_blas_product_reaches():
+    """The FMA peak bounds every fp32 product on the same threads: one thread of numpy's BLAS on
+    a 512^3 product (best of 5) must not beat the best instruction set's peak (a peak measured
+    wrong, e.g. chains the compiler folded or spilled to memory, shows here). 5% for timer noise.
+    And two threads reach more than one (the chains run on every thread at once)."""
+    from threadpoolctl import threadpool_limits
+
+    isa = pylstm._core.supported_isas()[0]
+    one = pylstm._core.fma_peak_gflops(isa, 1)
+    rng = np.random.default_rng(0)
+    a, b = (rng.standard_normal((512, 512), dtype=np.float32) for _ in range(2))
+    c = np.empty_like(a)
+    with threadpool_limits(limits=1, user_api="blas"):
+        np.matmul(a, b, out=c)
+        best = min(_seconds(lambda: np.matmul(a, b, out=c)) for _ in range(5))
+    blas_gflops = 2 * 512**3 / best / 1e9
+    assert one >= 0.95 * blas_gflops, (one, blas_gflops)
+    if len(os.sched_getaffinity(0)) >= 2:
+        assert pylstm._core.fma_peak_gflops(isa, 2) > 1.3 * one  # 2 cores: ~2x (noisy VMs: 1.3)
+
+
+def _seconds(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
 
 
 def test_unsupported_precision_is_skipped_with_a_note(monkeypatch, torch_and_ort):

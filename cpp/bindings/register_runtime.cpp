@@ -41,6 +41,15 @@ void register_runtime(py::module_& m) {
         "The instruction set 'auto' picks on a CPU with these features.");
   m.def("supported_isas", &supported_isas,
         "Instruction sets with kernels in this build that this CPU can run, best first.");
+  m.def(
+      "fma_peak_gflops",
+      [](const std::string& isa, int threads, double seconds) {
+        py::gil_scoped_release release;
+        return fma_peak_gflops(isa, threads, seconds);
+      },
+      py::arg("isa"), py::arg("threads"), py::arg("seconds") = 0.05,
+      "fp32 GFLOP/s of `threads` threads at once running the instruction set's independent "
+      "FMA chains (the machine's multiply-add peak; the bench's % peak).");
   // The thread pool's per-call team policy (thread_pool.cpp), for tests.
   m.def("_choose_team", &choose_team, py::arg("useful"), py::arg("call_macs"),
         py::arg("workers_asleep"), py::arg("backing_off"));

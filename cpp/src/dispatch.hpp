@@ -19,4 +19,8 @@ std::vector<std::string> supported_isas();
 // name, std::runtime_error when the CPU cannot run it.
 const KernelSet& select_kernels(const std::string& isa);
 
+// fp32 GFLOP/s of `threads` threads at once, each running the named set's independent FMA
+// chains for about `seconds` (fma_peak.cpp): the machine's multiply-add peak; best of three.
+double fma_peak_gflops(const std::string& isa, int threads, double seconds);
+
 }  // namespace pylstm

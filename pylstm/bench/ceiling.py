@@ -1,6 +1,13 @@
-"""The measured GEMM ceiling: what a large fp32 matrix product reaches on this machine, with
-numpy's BLAS and with PyTorch, in the same process and with the same thread count as the rest of
-the run. Grid rows report pylstm's GFLOP/s as a fraction of it."""
+"""Two measured ceilings for pylstm's GFLOP/s, in the same process and with the same thread
+count as the rest of the run:
+
+* the GEMM ceiling: what a large fp32 matrix product reaches with numpy's BLAS and with PyTorch
+  (what a library reaches on work that suits it best);
+* the FMA peak: independent fp32 multiply-adds in pylstm's own instruction set on every thread at
+  once (``_core.fma_peak_gflops``): what the cores can do at all, so a row's share of it says how
+  much any engine could still gain there, on whatever CPU the record comes from.
+
+Grid and precision rows report pylstm's GFLOP/s as a fraction of each."""
 
 from __future__ import annotations
 
@@ -9,6 +16,9 @@ import os
 import time
 
 import numpy as np
+
+from .. import _core
+from ..runtime.system import simd_level
 
 #: (M, K, N) of the products timed: C[M, N] = A[M, K] @ B[K, N], fp32.
 LARGE_SHAPES = ((2048, 2048, 2048), (4096, 1024, 4096))
@@ -97,3 +107,18 @@ def measure_gemm_ceiling(threads: int, *, quick: bool = False, repeats: int = 3)
     candidates = [detail.get("torch_gflops", 0.0)] + [detail["numpy_gflops"]] * numpy_counts
     ceiling = max(candidates)
     return {"gemm_ceiling_gflops": ceiling, "gemm": detail}
+
+
+def measure_fma_peak(threads: int) -> dict:
+    """The fp32 multiply-add peak of ``threads`` threads at once with the kernels pylstm uses now.
+
+    Returns
+    -------
+    dict
+        ``fma_peak_gflops`` and ``fma_peak``: ``isa`` (the instruction set), ``threads``.
+    """
+    isa = simd_level()
+    return {
+        "fma_peak_gflops": _core.fma_peak_gflops(isa, threads),
+        "fma_peak": {"isa": isa, "threads": threads},
+    }

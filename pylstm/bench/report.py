@@ -15,7 +15,11 @@ PEER_LABELS = {"onnxruntime": "ONNX Runtime", "torch": "PyTorch"}
 # (header, key of the result entry, format spec, width); "%" formats a fraction as a percentage.
 _CONFIG = ("config", "name", "s", 42)
 _RATIOS = [("x ort", "speedup_vs_onnxruntime", ".2f", 6), ("x torch", "speedup_vs_torch", ".2f", 7)]
-_THROUGHPUT = [("GFLOP/s", "pylstm_gflops", ".1f", 8), ("% ceil", "ceiling_fraction", "%", 6)]
+_THROUGHPUT = [
+    ("GFLOP/s", "pylstm_gflops", ".1f", 8),
+    ("% ceil", "ceiling_fraction", "%", 6),
+    ("% peak", "peak_fraction", "%", 6),
+]
 _MS = [
     ("pylstm ms", "pylstm_ms", ".3f", 10),
     ("ort ms", "onnxruntime_ms", ".3f", 9),
@@ -49,7 +53,8 @@ SECTIONS = {
         GRID_COLUMNS,
         [
             RATIO_FOOTNOTE,
-            "GFLOP/s: pylstm's gate-GEMM flops per second; % ceil: of the GEMM ceiling above.",
+            "GFLOP/s: pylstm's gate-GEMM flops per second; % ceil: of the GEMM ceiling above; "
+            "% peak: of the FMA peak above.",
             "max|diff|: largest output difference between pylstm and the peers.",
         ],
     ),
@@ -110,7 +115,7 @@ class Table:
 
 
 def header_lines(record: dict) -> list:
-    """The lines above the tables: machine, versions, threads, GEMM ceiling."""
+    """The lines above the tables: machine, versions, threads, GEMM ceiling, FMA peak."""
     m, v = record["machine"], record["versions"]
     lines = [
         f"pylstm {v['pylstm']} on {m['cpu']} ({m['cpus']} CPUs, {m['simd']}); "
@@ -137,6 +142,12 @@ def header_lines(record: dict) -> list:
         lines.append(
             f"GEMM ceiling: {record['gemm_ceiling_gflops']:.1f} GFLOP/s fp32 "
             f"(best of {', '.join(parts)}; M x K x N = {shapes})"
+        )
+    if record.get("fma_peak_gflops"):  # records before 2026-12 lack it
+        p = record["fma_peak"]
+        lines.append(
+            f"FMA peak: {record['fma_peak_gflops']:.1f} GFLOP/s fp32 (independent {p['isa']} "
+            f"multiply-adds on {p['threads']} thread(s) at once)"
         )
     return lines
 

@@ -1,9 +1,11 @@
-"""``pylstm bench``: the run from GEMM ceiling to summary, and the JSON record it writes.
+"""``pylstm bench``: the run from the ceilings (GEMM, FMA peak) to the summary, and the JSON
+record it writes.
 
 Record layout (JSON)::
 
     date, command, device, threads, machine{...}, versions{...},
     gemm_ceiling_gflops, gemm{shapes, numpy_gflops, torch_gflops, numpy_threads},
+    fma_peak_gflops, fma_peak{isa, threads},
     results: [ {kind: "grid" | "precision" | "stream" | "batcher" | "service" | "shared"
                 | "neighbours" | "scaling", name, config{...}, times, ratios, ...} ],
     notes: [str], summary{grid|precision|stream: {points, faster_than_<peer>, ...}}
@@ -23,7 +25,7 @@ import numpy as np
 
 import pylstm
 
-from .ceiling import measure_gemm_ceiling
+from .ceiling import measure_fma_peak, measure_gemm_ceiling
 from .configs import PRECISIONS, BenchConfig
 from .machine import engine_versions, machine_description
 from .peers import (
@@ -53,41 +55,44 @@ def default_record_path(device: str = "cpu", folder: str | None = None) -> str:
     return os.path.join(folder or results_dir(), f"{device}-{stamp}.json")
 
 
-def _timed_entry(kind: str, cfg: BenchConfig, pylstm_s: float, timings, ceiling) -> dict:
-    """The fields grid and precision entries share: times (ms), ratios, throughput."""
+def _timed_entry(kind: str, cfg: BenchConfig, pylstm_s: float, timings, ceilings) -> dict:
+    """The fields grid and precision entries share: times (ms), ratios, throughput; with
+    ``ceilings`` ({field: GFLOP/s}, e.g. ``ceiling_fraction``, ``peak_fraction``), the throughput's
+    fraction of each."""
     entry = {"kind": kind, "name": cfg.name, "config": cfg.as_dict(), "pylstm_ms": pylstm_s * 1e3}
     for peer in ("onnxruntime", "torch"):
         if peer in timings.median_s:
             entry[f"{peer}_ms"] = timings.median_s[peer] * 1e3
             entry[f"speedup_vs_{peer}"] = timings.median_s[peer] / pylstm_s
     entry["pylstm_gflops"] = cfg.flops() / pylstm_s / 1e9
-    if ceiling:
-        entry["ceiling_fraction"] = entry["pylstm_gflops"] / ceiling
+    for field, gflops in (ceilings or {}).items():
+        if gflops:
+            entry[field] = entry["pylstm_gflops"] / gflops
     entry["rounds"] = timings.rounds
     return entry
 
 
-def measure_grid_point(cfg: BenchConfig, *, threads: int, budget_s: float, ceiling=None) -> dict:
+def measure_grid_point(cfg: BenchConfig, *, threads: int, budget_s: float, ceilings=None) -> dict:
     """Time pylstm, ONNX Runtime and PyTorch on one whole-sequence point.
 
     Returns
     -------
     dict
         A result entry of kind ``"grid"``: ``<engine>_ms``, ``speedup_vs_<peer>``,
-        ``pylstm_gflops``, ``ceiling_fraction`` (with ``ceiling`` GFLOP/s given),
+        ``pylstm_gflops``, ``ceiling_fraction`` and ``peak_fraction`` (with ``ceilings``),
         ``max_abs_diff`` (largest |pylstm - peer| output difference), ``rounds``, ``samples``.
     """
     peers = make_peers(cfg, threads)
     outputs = {p.name: p.run() for p in peers}  # also the first, warming call of each
     diff = max(float(np.max(np.abs(outputs["pylstm"] - y))) for y in outputs.values())
     timings = measure(peers, budget_s)
-    entry = _timed_entry("grid", cfg, timings.median_s["pylstm"], timings, ceiling)
+    entry = _timed_entry("grid", cfg, timings.median_s["pylstm"], timings, ceilings)
     entry.update(max_abs_diff=diff, samples=timings.samples)
     return entry
 
 
 def measure_precision_point(
-    cfg: BenchConfig, *, threads: int, budget_s: float, ceiling=None, skipped=None
+    cfg: BenchConfig, *, threads: int, budget_s: float, ceilings=None, skipped=None
 ) -> list:
     """Time pylstm at each of :data:`PRECISIONS` against ONNX Runtime and PyTorch at fp32.
 
@@ -119,7 +124,7 @@ def measure_precision_point(
     timings = measure([*engines, *refs], budget_s)
     entries = []
     for e in engines:
-        entry = _timed_entry("precision", cfg, timings.median_s[e.name], timings, ceiling)
+        entry = _timed_entry("precision", cfg, timings.median_s[e.name], timings, ceilings)
         entry["precision"] = e.precision
         diff = np.max(np.abs(outputs[e.name] - outputs["torch"]))
         entry["max_abs_diff_vs_torch_fp32"] = float(diff)
@@ -157,7 +162,8 @@ def run_benchmarks(
     command: str = "",
     out=sys.stdout,
 ) -> dict:
-    """Measure the GEMM ceiling, then every point, printing each table row as it is measured.
+    """Measure the GEMM ceiling and the FMA peak, then every point, printing each table row as it
+    is measured.
 
     Parameters
     ----------
@@ -191,7 +197,11 @@ def run_benchmarks(
     pylstm.set_num_threads(threads)
     record = new_record(threads, command)
     record.update(measure_gemm_ceiling(threads, quick=quick_ceiling))
-    ceiling = record["gemm_ceiling_gflops"]
+    record.update(measure_fma_peak(threads))
+    ceilings = {
+        "ceiling_fraction": record["gemm_ceiling_gflops"],
+        "peak_fraction": record["fma_peak_gflops"],
+    }
     # OpenBLAS's threads keep spinning (sched_yield loops) for a while after a GEMM; let them go
     # to sleep so that they do not steal cycles from the first engines measured.
     time.sleep(0.5)
@@ -215,12 +225,12 @@ def run_benchmarks(
             table.finish()
 
     common = {"threads": threads, "budget_s": budget_s}
-    section("grid", configs, lambda c: [measure_grid_point(c, ceiling=ceiling, **common)])
+    section("grid", configs, lambda c: [measure_grid_point(c, ceilings=ceilings, **common)])
     skipped = {}
     section(
         "precision",
         precision_configs,
-        lambda c: measure_precision_point(c, ceiling=ceiling, skipped=skipped, **common),
+        lambda c: measure_precision_point(c, ceilings=ceilings, skipped=skipped, **common),
     )
     notes = [
         f"{precision} rows skipped: pylstm.from_torch(module, precision={precision!r}) "

@@ -44,6 +44,8 @@ struct KernelSet {
   // Runs one layer on the whole team (every member calls it).
   void (*run_layer)(const PackedLayer& layer, const LayerIO& io, const LayerScratch& scratch,
                     const Team& team);
+  // kPeakChains chains of FMAs for `rounds` rounds; returns the flops done (fma_peak.hpp).
+  int64_t (*fma_chains)(int64_t rounds, float* seed);
 };
 
 const KernelSet& kernels_generic();
