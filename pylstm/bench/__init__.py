@@ -2,8 +2,8 @@
 side by side in one process, interleaved, with the same thread count; medians reported.
 
 Modules: configs (what is measured), peers and streaming (the engines), timing (interleaved
-medians), ceiling (the GEMM ceiling and the FMA peak), machine (what it ran on), runner (the run and its JSON
-record), report (tables), plot (matplotlib, imported only for ``--plot``).
+medians), ceiling (the GEMM ceiling and the FMA peak), machine (what it ran on), runner (the run
+and its JSON record), report (tables), plot (matplotlib, imported only for ``--plot``).
 """
 
 from .configs import (
