@@ -192,7 +192,7 @@ void register_batcher(py::module_& m) {
       .def("fail_chunks_of", [](Self& s, int64_t steps) { s.core().fail_chunks_of(steps); })
       .def_property_readonly("closed", [](Self& s) { return s.core().closed(); })
       .def_property_readonly("rounds", [](Self& s) { return s.core().rounds(); })
-      .def_property_readonly("steps", [](Self& s) { return s.core().steps_run(); });
+      .def_property_readonly("steps", [](Self& s) { return s.core().chunks_run(); });
 }
 
 }  // namespace pylstm

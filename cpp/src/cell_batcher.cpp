@@ -278,19 +278,20 @@ void CellBatcher::run_group(Request* const* reqs, int64_t k) {
   try {
     if (fail_steps_.load() == T) throw std::bad_alloc();
     std::unique_ptr<StreamState> state = backend_->open_state(k);
-    const NetworkSizes& sizes = backend_->sizes();
-    if (k == 1) {  // one sequence's row is the whole state's layout
-      state->set(h_row(reqs[0]->slot), c_row(reqs[0]->slot));
-    } else {  // one copy into the state (one transfer on a device), not one per row and block
+    if (k == 1) {  // one sequence: its slot rows and the caller's rows are the engine's layout
+      Request& req = *reqs[0];
+      state->set(h_row(req.slot), c_row(req.slot));
+      backend_->step(*state, T, Rows<const float>{req.x, I, 0}, Rows<float>{req.y, O, 0});
+      state->get(h_row(req.slot), c_row(req.slot));
+    } else {
+      // The states go into the engine's state with one copy (one transfer on a device), not
+      // one per row and block; the chunks are interleaved into [T, k, I].
+      const NetworkSizes& sizes = backend_->sizes();
       h_stage_.resize(static_cast<size_t>(k * hf_));
       c_stage_.resize(static_cast<size_t>(k * cf_));
       move_states(sizes.h_blocks, h_slots_.data(), hf_, h_stage_.data(), reqs, k, false);
       move_states(sizes.c_blocks, c_slots_.data(), cf_, c_stage_.data(), reqs, k, false);
       state->set(h_stage_.data(), cf_ ? c_stage_.data() : nullptr);
-    }
-    if (k == 1) {  // the caller's rows as they are
-      backend_->step(*state, T, Rows<const float>{reqs[0]->x, I, 0}, Rows<float>{reqs[0]->y, O, 0});
-    } else {
       x_stage_.resize(static_cast<size_t>(T * k * I));
       y_stage_.resize(static_cast<size_t>(T * k * O));
       for (int64_t j = 0; j < k; ++j) {
@@ -305,10 +306,6 @@ void CellBatcher::run_group(Request* const* reqs, int64_t k) {
           std::memcpy(reqs[j]->y + t * O, &y_stage_[(t * k + j) * O], sizeof(float) * O);
         }
       }
-    }
-    if (k == 1) {
-      state->get(h_row(reqs[0]->slot), c_row(reqs[0]->slot));
-    } else {
       state->get(h_stage_.data(), cf_ ? c_stage_.data() : nullptr);
       move_states(sizes.h_blocks, h_slots_.data(), hf_, h_stage_.data(), reqs, k, true);
       move_states(sizes.c_blocks, c_slots_.data(), cf_, c_stage_.data(), reqs, k, true);

@@ -86,8 +86,8 @@ class CellBatcher {
   // A forked child has none of the parent's threads: new locks, an empty queue, no worker.
   void after_fork_in_child();
 
-  int64_t rounds() const { return rounds_.load(); }  // engine calls so far
-  int64_t steps_run() const { return chunks_run_.load(); }
+  int64_t rounds() const { return rounds_.load(); }          // engine calls so far
+  int64_t chunks_run() const { return chunks_run_.load(); }  // chunks those calls ran
   // Tests: hold the rounds back (the engine is busy) / let them go; from one thread.
   void hold_rounds() { run_mu_.lock(); }
   void release_rounds() { run_mu_.unlock(); }

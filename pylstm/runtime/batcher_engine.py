@@ -4,9 +4,10 @@ C++ (``_core.CellBatcher``, cpp/src/cell_batcher.hpp).
 
 A blocking :meth:`~pylstm.BatchedStream.step` hands its chunk over and waits without the GIL,
 and the worker runs rounds without it, so a client thread's call costs one wake-up (and the GIL
-hand-off CPython adds) and the batch runs while the callers' threads turn results around (a worker in Python
-needed the GIL for every chunk it took and every result it handed back: from 128 client
-threads it served a quarter of what the same threads got calling ``model.stream(1)`` each).
+hand-off CPython adds) and the batch runs while the callers' threads turn results around (a
+worker in Python needed the GIL for every chunk it took and every result it handed back: from
+128 client threads it served a quarter of what the same threads got calling
+``model.stream(1)`` each).
 Asynchronous results reach their event loops through :mod:`pylstm.runtime.batcher_results`
 (the worker takes the GIL once per round for them).
 """
