@@ -1,7 +1,8 @@
 """The stream batcher's C++ core (pylstm/runtime/batcher_engine.py, cpp/src/cell_batcher.hpp),
 which serves models that are a recurrent network alone: which models it serves, rounds that run
 while Python holds the GIL, chunks of zero steps, states read and written through it, a batcher
-closed while asyncio calls wait; and when a chunk waits for others (both cores). References and tolerance as in test_batcher.py."""
+closed while asyncio calls wait; and when a chunk waits for others (both cores). References and
+tolerance as in test_batcher.py."""
 
 from __future__ import annotations
 
